@@ -1,0 +1,5 @@
+"""``python -m etar`` runs the CLI."""
+
+from etar.cli import app
+
+app()

@@ -1,0 +1,185 @@
+"""The ``etar`` command line: the native stack and each pipeline stage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from etar.config import get_settings
+from etar.errors import ConfigError, EtarError
+from etar.events import EventType, uniform_error_rates
+
+app = typer.Typer(help="etar: Extract → Transform → Analyze → Report for e-commerce events.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+stack_app = typer.Typer(help="The native stack: every service on this machine, no Docker.",
+                        no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+console = Console(stderr=True)
+
+
+def _setup_logging(quiet: bool = False) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(exc: EtarError) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(1)
+
+
+def _stack():  # type: ignore[no-untyped-def]
+    from etar.native import stack
+
+    return stack(get_settings())
+
+
+@stack_app.command("up")
+def stack_up(
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="return once all are ready")]
+    = False,
+    quiet: Annotated[bool, typer.Option(help="do not echo service logs")] = False,
+) -> None:
+    """Start every service in dependency order; Ctrl-C stops them all."""
+    _setup_logging()
+    stack = _stack()
+    try:
+        if detach:
+            with console.status("starting the native stack (first run downloads the jars)…"):
+                stack.up_detached()
+            _print_status(stack.status())
+        else:
+            stack.up(echo=not quiet)
+    except EtarError as exc:
+        _fail(exc)
+
+
+@stack_app.command("down")
+def stack_down(
+    volumes: Annotated[bool, typer.Option(help="also delete the services' data")] = False,
+) -> None:
+    """Stop the stack started by `etar stack up`."""
+    import shutil
+
+    stack = _stack()
+    stopped = stack.down()
+    console.print("stack stopped" if stopped else "the stack was not running")
+    if volumes:
+        shutil.rmtree(stack.state_dir / "data", ignore_errors=True)
+        console.print(f"deleted {stack.state_dir / 'data'}")
+
+
+def _print_status(rows: list[dict[str, object]]) -> None:
+    table = Table("service", "state", "pid", "address", "detail")
+    for row in rows:
+        state = "[green]up[/]" if row["up"] else "[red]down[/]"
+        table.add_row(str(row["service"]), state, str(row["pid"] or "-"), str(row["url"]),
+                      str(row["detail"]))
+    Console().print(table)
+
+
+@stack_app.command("status")
+def stack_status(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Which services answer; exit code 0 only when all of them do."""
+    rows = _stack().status()
+    if as_json:
+        print(json.dumps(rows))
+    else:
+        _print_status(rows)
+    raise typer.Exit(0 if all(row["up"] for row in rows) else 1)
+
+
+@stack_app.command("logs")
+def stack_logs(
+    service: Annotated[str | None, typer.Argument(help="one service; all when omitted")] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n")] = 50,
+) -> None:
+    """The last lines of the services' logs (kept under the state folder)."""
+    try:
+        for line in _stack().log_lines(service, lines):
+            print(line)
+    except EtarError as exc:
+        _fail(exc)
+
+
+def _parse_minute(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        minute = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--minute wants an ISO minute such as 2026-01-01T10:30, got {value!r}"
+                          ) from None
+    if minute.tzinfo is None:
+        minute = minute.replace(tzinfo=UTC)
+    return minute.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def _parse_error_rates(base: float, overrides: list[str]) -> dict[EventType, float]:
+    rates = uniform_error_rates(base)
+    for item in overrides:
+        name, _, value = item.partition("=")
+        try:
+            rates[EventType(name.strip().upper())] = float(value)
+        except ValueError:
+            raise ConfigError(f"--error-rate-for wants TYPE=RATE with TYPE one of "
+                              f"{[t.value for t in EventType]}, got {item!r}") from None
+    return rates
+
+
+@app.command()
+def produce(
+    rate: Annotated[float | None, typer.Option(help="events/s over all processes; 0 = max")]
+    = None,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    count: Annotated[int | None, typer.Option(help="send exactly this many events")] = None,
+    processes: Annotated[int, typer.Option(help="producer processes")] = 1,
+    error_rate: Annotated[float | None, typer.Option(help="P(error) for every event type")]
+    = None,
+    error_rate_for: Annotated[list[str] | None, typer.Option(
+        help="per-type override, e.g. PURCHASE=0.2 (repeatable)")] = None,
+    seed: Annotated[int | None, typer.Option(help="make the events reproducible")] = None,
+    minute: Annotated[str | None, typer.Option(
+        help="stamp events inside this UTC minute, e.g. 2026-01-01T10:30")] = None,
+) -> None:
+    """Produce interaction events to Kafka (Avro, Schema Registry) from several processes."""
+    from etar.producer import ProduceOptions
+    from etar.producer import produce as run
+
+    _setup_logging(quiet=True)
+    settings = get_settings()
+    try:
+        options = ProduceOptions(
+            rate=settings.producer_rate if rate is None else rate,
+            duration=duration, count=count, processes=processes,
+            error_rates=_parse_error_rates(
+                settings.producer_error_rate if error_rate is None else error_rate,
+                error_rate_for or []),
+            seed=seed, minute=_parse_minute(minute),
+        )
+        options.validate()
+        columns = [TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("delivered {task.fields[delivered]} failed {task.fields[failed]}"),
+                   TimeElapsedColumn()]
+        with Progress(*columns, console=console, transient=True,
+                      disable=not console.is_terminal) as bar:
+            task = bar.add_task("produce", total=count, delivered=0, failed=0)
+
+            def show(sent: int, delivered: int, failed: int) -> None:
+                bar.update(task, completed=sent, delivered=delivered, failed=failed)
+
+            summary = run(options, settings, progress=show)
+    except EtarError as exc:
+        _fail(exc)
+    print(summary.line(), flush=True)
+    if summary.failed:
+        sys.exit(2)

@@ -1,0 +1,75 @@
+"""One `Settings` object for every endpoint, credential, topic and port.
+
+Values come from the environment (prefix ``ETAR_``) and the project's ``.env`` file, so the
+notebooks, the CLI, the native stack and the compose stack all read the same names.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout holding ``etar/``, ``user_event_schema.avsc`` and ``.env``."""
+
+
+class Settings(BaseSettings):
+    """Configuration of every etar component (see ``.env.example`` for each name)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ETAR_",
+        env_file=PROJECT_ROOT / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # Native stack
+    state_dir: Path = Field(PROJECT_ROOT / ".etar", description="all native-stack state")
+    bind_host: str = Field("127.0.0.1", description="address the native services listen on")
+
+    # Kafka (KRaft)
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_cluster_id: str = Field("ZXRhci1uYXRpdmUtc3RhYw", description="KRaft cluster id")
+    kafka_heap: str = Field("768m", description="broker JVM heap (-Xmx)")
+    kafka_topic: str = "user_interactions"
+    kafka_topic_partitions: int = Field(6, ge=1)
+    kafka_dlq_topic: str = "user_interactions_dlq"
+
+    # Schema Registry
+    schema_registry_url: str = "http://127.0.0.1:8081"
+    schemas_topic: str = "_schemas"
+
+    # Producer defaults
+    producer_rate: float = Field(50.0, gt=0, description="events/s per process")
+    producer_error_rate: float = Field(0.05, ge=0, le=1)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    @property
+    def kafka_port(self) -> int:
+        """Port of the broker listener in ``kafka_bootstrap_servers``."""
+        return int(self.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def schema_registry_port(self) -> int:
+        """Port of ``schema_registry_url``."""
+        return urlsplit(self.schema_registry_url).port or 80
+
+    @property
+    def event_schema_path(self) -> Path:
+        """The Avro schema of one event (kept at the project root under its seed name)."""
+        return PROJECT_ROOT / "user_event_schema.avsc"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

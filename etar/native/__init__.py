@@ -1,0 +1,17 @@
+"""The native stack: every service etar needs, installed from package registries and run here."""
+
+from __future__ import annotations
+
+from etar.config import Settings
+from etar.native import kafka, registry
+from etar.native.supervisor import Service, Stack
+
+
+def services(settings: Settings) -> list[Service]:
+    """The services in dependency order."""
+    return [kafka.service(settings), registry.service(settings)]
+
+
+def stack(settings: Settings) -> Stack:
+    """The native stack for ``settings``."""
+    return Stack(settings, services(settings))

@@ -1,0 +1,335 @@
+"""Start, watch and stop the native stack's services in dependency order.
+
+Each service runs under a mirakuru executor whose readiness check is the service's own probe
+(a metadata request, an HTTP call…). Output goes to ``<state>/logs/<service>.log``; in the
+foreground the supervisor echoes those files with a ``service |`` prefix. A JSON state file
+records the supervisor's and the services' pids, so ``etar stack status|down`` work from any
+shell, and ``etar stack up --detach`` is the same supervisor started in its own session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from mirakuru import Executor
+from mirakuru.exceptions import AlreadyRunning, ExecutorError, ProcessFinishedWithError
+
+from etar.config import Settings
+from etar.errors import StackError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """One long-running process of the native stack."""
+
+    name: str
+    command: list[str]
+    port: int
+    ready: Callable[[], bool]
+    url: str = ""
+    prepare: Callable[[], None] | None = None
+    after_start: Callable[[], None] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    start_timeout: float = 180
+    stop_timeout: float = 60
+    describe: Callable[[], str] | None = None
+    """Extra one-line status (lag, rows/s…) shown by ``etar stack status``."""
+
+
+class _ServiceExecutor(Executor):  # type: ignore[misc]
+    """A mirakuru executor whose readiness is the service's probe."""
+
+    def __init__(self, service: Service, log_file: IO[str], host: str) -> None:
+        super().__init__(
+            service.command,
+            timeout=service.start_timeout,
+            sleep=0.5,
+            envvars=service.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self.service = service
+        self._host = host
+
+    def pre_start_check(self) -> bool:
+        """Something already listens on the service's port."""
+        return port_open(self._host, self.service.port)
+
+    def after_start_check(self) -> bool:
+        return _probe(self.service)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether a TCP connection to ``host:port`` succeeds."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def _probe(service: Service) -> bool:
+    try:
+        return service.ready()
+    except Exception as exc:  # a probe that raises means "not ready yet"
+        log.debug("probe of %s: %s", service.name, exc)
+        return False
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); /proc tells it apart.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return True
+
+
+class _Stop(Exception):
+    """Raised in the supervisor's main thread by SIGTERM / SIGINT."""
+
+
+class Stack:
+    """The native stack: its services, state file and logs."""
+
+    def __init__(self, settings: Settings, services: list[Service]) -> None:
+        self.settings = settings
+        self.services = services
+        self.state_dir = settings.state_dir
+        self.log_dir = self.state_dir / "logs"
+        self.state_file = self.state_dir / "stack.json"
+
+    # --- state ---------------------------------------------------------------------------
+    def read_state(self) -> dict[str, Any] | None:
+        """The state file, or None when no supervisor is alive."""
+        try:
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return state if _alive(state.get("pid")) else None
+
+    def _write_state(self, status: str, pids: dict[str, int]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "status": status, "services": pids}))
+        tmp.replace(self.state_file)
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per service: name, up (its probe answers), pid, url, detail."""
+        state = self.read_state() or {}
+        pids = state.get("services", {})
+        rows = []
+        for service in self.services:
+            up = _probe(service)
+            detail = ""
+            if up and service.describe is not None:
+                with contextlib.suppress(Exception):
+                    detail = service.describe()
+            rows.append({"service": service.name, "up": up, "pid": pids.get(service.name),
+                         "url": service.url, "detail": detail})
+        return rows
+
+    def is_up(self) -> bool:
+        """Every service answers its readiness probe."""
+        return all(row["up"] for row in self.status())
+
+    # --- up ------------------------------------------------------------------------------
+    def up_detached(self, timeout: float = 900) -> None:
+        """Start the supervisor in its own session and return once every service is ready."""
+        if self.read_state() is not None:
+            raise StackError("the stack is already running (see `etar stack status`)")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / "supervisor.log", "w") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "etar", "stack", "up", "--quiet"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = (self.log_dir / "supervisor.log").read_text()[-3000:]
+                raise StackError(f"the stack failed to start:\n{tail}")
+            state = self.read_state()
+            if state is not None and state.get("status") == "ready":
+                return
+            time.sleep(0.5)
+        process.terminate()
+        raise StackError(f"the stack was not ready within {timeout:.0f}s; see {self.log_dir}")
+
+    def up(self, echo: bool = True) -> None:
+        """Start every service in order, then supervise until SIGTERM / Ctrl-C."""
+        if self.read_state() is not None:
+            raise StackError("the stack is already running (see `etar stack status`)")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        executors: list[_ServiceExecutor] = []
+        previous = {sig: signal.signal(sig, self._raise_stop)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        tails = {s.name: _Tail(self.log_dir / f"{s.name}.log") for s in self.services}
+        try:
+            self._write_state("starting", {})
+            for service in self.services:
+                executors.append(self._start(service))
+                if service.after_start is not None:
+                    service.after_start()
+                self._write_state("starting", _pids(executors))
+            self._write_state("ready", _pids(executors))
+            log.info("stack ready: %s", ", ".join(f"{s.name} {s.url}" for s in self.services))
+            self._watch(executors, tails, echo)
+        except _Stop:
+            log.info("stopping the stack")
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            with _signals_ignored():
+                self._stop_all(executors)
+                self.state_file.unlink(missing_ok=True)
+
+    @staticmethod
+    def _raise_stop(signum: int, frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    def _start(self, service: Service) -> _ServiceExecutor:
+        log.info("starting %s", service.name)
+        if service.prepare is not None:
+            service.prepare()
+        log_path = self.log_dir / f"{service.name}.log"
+        with open(log_path, "a", buffering=1) as log_file:
+            executor = _ServiceExecutor(service, log_file, self.settings.bind_host)
+            try:
+                executor.start()
+            except AlreadyRunning as exc:
+                executor.kill()
+                raise StackError(
+                    f"{service.name}: port {service.port} is already in use; stop whatever "
+                    "listens there or change its port in .env"
+                ) from exc
+            except ExecutorError as exc:
+                executor.kill()
+                tail = log_path.read_text()[-2000:]
+                raise StackError(f"{service.name} failed to start: {exc}\n{tail}") from exc
+            except BaseException:  # interrupted while waiting: leave no orphan behind
+                executor.kill()
+                raise
+        log.info("%s ready at %s", service.name, service.url or service.port)
+        return executor
+
+    def _watch(
+        self, executors: list[_ServiceExecutor], tails: dict[str, _Tail], echo: bool
+    ) -> None:
+        """Echo the logs (foreground) and report services that exit on their own."""
+        width = max(len(name) for name in tails)
+        reported: set[str] = set()
+        while True:
+            for name, tail in tails.items():
+                for line in tail.new_lines():
+                    if echo:
+                        print(f"{name:<{width}} | {line}", flush=True)
+            for executor in executors:
+                name = executor.service.name
+                if name not in reported and not executor.running():
+                    reported.add(name)
+                    log.error("%s exited; see %s", name, self.log_dir / f"{name}.log")
+            time.sleep(0.3)
+
+    def _stop_all(self, executors: list[_ServiceExecutor]) -> None:
+        for executor in reversed(executors):
+            name = executor.service.name
+            log.info("stopping %s", name)
+            executor._timeout = executor.service.stop_timeout
+            try:
+                executor.stop()
+            except ProcessFinishedWithError as exc:
+                log.info("%s exited with code %s", name, exc.exit_code)
+            except Exception as exc:
+                log.warning("stopping %s: %s", name, exc)
+
+    # --- down / logs ---------------------------------------------------------------------
+    def down(self, timeout: float = 120) -> bool:
+        """Stop a running stack. Returns False when none was running."""
+        try:
+            state = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return False
+        supervisor = state.get("pid")
+        if _alive(supervisor):
+            os.kill(supervisor, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _alive(supervisor) and time.monotonic() < deadline:
+                time.sleep(0.3)
+        # Whatever survived (a killed supervisor, a stuck service) is ended by process group.
+        for pid in state.get("services", {}).values():
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+        self.state_file.unlink(missing_ok=True)
+        return True
+
+    def log_lines(self, service: str | None, lines: int) -> Iterator[str]:
+        """The last ``lines`` lines of one service's log (or of each), prefixed."""
+        names = [service] if service else [s.name for s in self.services]
+        known = {s.name for s in self.services} | {"supervisor"}
+        for name in names:
+            if name not in known:
+                raise StackError(f"no service named {name!r}; known: {', '.join(sorted(known))}")
+            path = self.log_dir / f"{name}.log"
+            if path.exists():
+                for line in path.read_text(errors="replace").splitlines()[-lines:]:
+                    yield f"{name} | {line}"
+
+
+def _pids(executors: list[_ServiceExecutor]) -> dict[str, int]:
+    return {e.service.name: e.process.pid for e in executors if e.process is not None}
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Let an orderly shutdown finish even if Ctrl-C is pressed again."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Tail:
+    """Reads the lines appended to a file since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+        self.partial = ""
+
+    def new_lines(self) -> list[str]:
+        try:
+            with open(self.path, errors="replace") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+                self.offset = handle.tell()
+        except OSError:
+            return []
+        text = self.partial + chunk
+        lines = text.split("\n")
+        self.partial = lines.pop()
+        return lines
