@@ -41,6 +41,18 @@ def _stack():  # type: ignore[no-untyped-def]
     return stack(get_settings())
 
 
+@stack_app.command("install")
+def stack_install() -> None:
+    """Fetch what the services need (Kafka jars from Maven Central) without starting them."""
+    from etar.native import install
+
+    _setup_logging()
+    try:
+        install(get_settings())
+    except EtarError as exc:
+        _fail(exc)
+
+
 @stack_app.command("up")
 def stack_up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="return once all are ready")]
@@ -183,3 +195,23 @@ def produce(
     print(summary.line(), flush=True)
     if summary.failed:
         sys.exit(2)
+
+
+@app.command()
+def up(
+    rate: Annotated[float | None, typer.Option(help="events/s of the demo producer")] = None,
+    processes: Annotated[int, typer.Option(help="producer processes")] = 2,
+) -> None:
+    """The main job: start the native stack, print its URLs, produce events until Ctrl-C."""
+    _setup_logging(quiet=True)
+    stack = _stack()
+    try:
+        if stack.read_state() is None:
+            with console.status("starting the native stack (first run downloads the jars)…"):
+                stack.up_detached()
+        _print_status(stack.status())
+        console.print("producing events; Ctrl-C stops the producer, `make down` the stack")
+    except EtarError as exc:
+        _fail(exc)
+    produce(rate=rate, duration=None, count=None, processes=processes, error_rate=None,
+            error_rate_for=None, seed=None, minute=None)

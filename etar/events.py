@@ -93,7 +93,9 @@ def load_schema_str(path: Path | None = None) -> str:
 @lru_cache
 def parsed_schema() -> dict[str, Any]:
     """The event schema parsed by fastavro (logical types resolved)."""
-    return parse_schema(json.loads(load_schema_str()))  # type: ignore[no-any-return]
+    schema = parse_schema(json.loads(load_schema_str()))
+    assert isinstance(schema, dict)
+    return schema
 
 
 # --- generator -------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ def services(settings: Settings) -> list[Service]:
     return [kafka.service(settings), registry.service(settings)]
 
 
+def install(settings: Settings) -> None:
+    """Fetch every service's binaries (idempotent; nothing is downloaded when a service starts)."""
+    kafka.install(settings)
+
+
 def stack(settings: Settings) -> Stack:
     """The native stack for ``settings``."""
     return Stack(settings, services(settings))

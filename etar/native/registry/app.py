@@ -81,7 +81,7 @@ def create_app(store: SchemaStore) -> FastAPI:
         return [{"subject": v.subject, "version": v.version} for v in store.usages(schema_id)]
 
     @app.get("/subjects")
-    async def subjects(deleted: str | None = None, subjectPrefix: str = "") -> list[str]:  # noqa: N803
+    async def subjects(deleted: str | None = None, subjectPrefix: str = "") -> list[str]:
         return store.subjects(_flag(deleted), subjectPrefix)
 
     @app.post("/subjects/{subject}/versions")
@@ -144,7 +144,7 @@ def create_app(store: SchemaStore) -> FastAPI:
         return {"compatibilityLevel": store.delete_level(None).value}
 
     @app.get("/config/{subject}")
-    async def subject_config(subject: str, defaultToGlobal: str | None = None  # noqa: N803
+    async def subject_config(subject: str, defaultToGlobal: str | None = None
                        ) -> dict[str, Any]:
         level = store.subject_level(subject, _flag(defaultToGlobal))
         return {"compatibilityLevel": level.value}

@@ -69,7 +69,7 @@ class State:
     def apply(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
         """Fold one log record into the state."""
         keytype, subject = key.get("keytype"), key.get("subject")
-        if keytype == "SCHEMA":
+        if keytype == "SCHEMA" and isinstance(subject, str):
             versions = self.subjects.setdefault(subject, {})
             if value is None:
                 versions.pop(key["version"], None)
@@ -116,9 +116,10 @@ class SchemaStore:
                     raise KafkaException(f"timed out reading {self.topic} at offset {position}")
                 if message.error():
                     raise KafkaException(message.error())
-                position = message.offset() + 1
+                position = (message.offset() or 0) + 1
                 value = message.value()
-                self.state.apply(json.loads(message.key()), json.loads(value) if value else None)
+                self.state.apply(json.loads(message.key() or b"{}"),
+                                 json.loads(value) if value else None)
         finally:
             consumer.close()
         log.info("loaded %d schemas in %d subjects from %s (%d records)",

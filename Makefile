@@ -1,0 +1,36 @@
+# The two commands: `make up` runs the pipeline, `make test` runs every test.
+# Both install what they need first (idempotent, fast when nothing changed).
+UV_VERSION := 0.13.9
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+RUN := $(UV) run --frozen
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install up down test unit lint bench clean
+
+install:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen
+	$(RUN) etar stack install
+
+up: install
+	$(RUN) etar up
+
+down:
+	$(RUN) etar stack down
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) mypy
+
+unit: install
+	$(RUN) pytest tests/unit
+
+test: lint
+	$(RUN) pytest
+
+bench: install
+	$(RUN) python benchmarks/producer.py
+
+clean:
+	$(RUN) etar stack down --volumes

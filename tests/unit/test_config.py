@@ -1,0 +1,41 @@
+"""Settings come from the environment."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from etar.config import PROJECT_ROOT, Settings
+
+
+def test_defaults_point_at_the_native_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ETAR_KAFKA_BOOTSTRAP_SERVERS", "ETAR_SCHEMA_REGISTRY_URL", "ETAR_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=None)
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
+    assert settings.kafka_port == 9092 and settings.schema_registry_port == 8081
+    assert settings.state_dir == PROJECT_ROOT / ".etar"
+
+
+def test_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETAR_KAFKA_BOOTSTRAP_SERVERS", "broker:29092")
+    monkeypatch.setenv("ETAR_KAFKA_TOPIC_PARTITIONS", "12")
+    monkeypatch.setenv("ETAR_SCHEMA_REGISTRY_URL", "http://schema-registry:8085")
+    monkeypatch.setenv("ETAR_STATE_DIR", "/tmp/etar-state")
+    settings = Settings(_env_file=None)
+    assert settings.kafka_port == 29092 and settings.kafka_topic_partitions == 12
+    assert settings.schema_registry_port == 8085
+    assert str(settings.state_dir) == "/tmp/etar-state"
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETAR_KAFKA_TOPIC_PARTITIONS", "0")
+    with pytest.raises(ValidationError, match="kafka_topic_partitions"):
+        Settings(_env_file=None)
+
+
+def test_env_example_lists_every_setting() -> None:
+    example = (PROJECT_ROOT / ".env.example").read_text()
+    names = {line.split("=", 1)[0] for line in example.splitlines()
+             if line and not line.startswith("#")}
+    assert names == {f"ETAR_{name.upper()}" for name in Settings.model_fields}
