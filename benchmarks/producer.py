@@ -1,0 +1,110 @@
+"""Producer throughput: `etar produce` with 1 and 2 processes vs Kafka's own perf tool.
+
+Kafka's ``ProducerPerformance`` (kafka-tools) sends pre-built records of the same size with
+the same producer settings (acks=all, idempotence, lz4, linger 20 ms), so it is the ceiling
+of what the broker takes on this machine; etar's ratio to it is the cost of generating
+events, Avro serialization and Python. Runs against the native stack (reused or started),
+on a topic of its own. Prints a table and writes ``benchmarks/results/producer.json``.
+
+    uv run python benchmarks/producer.py [--duration 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+from statistics import mean
+
+from fastavro import schemaless_writer
+
+from etar.config import get_settings
+from etar.events import EventGenerator, GeneratorConfig, parsed_schema
+from etar.native import kafka
+from etar.native import stack as native_stack
+
+RESULTS = Path(__file__).parent / "results"
+TOPIC = "etar_bench_producer"
+
+
+def record_size() -> int:
+    """Mean size of an event value on the wire (5-byte Confluent header + Avro body)."""
+    sizes = []
+    for event in EventGenerator(GeneratorConfig(seed=1)).take(2_000):
+        buffer = io.BytesIO()
+        schemaless_writer(buffer, parsed_schema(), event.to_avro())
+        sizes.append(5 + buffer.tell())
+    return round(mean(sizes))
+
+
+def run_etar(processes: int, duration: float) -> dict[str, float]:
+    env = {**os.environ, "ETAR_KAFKA_TOPIC": TOPIC}
+    result = subprocess.run(
+        [sys.executable, "-m", "etar", "produce", "--rate", "0", "--duration", str(duration),
+         "--processes", str(processes), "--seed", "1"],
+        capture_output=True, text=True, env=env, check=True)
+    fields = dict(item.split("=", 1) for item in result.stdout.split())
+    return {"events_per_s": float(fields["events_per_s"]), "delivered": int(fields["delivered"]),
+            "failed": int(fields["failed"]), "elapsed_s": float(fields["elapsed_s"])}
+
+
+def run_kafka_perf(size: int, records: int) -> dict[str, float]:
+    settings = get_settings()
+    command = kafka.perf_test_command(
+        settings, "--topic", TOPIC, "--num-records", str(records), "--record-size", str(size),
+        "--throughput", "-1", "--producer-props",
+        f"bootstrap.servers={settings.kafka_bootstrap_servers}", "acks=all",
+        "enable.idempotence=true", "compression.type=lz4", "linger.ms=20",
+        f"batch.size={256 * 1024}")
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    last = [line for line in output.splitlines() if "records sent" in line][-1]
+    match = re.search(r"(\d+) records sent, ([\d.]+) records/sec", last)
+    assert match, last
+    return {"events_per_s": float(match.group(2)), "delivered": int(match.group(1))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per etar run")
+    args = parser.parse_args()
+    settings = get_settings()
+    stack = native_stack(settings)
+    started = not stack.is_up()
+    if started:
+        stack.up_detached()
+    try:
+        kafka.ensure_topic(settings, TOPIC, settings.kafka_topic_partitions,
+                           {"retention.ms": str(10 * 60 * 1000)})
+        size = record_size()
+        rows = {f"etar produce, {p} process{'es' if p > 1 else ''}": run_etar(p, args.duration)
+                for p in (1, 2)}
+        best = max(r["events_per_s"] for r in rows.values())
+        ceiling = run_kafka_perf(size, records=max(200_000, int(best * args.duration * 2)))
+        rows = {"kafka ProducerPerformance (ceiling)": ceiling, **rows}
+    finally:
+        if started:
+            stack.down()
+
+    base = ceiling["events_per_s"]
+    print(f"\nrecord size {size} B, {args.duration:.0f} s per etar run, "
+          f"{os.cpu_count()} cores\n")
+    print(f"{'run':<40} {'events/s':>12} {'vs ceiling':>11}")
+    for name, row in rows.items():
+        print(f"{name:<40} {row['events_per_s']:>12,.0f} {row['events_per_s'] / base:>10.2f}x")
+    RESULTS.mkdir(exist_ok=True)
+    report = {"record_size_bytes": size, "duration_s": args.duration,
+              "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+              "runs": {name: {**row, "ratio_to_ceiling": row["events_per_s"] / base}
+                       for name, row in rows.items()}}
+    (RESULTS / "producer.json").write_text(json.dumps(report, indent=2))
+    print(f"\nwritten {RESULTS / 'producer.json'}")
+
+
+if __name__ == "__main__":
+    main()
