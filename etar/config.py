@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,20 @@ class Settings(BaseSettings):
     # Schema Registry
     schema_registry_url: str = "http://127.0.0.1:8081"
     schemas_topic: str = "_schemas"
+
+    # ClickHouse (the native stack serves chdb on ClickHouse's HTTP interface)
+    clickhouse_host: str = "127.0.0.1"
+    clickhouse_port: int = Field(8123, ge=1, le=65535)
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("etar")
+    clickhouse_database: str = "default"
+    clickhouse_table: str = "user_interactions"
+    clickhouse_retention_hours: int = Field(168, ge=1, description="TTL of minute partitions")
+
+    # Sink (Kafka -> ClickHouse)
+    sink_group_id: str = "etar-clickhouse-sink"
+    sink_batch_rows: int = Field(20_000, ge=1, description="flush after this many rows")
+    sink_batch_seconds: float = Field(1.0, gt=0, description="or after this long")
 
     # Producer defaults
     producer_rate: float = Field(50.0, gt=0, description="events/s per process")

@@ -1,0 +1,131 @@
+"""The ClickHouse side of etar: the client, the table, partitions and the minute read.
+
+Everything goes through clickhouse-connect on ClickHouse's HTTP interface, so the same code
+runs against the native stack's chdb endpoint and a real ClickHouse server.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import clickhouse_connect
+import pandas as pd
+from clickhouse_connect.driver.client import Client
+
+from etar.config import PROJECT_ROOT, Settings, get_settings
+from etar.errors import ServiceUnavailable
+
+SCHEMA_SQL = PROJECT_ROOT / "clickhouse_table_schema.sql"
+
+COLUMNS = ("event_id", "user_id", "session_id", "event_type", "status", "error_code",
+           "error_message", "product_id", "price", "quantity", "currency", "search_query",
+           "device", "country", "page_url", "referrer", "event_ts")
+"""Columns written by the sink, in insert order (event_minute and ingested_at are derived)."""
+
+_READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
+
+
+def client(settings: Settings | None = None, database: str | None = None,
+           **options: Any) -> Client:
+    """A clickhouse-connect client for the configured endpoint."""
+    settings = settings or get_settings()
+    try:
+        return clickhouse_connect.get_client(
+            host=settings.clickhouse_host, port=settings.clickhouse_port,
+            username=settings.clickhouse_user,
+            password=settings.clickhouse_password.get_secret_value(),
+            database=database or settings.clickhouse_database, **options)
+    except clickhouse_connect.driver.exceptions.OperationalError as exc:
+        raise ServiceUnavailable(
+            f"ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port} is unreachable "
+            f"({exc}); start the native stack with `etar stack up --detach`") from exc
+
+
+def table_ddl(settings: Settings | None = None) -> str:
+    """``clickhouse_table_schema.sql`` for the configured table name and retention."""
+    settings = settings or get_settings()
+    sql = SCHEMA_SQL.read_text(encoding="utf-8")
+    sql = "\n".join(line for line in sql.splitlines() if not line.startswith("--"))
+    sql = sql.replace("CREATE TABLE IF NOT EXISTS user_interactions",
+                      f"CREATE TABLE IF NOT EXISTS `{settings.clickhouse_table}`")
+    return sql.replace("toIntervalHour(24)",
+                       f"toIntervalHour({settings.clickhouse_retention_hours})").strip()
+
+
+def apply_schema(ch: Client | None = None, settings: Settings | None = None) -> None:
+    """Create the table if missing and bring its retention TTL to the configured value."""
+    settings = settings or get_settings()
+    ch = ch or client(settings)
+    ch.command(table_ddl(settings))
+    engine_full = ch.command(
+        "SELECT engine_full FROM system.tables WHERE database = currentDatabase() "
+        "AND name = {table:String}", parameters={"table": settings.clickhouse_table})
+    wanted = f"toIntervalHour({settings.clickhouse_retention_hours})"
+    if wanted not in str(engine_full):
+        ch.command(f"ALTER TABLE `{settings.clickhouse_table}` MODIFY TTL event_minute + "
+                   f"{wanted} DELETE", settings={"materialize_ttl_after_modify": 0})
+
+
+def to_minute(value: datetime | str) -> datetime:
+    """A UTC minute (naive inputs are taken as UTC)."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def partitions(ch: Client | None = None, settings: Settings | None = None) -> pd.DataFrame:
+    """Rows and active parts per ``event_minute`` partition, oldest first."""
+    settings = settings or get_settings()
+    ch = ch or client(settings)
+    return ch.query_df(
+        "SELECT toDateTime(partition, 'UTC') AS event_minute, sum(rows) AS rows, "
+        "count() AS parts FROM system.parts WHERE active AND database = currentDatabase() "
+        "AND table = {table:String} GROUP BY partition ORDER BY event_minute",
+        parameters={"table": settings.clickhouse_table})
+
+
+_MINUTE_FILTER = "event_minute = {minute:DateTime('UTC')}"
+
+
+def minute_query(settings: Settings | None = None, columns: tuple[str, ...] = COLUMNS) -> str:
+    """The per-minute read: one partition, duplicates collapsed (FINAL), bound parameter."""
+    settings = settings or get_settings()
+    return (f"SELECT {', '.join(columns)} FROM `{settings.clickhouse_table}` FINAL "
+            f"WHERE {_MINUTE_FILTER}")
+
+
+def read_minute(minute: datetime | str, ch: Client | None = None,
+                settings: Settings | None = None) -> pd.DataFrame:
+    """Every event of one UTC minute as a DataFrame."""
+    settings = settings or get_settings()
+    ch = ch or client(settings)
+    return ch.query_df(minute_query(settings), parameters={"minute": to_minute(minute)},
+                       settings=_READ_SETTINGS)
+
+
+def count_minute(minute: datetime | str, ch: Client | None = None,
+                 settings: Settings | None = None) -> int:
+    """Distinct events stored for one minute."""
+    settings = settings or get_settings()
+    ch = ch or client(settings)
+    return int(ch.command(
+        f"SELECT count() FROM `{settings.clickhouse_table}` FINAL WHERE {_MINUTE_FILTER}",
+        parameters={"minute": to_minute(minute)}, settings=_READ_SETTINGS))
+
+
+def minute_plan(minute: datetime | str, ch: Client | None = None,
+                settings: Settings | None = None) -> dict[str, int]:
+    """Partitions selected by the minute read (``EXPLAIN indexes = 1``): before → after."""
+    settings = settings or get_settings()
+    ch = ch or client(settings)
+    plan = ch.query(f"EXPLAIN indexes = 1 {minute_query(settings)}",
+                    parameters={"minute": to_minute(minute)}).result_rows
+    text = "\n".join(row[0] for row in plan)
+    match = re.search(r"Partition.*?Parts: (\d+)/(\d+)", text, re.S)
+    if not match:
+        raise ValueError(f"no partition pruning in the plan:\n{text}")
+    parts_after, parts_before = int(match.group(1)), int(match.group(2))
+    return {"parts_before": parts_before, "parts_after": parts_after}
