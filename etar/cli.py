@@ -28,6 +28,7 @@ console = Console(stderr=True)
 def _setup_logging(quiet: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _fail(exc: EtarError) -> None:
@@ -215,3 +216,26 @@ def up(
         _fail(exc)
     produce(rate=rate, duration=None, count=None, processes=processes, error_rate=None,
             error_rate_for=None, seed=None, minute=None)
+
+
+@app.command()
+def sink() -> None:
+    """Run the Kafka → ClickHouse sink in the foreground (the stack runs one already)."""
+    from etar.sink import main
+
+    main()
+
+
+@app.command()
+def partitions() -> None:
+    """Rows and parts per minute partition of the events table."""
+    from etar import warehouse
+
+    try:
+        frame = warehouse.partitions()
+    except EtarError as exc:
+        _fail(exc)
+    table = Table("event_minute (UTC)", "rows", "parts")
+    for row in frame.itertuples(index=False):
+        table.add_row(str(row.event_minute), str(row.rows), str(row.parts))
+    Console().print(table)

@@ -71,6 +71,10 @@ def event_serializer(client: SchemaRegistryClient) -> AvroSerializer:
     )
 
 
-def event_deserializer(client: SchemaRegistryClient) -> AvroDeserializer:
-    """Avro value deserializer that resolves the writer schema by id through the registry."""
-    return AvroDeserializer(client)
+def event_deserializer(client: SchemaRegistryClient, project: bool = False) -> AvroDeserializer:
+    """Avro value deserializer that resolves the writer schema by id through the registry.
+
+    With ``project``, records are read through ``user_event_schema.avsc`` as reader schema,
+    so data written with a compatible newer or older schema still yields exactly our fields.
+    """
+    return AvroDeserializer(client, schema_str=load_schema_str() if project else None)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from etar.config import Settings
-from etar.native import kafka, registry
+from etar.native import clickhouse, kafka, registry, sink
 from etar.native.supervisor import Service, Stack
 
 
 def services(settings: Settings) -> list[Service]:
     """The services in dependency order."""
-    return [kafka.service(settings), registry.service(settings)]
+    return [kafka.service(settings), registry.service(settings), clickhouse.service(settings),
+            sink.service(settings)]
 
 
 def install(settings: Settings) -> None:

@@ -124,10 +124,14 @@ def prepare(settings: Settings) -> None:
         raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
 
+_quiet = logging.getLogger("etar.librdkafka")
+_quiet.setLevel(logging.CRITICAL)  # probes expect refused connections; their errors say why
+
+
 def admin(settings: Settings, timeout: float = 5.0) -> AdminClient:
-    """An admin client for the broker."""
+    """An admin client for the broker (librdkafka's own connection logs silenced)."""
     return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                        "socket.timeout.ms": int(timeout * 1000)})
+                        "socket.timeout.ms": int(timeout * 1000), "logger": _quiet})
 
 
 def ready(settings: Settings) -> bool:

@@ -39,7 +39,8 @@ class Service:
 
     name: str
     command: list[str]
-    port: int
+    port: int | None
+    """TCP port it listens on (checked free before start); None for a pure client."""
     ready: Callable[[], bool]
     url: str = ""
     prepare: Callable[[], None] | None = None
@@ -69,7 +70,7 @@ class _ServiceExecutor(Executor):  # type: ignore[misc]
 
     def pre_start_check(self) -> bool:
         """Something already listens on the service's port."""
-        return port_open(self._host, self.service.port)
+        return self.service.port is not None and port_open(self._host, self.service.port)
 
     def after_start_check(self) -> bool:
         return _probe(self.service)

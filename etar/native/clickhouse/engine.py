@@ -20,12 +20,20 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import chdb
+import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
 SPOOL_BYTES = 32 * 1024 * 1024
 _STREAMED = ("SELECT", "WITH", "(")
 """Statements chdb can stream; the rest (SHOW, DESCRIBE, DDL…) run in one piece."""
+_CONCATENABLE = frozenset({
+    "Native", "RowBinary", "TabSeparated", "TSV", "TabSeparatedRaw", "TSVRaw", "CSV",
+    "JSONEachRow", "JSONCompactEachRow", "JSONStringsEachRow", "JSONCompactStringsEachRow",
+    "JSONLines", "NDJSON", "Values", "LineAsString", "RawBLOB"})
+"""Formats without header or footer: chdb's per-block chunks simply concatenate."""
+_ARROW = frozenset({"Arrow", "ArrowStream"})
+"""Re-assembled from per-block Arrow streams into one Arrow file or stream."""
 _CODE = re.compile(r"Code: (\d+)\.")
 _NAME = re.compile(r"\(([A-Z_]+)\)")
 
@@ -73,6 +81,26 @@ class Result:
     body: IO[bytes]
     size: int
     stats: Stats
+
+
+class _ArrowJoiner:
+    """Writes the batches of several Arrow IPC streams as one Arrow file or stream."""
+
+    def __init__(self, sink: IO[bytes], fmt: str) -> None:
+        self._sink, self._file = sink, fmt == "Arrow"
+        self._writer: pa.ipc.RecordBatchWriter | None = None
+
+    def add(self, data: bytes) -> None:
+        reader = pa.ipc.open_stream(data)
+        if self._writer is None:
+            new = pa.ipc.new_file if self._file else pa.ipc.new_stream
+            self._writer = new(self._sink, reader.schema)
+        for batch in reader:
+            self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _quote(value: str) -> str:
@@ -149,7 +177,8 @@ class Engine:
         started = time.perf_counter_ns()
         try:
             with self._context(settings or {}, database):
-                if first_keyword(sql) in _STREAMED:
+                streamable = fmt in _CONCATENABLE or fmt in _ARROW
+                if first_keyword(sql) in _STREAMED and streamable:
                     self._stream_into(spool, sql, fmt, dict(params or {}), stats)
                 else:
                     try:
@@ -173,19 +202,26 @@ class Engine:
 
     def _stream_into(self, spool: IO[bytes], sql: str, fmt: str, params: dict[str, str],
                      stats: Stats) -> None:
+        arrow = _ArrowJoiner(spool, fmt) if fmt in _ARROW else None
         try:
-            stream = self._conn.send_query(sql, fmt, params=params or None)
+            stream = self._conn.send_query(sql, "ArrowStream" if arrow else fmt,
+                                           params=params or None)
             while (chunk := stream.fetch()) is not None:
                 data = chunk.bytes()
-                spool.write(data)
+                if arrow is not None:
+                    arrow.add(data)
+                else:
+                    spool.write(data)
                 stats.result_rows += chunk.rows_read()
-                stats.result_bytes += len(data)
                 stats.read_rows += chunk.storage_rows_read()
                 stats.read_bytes += chunk.storage_bytes_read()
+            if arrow is not None:
+                arrow.close()
         except ClickHouseError:
             raise
         except Exception as exc:
             raise ClickHouseError.from_engine(exc) from None
+        stats.result_bytes = spool.tell()
 
     def insert(self, statement: str, fmt: str, data: IO[bytes],
                settings: Mapping[str, str] | None = None, database: str | None = None) -> Stats:

@@ -265,8 +265,9 @@ def create_app(engine_factory: type[Engine] | None, path: str, credentials: Cred
         if session is not None and await to_thread.run_sync(_remember, engine, session, sql):
             return Response(b"")
         named = _FORMAT.search(sql)
-        fmt = named.group(1) if named else request.query_params.get("default_format",
-                                                                     "TabSeparated")
+        fmt = request.query_params.get("default_format", "TabSeparated")
+        if named:  # the engine gets the format apart, so it can stream it block by block
+            sql, fmt = sql[:named.start()], named.group(1)
         result = await to_thread.run_sync(engine.execute, sql, fmt, bind, settings, database)
         encoding = None
         if request.query_params.get("enable_http_compression") == "1":

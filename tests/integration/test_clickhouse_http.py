@@ -1,0 +1,265 @@
+"""Conformance of the native stack's ClickHouse HTTP endpoint (chdb behind it).
+
+Driven with clickhouse-connect, as etar's code uses it, and with raw HTTP as in ClickHouse's
+HTTP interface documentation. Each run works in a database of its own, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import lz4.frame
+import pandas as pd
+import pyarrow as pa
+import pytest
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
+from pydantic import SecretStr
+
+from etar import warehouse
+from etar.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def database(stack_settings: Settings) -> Iterator[str]:
+    name = f"conformance_{uuid.uuid4().hex[:10]}"
+    admin = warehouse.client(stack_settings)
+    admin.command(f"CREATE DATABASE {name}")
+    yield name
+    admin.command(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "compressed"])
+def ch(request: pytest.FixtureRequest, stack_settings: Settings, database: str) -> Client:
+    return warehouse.client(stack_settings, database=database, compress=request.param)
+
+
+@pytest.fixture
+def url(stack_settings: Settings) -> str:
+    return f"http://{stack_settings.clickhouse_host}:{stack_settings.clickhouse_port}/"
+
+
+@pytest.fixture
+def auth(stack_settings: Settings) -> tuple[str, str]:
+    return stack_settings.clickhouse_user, stack_settings.clickhouse_password.get_secret_value()
+
+
+TABLE = """CREATE TABLE {name} (id UInt64, user UUID, kind Enum8('A' = 1, 'B' = 2),
+    note Nullable(String), price Decimal(10, 2), ts DateTime64(3, 'UTC'))
+    ENGINE = MergeTree PARTITION BY toStartOfMinute(ts) ORDER BY id"""
+TS = datetime(2026, 3, 1, 12, 30, 15, 123_000, tzinfo=UTC)
+
+
+def _table(ch: Client) -> str:
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    ch.command(TABLE.format(name=name))
+    return name
+
+
+def test_command_query_and_server_metadata(ch: Client) -> None:
+    assert ch.command("SELECT 1 + 1") == 2
+    assert ch.server_version.count(".") >= 2
+    assert ch.command("SELECT timezone()") in ("UTC", "Etc/UTC")
+    result = ch.query("SELECT number, toString(number) AS s FROM numbers(5)")
+    assert result.column_names == ("number", "s")
+    assert result.result_rows == [(n, str(n)) for n in range(5)]
+
+
+def test_insert_rows_round_trip_every_type(ch: Client) -> None:
+    table = _table(ch)
+    user = uuid.uuid4()
+    ch.insert(table, [[1, user, "A", None, Decimal("9.99"), TS], [2, user, "B", "x", Decimal("0.5"),
+                                                                  TS]],
+              column_names=["id", "user", "kind", "note", "price", "ts"])
+    rows = ch.query(f"SELECT id, user, kind, note, price, ts FROM {table} ORDER BY id").result_rows
+    assert rows[0][:5] == (1, user, "A", None, Decimal("9.99"))
+    assert rows[1][3] == "x"
+    assert rows[0][5].replace(tzinfo=UTC) == TS  # milliseconds survive
+
+
+def test_insert_df_query_df_and_arrow(ch: Client) -> None:
+    table = _table(ch)
+    frame = pd.DataFrame({
+        "id": [10, 11, 12], "user": [uuid.uuid4() for _ in range(3)], "kind": ["A", "B", "A"],
+        "note": ["n", None, "m"], "price": [Decimal("1.00"), Decimal("2.50"), Decimal("3.25")],
+        "ts": [pd.Timestamp(TS)] * 3})
+    ch.insert_df(table, frame)
+    arrow = pa.table({"id": pa.array([13], pa.uint64()), "user": [str(uuid.uuid4())],
+                      "kind": ["B"], "note": pa.array([None], pa.string()),
+                      "price": pa.array([Decimal("4.00")], pa.decimal128(10, 2)),
+                      "ts": pa.array([TS], pa.timestamp("ms", tz="UTC"))})
+    ch.insert_arrow(table, arrow)
+    back = ch.query_df(f"SELECT id, kind, note FROM {table} ORDER BY id")
+    assert back["id"].tolist() == [10, 11, 12, 13]
+    assert back["kind"].tolist() == ["A", "B", "A", "B"]
+    assert pd.isna(back["note"].iloc[1]) and back["note"].iloc[0] == "n"
+    table_back = ch.query_arrow(f"SELECT id, price FROM {table} ORDER BY id")
+    assert table_back.num_rows == 4
+    assert table_back.column("id").to_pylist() == [10, 11, 12, 13]
+
+
+def test_server_side_parameter_binding(ch: Client) -> None:
+    bound = ch.query("SELECT {a:UInt32} + 1, {s:String}, {t:DateTime64(3, 'UTC')}",
+                     parameters={"a": 41, "s": "it's", "t": TS}).result_rows[0]
+    assert bound[0] == 42 and bound[1] == "it's"
+    assert bound[2].replace(tzinfo=UTC) == TS
+
+
+def test_errors_carry_clickhouse_codes(ch: Client) -> None:
+    with pytest.raises(DatabaseError) as unknown:
+        ch.query("SELECT * FROM no_such_table")
+    assert unknown.value.code == 60
+    with pytest.raises(DatabaseError) as syntax:
+        ch.command("SELEC 1")
+    assert syntax.value.code == 62
+    with pytest.raises(DatabaseError) as setting:
+        ch.query("SELECT 1", settings={"no_such_setting": 1})
+    assert setting.value.code == 115
+
+
+def test_wrong_password_gets_authentication_error(stack_settings: Settings) -> None:
+    wrong = stack_settings.model_copy(update={"clickhouse_password": SecretStr("nope")})
+    with pytest.raises(DatabaseError) as denied:
+        warehouse.client(wrong).command("SELECT 1")
+    assert denied.value.code == 516
+
+
+def test_sessions_keep_settings_and_are_exclusive(ch: Client) -> None:
+    ch.command("SET max_threads = 1")
+    assert ch.command("SELECT getSetting('max_threads')") == 1
+    other = warehouse.client(database=ch.database)
+    assert other.command("SELECT getSetting('max_threads')") != 1
+
+
+def test_concurrent_clients_insert_and_read(stack_settings: Settings, database: str) -> None:
+    writer = warehouse.client(stack_settings, database=database)
+    table = _table(writer)
+    errors: list[BaseException] = []
+
+    def insert(start: int) -> None:
+        try:
+            client = warehouse.client(stack_settings, database=database)
+            for batch in range(5):
+                rows = [[start + batch * 100 + i, uuid.uuid4(), "A", None, Decimal(1), TS]
+                        for i in range(100)]
+                client.insert(table, rows, column_names=["id", "user", "kind", "note", "price",
+                                                         "ts"])
+                client.query(f"SELECT count() FROM {table}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=insert, args=(n * 10_000,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert writer.command(f"SELECT count() FROM {table}") == 2_000
+
+
+# --- raw HTTP, as in ClickHouse's HTTP interface docs ------------------------------------
+
+def test_ping_and_get_query(url: str, auth: tuple[str, str]) -> None:
+    assert httpx.get(f"{url}ping").text == "Ok.\n"
+    response = httpx.get(url, params={"query": "SELECT 1, 'a'"}, auth=auth)
+    assert response.text == "1\ta\n"
+    assert response.headers["X-ClickHouse-Format"] == "TabSeparated"
+    assert response.headers["X-ClickHouse-Timezone"]
+    summary = json.loads(response.headers["X-ClickHouse-Summary"])
+    assert summary["result_rows"] == "1"
+
+
+def test_query_in_body_default_format_and_query_id(url: str, auth: tuple[str, str]) -> None:
+    response = httpx.post(url, params={"default_format": "JSONEachRow", "query_id": "q-123"},
+                          content=b"SELECT 1 AS x", auth=auth)
+    assert response.json() == {"x": 1}
+    assert response.headers["X-ClickHouse-Query-Id"] == "q-123"
+    assert response.headers["X-ClickHouse-Format"] == "JSONEachRow"
+
+
+def test_param_binding_and_credentials_headers(url: str, auth: tuple[str, str]) -> None:
+    response = httpx.get(url, params={"query": "SELECT {n:UInt8} * 2", "param_n": "21"},
+                         headers={"X-ClickHouse-User": auth[0], "X-ClickHouse-Key": auth[1]})
+    assert response.text == "42\n"
+
+
+def test_get_is_read_only(url: str, auth: tuple[str, str], database: str) -> None:
+    response = httpx.get(url, params={"query": f"CREATE TABLE {database}.x (a UInt8) "
+                                      "ENGINE = Memory"}, auth=auth)
+    assert response.headers["X-ClickHouse-Exception-Code"] == "164"
+
+
+def test_error_response_shape(url: str, auth: tuple[str, str]) -> None:
+    response = httpx.post(url, content=b"SELECT * FROM nowhere", auth=auth)
+    assert response.status_code == 404
+    assert response.headers["X-ClickHouse-Exception-Code"] == "60"
+    assert response.text.startswith("Code: 60. DB::Exception:")
+    denied = httpx.post(url, content=b"SELECT 1", auth=("default", "wrong"))
+    assert denied.headers["X-ClickHouse-Exception-Code"] == "516"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "lz4", "zstd", "br"])
+def test_compressed_insert_and_response(url: str, auth: tuple[str, str], database: str,
+                                        encoding: str) -> None:
+    import zlib
+
+    import brotli
+    from backports import zstd
+
+    compress = {"gzip": gzip.compress, "deflate": zlib.compress, "lz4": lz4.frame.compress,
+                "zstd": zstd.compress, "br": brotli.compress}[encoding]
+    table = f"{database}.c_{encoding}"
+    httpx.post(url, content=f"CREATE TABLE {table} (a UInt32, s String) ENGINE = MergeTree "
+               "ORDER BY a".encode(), auth=auth).raise_for_status()
+    csv = "".join(f"{i},row{i}\n" for i in range(1000)).encode()
+    inserted = httpx.post(url, params={"query": f"INSERT INTO {table} FORMAT CSV"},
+                          content=compress(csv), headers={"Content-Encoding": encoding},
+                          auth=auth)
+    assert inserted.status_code == 200, inserted.text
+    assert json.loads(inserted.headers["X-ClickHouse-Summary"])["written_rows"] == "1000"
+    decompress = {"gzip": gzip.decompress, "deflate": zlib.decompress,
+                  "lz4": lz4.frame.decompress, "zstd": zstd.decompress,
+                  "br": brotli.decompress}[encoding]
+    with httpx.Client(auth=auth) as client:
+        request = client.build_request(
+            "POST", url, params={"enable_http_compression": "1"},
+            content=f"SELECT count(), sum(a) FROM {table}".encode(),
+            headers={"Accept-Encoding": encoding})
+        response = client.send(request, stream=True)
+        raw = b"".join(response.iter_raw())
+    assert response.headers["Content-Encoding"] == encoding
+    assert decompress(raw) == b"1000\t499500\n"
+
+
+def test_binary_formats_round_trip(url: str, auth: tuple[str, str], database: str) -> None:
+    table = f"{database}.binary_rt"
+    httpx.post(url, content=f"CREATE TABLE {table} (a UInt64, s String) ENGINE = MergeTree "
+               "ORDER BY a".encode(), auth=auth).raise_for_status()
+    for fmt in ("Native", "RowBinary"):
+        data = httpx.post(url, content=f"SELECT number AS a, toString(number) AS s FROM numbers(500) "
+                          f"FORMAT {fmt}".encode(), auth=auth).content
+        httpx.post(url, params={"query": f"INSERT INTO {table} FORMAT {fmt}"}, content=data,
+                   auth=auth).raise_for_status()
+    total = httpx.post(url, content=f"SELECT count(), sum(a) FROM {table}".encode(), auth=auth)
+    assert total.text == "1000\t249500\n"
+
+
+def test_insert_statement_and_data_in_body(url: str, auth: tuple[str, str], database: str
+                                           ) -> None:
+    table = f"{database}.body_insert"
+    httpx.post(url, content=f"CREATE TABLE {table} (a UInt8) ENGINE = Memory".encode(),
+               auth=auth).raise_for_status()
+    httpx.post(url, content=f"INSERT INTO {table} FORMAT TSV\n1\n2\n3\n".encode(),
+               auth=auth).raise_for_status()
+    response = httpx.post(url, params={"database": database},
+                          content=b"SELECT sum(a) FROM body_insert", auth=auth)
+    assert response.text == "6\n"
