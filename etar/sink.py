@@ -74,6 +74,15 @@ def read_progress(settings: Settings) -> Progress | None:
         return None
 
 
+def _wire_info(value: bytes | None) -> str:
+    """What the value's framing says, for the dead-letter reason."""
+    if not value:
+        return "empty value"
+    if len(value) >= 5 and value[0] == 0:
+        return f"Confluent framing, schema id {int.from_bytes(value[1:5], 'big')}"
+    return f"no Confluent framing (first byte {value[0]:#04x}), {len(value)} bytes"
+
+
 def event_row(event: Event) -> Row:
     """An event as a row in ``warehouse.COLUMNS`` order."""
     return tuple(getattr(event, column) for column in warehouse.COLUMNS)
@@ -96,8 +105,8 @@ class Sink:
     def __init__(self, settings: Settings | None = None, ch: Client | None = None) -> None:
         self.settings = settings or get_settings()
         self.ch = ch or warehouse.client(self.settings)
-        self.max_partitions = int(self.ch.command(
-            "SELECT value FROM system.settings WHERE name = 'max_partitions_per_insert_block'")
+        self.max_partitions = int(str(self.ch.command(
+            "SELECT value FROM system.settings WHERE name = 'max_partitions_per_insert_block'"))
             or 100)
         self.consumer = Consumer({
             "bootstrap.servers": self.settings.kafka_bootstrap_servers,
@@ -134,7 +143,7 @@ class Sink:
 
     def dead_letter(self, message: Message, reason: str) -> None:
         """Send the message, unchanged, to the dead-letter topic with the reason in headers."""
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             ("__connect.errors.topic", str(message.topic()).encode()),
             ("__connect.errors.partition", str(message.partition()).encode()),
             ("__connect.errors.offset", str(message.offset()).encode()),
@@ -158,7 +167,8 @@ class Sink:
             try:
                 self._rows.append(self.decode(message))
             except Exception as exc:
-                self.dead_letter(message, f"{type(exc).__name__}: {exc}")
+                self.dead_letter(message, f"{type(exc).__name__}: {exc} "
+                                          f"({_wire_info(message.value())})")
             self._offsets[(message.topic() or "", message.partition() or 0)] = (
                 (message.offset() or 0) + 1)
             if self._batch_started is None:

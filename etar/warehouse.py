@@ -111,9 +111,9 @@ def count_minute(minute: datetime | str, ch: Client | None = None,
     """Distinct events stored for one minute."""
     settings = settings or get_settings()
     ch = ch or client(settings)
-    return int(ch.command(
+    return int(str(ch.command(
         f"SELECT count() FROM `{settings.clickhouse_table}` FINAL WHERE {_MINUTE_FILTER}",
-        parameters={"minute": to_minute(minute)}, settings=_READ_SETTINGS))
+        parameters={"minute": to_minute(minute)}, settings=_READ_SETTINGS)))
 
 
 def minute_plan(minute: datetime | str, ch: Client | None = None,

@@ -131,7 +131,8 @@ _quiet.setLevel(logging.CRITICAL)  # probes expect refused connections; their er
 def admin(settings: Settings, timeout: float = 5.0) -> AdminClient:
     """An admin client for the broker (librdkafka's own connection logs silenced)."""
     return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                        "socket.timeout.ms": int(timeout * 1000), "logger": _quiet})
+                        "socket.timeout.ms": int(timeout * 1000),
+                        "logger": _quiet})  # type: ignore[dict-item]
 
 
 def ready(settings: Settings) -> bool:

@@ -245,8 +245,8 @@ def test_binary_formats_round_trip(url: str, auth: tuple[str, str], database: st
     httpx.post(url, content=f"CREATE TABLE {table} (a UInt64, s String) ENGINE = MergeTree "
                "ORDER BY a".encode(), auth=auth).raise_for_status()
     for fmt in ("Native", "RowBinary"):
-        data = httpx.post(url, content=f"SELECT number AS a, toString(number) AS s FROM numbers(500) "
-                          f"FORMAT {fmt}".encode(), auth=auth).content
+        query = f"SELECT number AS a, toString(number) AS s FROM numbers(500) FORMAT {fmt}"
+        data = httpx.post(url, content=query.encode(), auth=auth).content
         httpx.post(url, params={"query": f"INSERT INTO {table} FORMAT {fmt}"}, content=data,
                    auth=auth).raise_for_status()
     total = httpx.post(url, content=f"SELECT count(), sum(a) FROM {table}".encode(), auth=auth)

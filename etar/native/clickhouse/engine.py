@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import chdb
 import pyarrow as pa
@@ -81,6 +81,12 @@ class Result:
     body: IO[bytes]
     size: int
     stats: Stats
+
+
+class Readable(Protocol):
+    """Anything with ``read(size)``: a file, a spooled body, a prefixed stream."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 class _ArrowJoiner:
@@ -223,7 +229,7 @@ class Engine:
             raise ClickHouseError.from_engine(exc) from None
         stats.result_bytes = spool.tell()
 
-    def insert(self, statement: str, fmt: str, data: IO[bytes],
+    def insert(self, statement: str, fmt: str, data: Readable,
                settings: Mapping[str, str] | None = None, database: str | None = None) -> Stats:
         """Stream ``data`` (in input format ``fmt``) into ``statement`` (``INSERT INTO t …``)."""
         stats = Stats()

@@ -159,7 +159,7 @@ class _Prefixed:
     def __init__(self, head: bytes, tail: IO[bytes]) -> None:
         self._head, self._tail = head, tail
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1, /) -> bytes:
         if self._head:
             data, self._head = self._head, b""
             return data
