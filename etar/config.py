@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     clickhouse_table: str = "user_interactions"
     clickhouse_retention_hours: int = Field(168, ge=1, description="TTL of minute partitions")
 
+    # S3 (native stack: S3Proxy over a local folder; compose: MinIO)
+    s3_endpoint: str = "http://127.0.0.1:9000"
+    s3_access_key: str = "etar"
+    s3_secret_key: SecretStr = SecretStr("etar-secret-key")
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "etar"
+
     # Sink (Kafka -> ClickHouse)
     sink_group_id: str = "etar-clickhouse-sink"
     sink_batch_rows: int = Field(20_000, ge=1, description="flush after this many rows")
@@ -76,6 +83,11 @@ class Settings(BaseSettings):
     def schema_registry_port(self) -> int:
         """Port of ``schema_registry_url``."""
         return urlsplit(self.schema_registry_url).port or 80
+
+    @property
+    def s3_port(self) -> int:
+        """Port of ``s3_endpoint``."""
+        return urlsplit(self.s3_endpoint).port or 80
 
     @property
     def event_schema_path(self) -> Path:

@@ -8,9 +8,7 @@ request.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from etar.config import Settings
 from etar.errors import ServiceUnavailable, StackError
+from etar.native import maven
 from etar.native.supervisor import Service
 
 log = logging.getLogger(__name__)
@@ -53,22 +52,7 @@ def classpath(settings: Settings) -> str:
 
 def install(settings: Settings) -> Path:
     """Resolve the Kafka jars from Maven Central once (again only when the pom changes)."""
-    target = lib_dir(settings)
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
-    marker = target / ".pom-sha256"
-    if marker.exists() and marker.read_text() == digest:
-        return target
-    if shutil.which("mvn") is None:
-        raise StackError("Maven (`mvn`) is needed to fetch the Kafka jars; install it first")
-    log.info("resolving Kafka jars from Maven Central into %s", target)
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    command = ["mvn", "-B", "-f", str(POM), "dependency:copy-dependencies",
-               f"-DoutputDirectory={target}", "-DincludeScope=runtime"]
-    if subprocess.run(command, check=False).returncode != 0:
-        raise StackError("`mvn dependency:copy-dependencies` failed; see its output above")
-    marker.write_text(digest)
-    return target
+    return maven.resolve(POM, lib_dir(settings))
 
 
 def _java_command(settings: Settings, main: str, *args: str, heap: str = "256m") -> list[str]:
