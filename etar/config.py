@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_bucket: str = "etar"
 
+    # Spark (the pyspark distribution; local master by default, or spark://host:7077)
+    spark_master: str = "local[2]"
+    spark_driver_memory: str = "1g"
+
+    # Dashboard: FastAPI API (reports in) and Streamlit UI (charts out)
+    dashboard_api_url: str = "http://127.0.0.1:8000"
+    dashboard_token: SecretStr = SecretStr("etar-dashboard-token")
+    dashboard_history: int = Field(120, ge=1, description="reports the API keeps in memory")
+    dashboard_ui_port: int = Field(8501, ge=1, le=65535)
+    dashboard_poll_seconds: float = Field(5.0, gt=0, description="UI refresh interval")
+
     # Sink (Kafka -> ClickHouse)
     sink_group_id: str = "etar-clickhouse-sink"
     sink_batch_rows: int = Field(20_000, ge=1, description="flush after this many rows")
@@ -88,6 +99,11 @@ class Settings(BaseSettings):
     def s3_port(self) -> int:
         """Port of ``s3_endpoint``."""
         return urlsplit(self.s3_endpoint).port or 80
+
+    @property
+    def dashboard_api_port(self) -> int:
+        """Port of ``dashboard_api_url``."""
+        return urlsplit(self.dashboard_api_url).port or 80
 
     @property
     def event_schema_path(self) -> Path:

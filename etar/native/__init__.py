@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from etar.config import Settings
-from etar.native import clickhouse, kafka, registry, sink
+from etar.native import clickhouse, kafka, registry, s3, sink, spark
 from etar.native.supervisor import Service, Stack
 
 
 def services(settings: Settings) -> list[Service]:
     """The services in dependency order."""
     return [kafka.service(settings), registry.service(settings), clickhouse.service(settings),
-            sink.service(settings)]
+            sink.service(settings), s3.service(settings)]
 
 
 def install(settings: Settings) -> None:
     """Fetch every service's binaries (idempotent; nothing is downloaded when a service starts)."""
     kafka.install(settings)
+    s3.install(settings)
+    spark.install(settings)
 
 
 def stack(settings: Settings) -> Stack:

@@ -1,0 +1,54 @@
+"""Spark for etar: the pyspark distribution plus the S3A jars, resolved ahead of any job.
+
+hadoop-aws must be exactly the Hadoop inside pyspark (``jars/hadoop-client-api-<v>.jar``),
+with the AWS SDK it was built against; ``etar/native/spark/pom.xml`` pins both, and
+:func:`check_hadoop_version` refuses a mismatch up front instead of a NoSuchMethodError in a
+job.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyspark
+
+from etar.config import Settings
+from etar.errors import StackError
+from etar.native import maven
+
+POM = Path(__file__).parent / "spark" / "pom.xml"
+SPARK_HOME = Path(pyspark.__file__).parent
+
+
+def lib_dir(settings: Settings) -> Path:
+    return settings.state_dir / "lib" / "spark-s3a"
+
+
+def pyspark_hadoop_version() -> str:
+    """The Hadoop version bundled with the installed pyspark."""
+    for jar in (SPARK_HOME / "jars").glob("hadoop-client-api-*.jar"):
+        return jar.name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+    raise StackError(f"no hadoop-client-api jar in {SPARK_HOME / 'jars'}")
+
+
+def pom_hadoop_version() -> str:
+    match = re.search(r"<hadoop.version>([^<]+)</hadoop.version>", POM.read_text())
+    if not match:
+        raise StackError(f"{POM} does not pin hadoop.version")
+    return match.group(1)
+
+
+def check_hadoop_version() -> None:
+    """Fail with the fix when hadoop-aws would not match pyspark's Hadoop."""
+    bundled, pinned = pyspark_hadoop_version(), pom_hadoop_version()
+    if bundled != pinned:
+        raise StackError(f"pyspark {pyspark.__version__} bundles Hadoop {bundled} but {POM} "
+                         f"pins hadoop-aws {pinned}; set hadoop.version to {bundled}")
+
+
+def install(settings: Settings) -> list[Path]:
+    """Resolve hadoop-aws + AWS SDK once; the jars to pass to spark-submit."""
+    check_hadoop_version()
+    folder = maven.resolve(POM, lib_dir(settings))
+    return sorted(folder.glob("*.jar"))
