@@ -239,3 +239,69 @@ def partitions() -> None:
     for row in frame.itertuples(index=False):
         table.add_row(str(row.event_minute), str(row.rows), str(row.parts))
     Console().print(table)
+
+
+MinuteOption = Annotated[str, typer.Option(help="UTC minute, e.g. 2026-01-01T10:30")]
+
+
+def _minute(value: str) -> datetime:
+    minute = _parse_minute(value)
+    assert minute is not None
+    return minute
+
+
+@app.command()
+def extract(minute: MinuteOption) -> None:
+    """Extract one minute from ClickHouse to Parquet in the bucket."""
+    from etar.extract import extract_minute
+
+    _setup_logging()
+    try:
+        name = extract_minute(_minute(minute))
+    except EtarError as exc:
+        _fail(exc)
+    print(name or "empty minute: nothing extracted")
+
+
+@app.command()
+def analyze(minute: MinuteOption) -> None:
+    """Run the Spark job on one extracted minute (writes its JSON report next to it)."""
+    from etar.analyze import analyze_minute
+
+    _setup_logging()
+    try:
+        run = analyze_minute(_minute(minute))
+    except EtarError as exc:
+        _fail(exc)
+    print(f"report={run.report} wall_s={run.wall_s:.1f} startup_s={run.startup_s:.1f} "
+          f"compute_s={run.compute_s:.1f}")
+
+
+@app.command()
+def report(minute: MinuteOption) -> None:
+    """Post one minute's JSON report to the dashboard API."""
+    from etar.report import report_minute
+
+    _setup_logging()
+    try:
+        answer = report_minute(_minute(minute))
+    except EtarError as exc:
+        _fail(exc)
+    print(json.dumps(answer))
+
+
+@app.command("run-minute")
+def run_minute(minute: MinuteOption) -> None:
+    """Extract → analyze → report one minute, without Airflow (skips an empty minute)."""
+    from etar.pipeline import run_minute as run
+
+    _setup_logging()
+    try:
+        result = run(_minute(minute))
+    except EtarError as exc:
+        _fail(exc)
+    if result.skipped:
+        print(f"minute={result.minute.isoformat()} skipped=empty")
+    else:
+        print(f"minute={result.minute.isoformat()} parquet={result.parquet} "
+              f"report={result.report} posted={json.dumps(result.posted)}")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from etar.config import Settings
-from etar.native import clickhouse, kafka, registry, s3, sink, spark
+from etar.native import clickhouse, dashboard, kafka, registry, s3, sink, spark
 from etar.native.supervisor import Service, Stack
 
 
 def services(settings: Settings) -> list[Service]:
     """The services in dependency order."""
     return [kafka.service(settings), registry.service(settings), clickhouse.service(settings),
-            sink.service(settings), s3.service(settings)]
+            sink.service(settings), s3.service(settings), *dashboard.services(settings)]
 
 
 def install(settings: Settings) -> None:

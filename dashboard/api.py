@@ -1,0 +1,66 @@
+"""Dashboard API: reports in (POST /report, bearer token), reports out (GET /report[s]).
+
+    uvicorn dashboard.api:app --port 8000
+
+(No ``from __future__ import annotations`` here: FastAPI reads the route signatures.)
+"""
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from etar.config import Settings, get_settings
+from etar.dashboard import MinuteReport, ReportStore
+
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for ``settings`` (token, history size); routes only wire etar.dashboard."""
+    settings = settings or get_settings()
+    store = ReportStore(settings.dashboard_history)
+    app = FastAPI(title="etar dashboard API", version="1",
+                  description="Minute reports of the etar pipeline, kept in memory.")
+
+    def authorized(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        token = settings.dashboard_token.get_secret_value().encode()
+        if credentials is None or not hmac.compare_digest(credentials.credentials.encode(),
+                                                          token):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.post("/report", status_code=status.HTTP_201_CREATED,
+              dependencies=[Depends(authorized)],
+              responses={401: {"description": "missing or wrong bearer token"}})
+    def post_report(report: MinuteReport) -> dict[str, object]:
+        """Keep a minute's report (a re-sent minute replaces the earlier one)."""
+        store.add(report)
+        return {"accepted": report.minute, "reports": len(store)}
+
+    @app.get("/report", response_model=MinuteReport,
+             responses={204: {"description": "no report has been posted yet"}})
+    def latest_report() -> MinuteReport | Response:
+        """The most recent minute's report; 204 No Content before the first one."""
+        latest = store.latest()
+        return latest if latest is not None else Response(status_code=204)
+
+    @app.get("/reports")
+    def recent_reports(
+        limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    ) -> list[MinuteReport]:
+        """Recent reports, oldest first (at most ETAR_DASHBOARD_HISTORY)."""
+        return store.recent(limit)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, object]:
+        return {"status": "ok", "reports": len(store), "capacity": settings.dashboard_history}
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,48 @@
+"""The dashboard's two processes as native-stack services: the API (uvicorn) and the UI."""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+
+from etar.config import PROJECT_ROOT, Settings
+from etar.native.supervisor import Service
+
+
+def api_ready(settings: Settings) -> bool:
+    return httpx.get(f"{settings.dashboard_api_url}/healthz", timeout=2).status_code == 200
+
+
+def ui_url(settings: Settings) -> str:
+    return f"http://{settings.bind_host}:{settings.dashboard_ui_port}"
+
+
+def ui_ready(settings: Settings) -> bool:
+    return httpx.get(f"{ui_url(settings)}/_stcore/health", timeout=2).text == "ok"
+
+
+def services(settings: Settings) -> list[Service]:
+    api = Service(
+        name="dashboard-api",
+        command=[sys.executable, "-m", "uvicorn", "--app-dir", str(PROJECT_ROOT),
+                 "dashboard.api:app", "--host", settings.bind_host,
+                 "--port", str(settings.dashboard_api_port), "--log-level", "warning"],
+        port=settings.dashboard_api_port,
+        url=f"{settings.dashboard_api_url} (docs: /docs)",
+        ready=lambda: api_ready(settings),
+        start_timeout=60,
+    )
+    ui = Service(
+        name="dashboard-ui",
+        command=[sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "dashboard" / "ui.py"),
+                 "--server.address", settings.bind_host,
+                 "--server.port", str(settings.dashboard_ui_port), "--server.headless", "true",
+                 "--browser.gatherUsageStats", "false"],
+        port=settings.dashboard_ui_port,
+        url=ui_url(settings),
+        ready=lambda: ui_ready(settings),
+        env={"PYTHONPATH": str(PROJECT_ROOT)},
+        start_timeout=90,
+    )
+    return [api, ui]
