@@ -93,8 +93,7 @@ def insert_http_vs_inprocess(settings: Settings, rows: int, repeat: int = 3
 def _lane(settings: Settings, tag: str) -> Settings:
     lane = settings.model_copy(update={
         "kafka_topic": f"bench_{tag}", "kafka_dlq_topic": f"bench_{tag}_dlq",
-        "clickhouse_table": f"bench_{tag}", "sink_group_id": f"bench-{tag}",
-        "state_dir": Path(tempfile.mkdtemp(prefix="etar-bench-"))})
+        "clickhouse_table": f"bench_{tag}", "sink_group_id": f"bench-{tag}"})
     ensure_topic(lane, lane.kafka_topic, settings.kafka_topic_partitions,
                  {"retention.ms": str(30 * 60 * 1000)})
     ensure_topic(lane, lane.kafka_dlq_topic, 1)
@@ -104,8 +103,7 @@ def _lane(settings: Settings, tag: str) -> Settings:
 
 def _env(lane: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    for name in ("kafka_topic", "kafka_dlq_topic", "clickhouse_table", "sink_group_id",
-                 "state_dir"):
+    for name in ("kafka_topic", "kafka_dlq_topic", "clickhouse_table", "sink_group_id"):
         env[f"ETAR_{name.upper()}"] = str(getattr(lane, name))
     return env
 

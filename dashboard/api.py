@@ -14,7 +14,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from etar.config import Settings, get_settings
 from etar.dashboard import MinuteReport, ReportStore
 
-
 bearer = HTTPBearer(auto_error=False)
 
 

@@ -72,7 +72,8 @@ def submit_command(source: str, settings: Settings) -> tuple[list[str], dict[str
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "AWS_ACCESS_KEY_ID": settings.s3_access_key,
            "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key.get_secret_value(),
-           "AWS_REGION": settings.s3_region, "TZ": "UTC"}
+           "AWS_REGION": settings.s3_region, "TZ": "UTC",
+           "SPARK_LOCAL_IP": settings.bind_host}
     return command, env
 
 
@@ -84,7 +85,8 @@ def run_job(source: str, settings: Settings | None = None) -> JobRun:
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if result.returncode != 0:
-        reason = [line for line in result.stderr.splitlines() if "spark.py:" in line]
+        output = (result.stdout + "\n" + result.stderr).splitlines()
+        reason = [line for line in output if line.startswith("spark.py:")]
         raise AnalysisFailed(result.returncode,
                              reason[-1] if reason else result.stderr.strip()[-2000:])
     summary = json.loads(result.stdout.strip().splitlines()[-1])

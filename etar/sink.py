@@ -63,7 +63,7 @@ class Progress:
 
 
 def progress_path(settings: Settings) -> Path:
-    return settings.state_dir / "sink.json"
+    return settings.state_dir / f"sink-{settings.sink_group_id}.json"
 
 
 def read_progress(settings: Settings) -> Progress | None:

@@ -35,8 +35,8 @@ def services(settings: Settings) -> list[Service]:
     )
     ui = Service(
         name="dashboard-ui",
-        command=[sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "dashboard" / "ui.py"),
-                 "--server.address", settings.bind_host,
+        command=[sys.executable, "-m", "streamlit", "run",
+                 str(PROJECT_ROOT / "dashboard" / "ui.py"), "--server.address", settings.bind_host,
                  "--server.port", str(settings.dashboard_ui_port), "--server.headless", "true",
                  "--browser.gatherUsageStats", "false"],
         port=settings.dashboard_ui_port,

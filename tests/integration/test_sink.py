@@ -6,15 +6,12 @@ FINAL, since the table collapses replayed rows by event_id.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from pathlib import Path
 
 import pandas as pd
@@ -23,78 +20,15 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from etar import warehouse
 from etar.config import Settings
-from etar.events import Event, EventGenerator, GeneratorConfig, clock_within_minute
-from etar.native.kafka import ensure_topic
+from tests.integration.lanes import (
+    expected_events,
+    produce,
+    recent_minute,
+    start_sink,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def recent_minute(minutes_ago: int) -> datetime:
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    return now - timedelta(minutes=minutes_ago)
-
-
-def env_for(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("kafka_topic", "kafka_dlq_topic", "clickhouse_table", "sink_group_id",
-                 "state_dir", "sink_batch_rows", "sink_batch_seconds"):
-        env[f"ETAR_{name.upper()}"] = str(getattr(settings, name))
-    return env
-
-
-def produce(settings: Settings, count: int, minute: datetime, seed: int, rate: float = 0,
-            background: bool = False) -> subprocess.Popen[str] | None:
-    command = [sys.executable, "-m", "etar", "produce", "--count", str(count), "--rate",
-               str(rate), "--seed", str(seed), "--minute", minute.strftime("%Y-%m-%dT%H:%M")]
-    process = subprocess.Popen(command, env=env_for(settings), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    if background:
-        return process
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 0, err
-    assert f"delivered={count}" in out
-    return None
-
-
-def expected_events(count: int, minute: datetime, seed: int) -> list[Event]:
-    """The events `etar produce --processes 1 --seed S --minute M` sends."""
-    worker_seed = seed * 1_000
-    clock = clock_within_minute(minute, random.Random(worker_seed))
-    return EventGenerator(GeneratorConfig(seed=worker_seed), clock).take(count)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
-def start_sink(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "etar.sink"], env=env_for(settings),
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
-
-
-@pytest.fixture
-def lane(stack_settings: Settings, unique: str, tmp_path: Path) -> Iterator[Settings]:
-    """A topic, dead-letter topic, table and consumer group used by this test only."""
-    settings = stack_settings.model_copy(update={
-        "kafka_topic": f"lane_{unique}", "kafka_dlq_topic": f"lane_{unique}_dlq",
-        "clickhouse_table": f"lane_{unique}", "sink_group_id": f"lane-{unique}",
-        "state_dir": tmp_path, "sink_batch_rows": 2_000, "sink_batch_seconds": 0.5})
-    ensure_topic(settings, settings.kafka_topic, 3)
-    ensure_topic(settings, settings.kafka_dlq_topic, 1)
-    warehouse.apply_schema(settings=settings)
-    yield settings
-    warehouse.client(settings).command(f"DROP TABLE IF EXISTS {settings.clickhouse_table}")
-
-
-@pytest.fixture
-def lane_sink(lane: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    process = start_sink(lane, tmp_path / "sink.log")
-    yield process
-    process.terminate()
-    process.wait(30)
 
 
 def test_stack_sink_ingests_produced_minutes(stack_settings: Settings) -> None:

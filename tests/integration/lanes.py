@@ -1,0 +1,61 @@
+"""Helpers for tests that need a lane of their own: topic, table, consumer group, sink."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from etar.config import Settings
+from etar.events import Event, EventGenerator, GeneratorConfig, clock_within_minute
+
+
+def recent_minute(minutes_ago: int) -> datetime:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return now - timedelta(minutes=minutes_ago)
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("kafka_topic", "kafka_dlq_topic", "clickhouse_table", "sink_group_id",
+                 "s3_bucket", "sink_batch_rows", "sink_batch_seconds"):
+        env[f"ETAR_{name.upper()}"] = str(getattr(settings, name))
+    return env
+
+
+def produce(settings: Settings, count: int, minute: datetime, seed: int, rate: float = 0,
+            background: bool = False) -> subprocess.Popen[str] | None:
+    command = [sys.executable, "-m", "etar", "produce", "--count", str(count), "--rate",
+               str(rate), "--seed", str(seed), "--minute", minute.strftime("%Y-%m-%dT%H:%M")]
+    process = subprocess.Popen(command, env=env_for(settings), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    if background:
+        return process
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert f"delivered={count}" in out
+    return None
+
+
+def expected_events(count: int, minute: datetime, seed: int) -> list[Event]:
+    """The events `etar produce --processes 1 --seed S --minute M` sends."""
+    worker_seed = seed * 1_000
+    clock = clock_within_minute(minute, random.Random(worker_seed))
+    return EventGenerator(GeneratorConfig(seed=worker_seed), clock).take(count)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def start_sink(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "etar.sink"], env=env_for(settings),
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
