@@ -11,6 +11,9 @@ export UV_PYTHON_DOWNLOADS := never
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "warning: Debian's chromium is missing; the browser test needs it"
 	$(RUN) etar stack install
 
 up: install

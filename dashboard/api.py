@@ -8,8 +8,11 @@
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Response, status
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from etar.config import Settings, get_settings
 from etar.dashboard import MinuteReport, ReportStore
@@ -33,9 +36,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """FastAPI's errors, with a 405's ``Allow`` listing every method of the path."""
+        headers = dict(exc.headers or {})
+        if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            methods = {m for route in app.routes if isinstance(route, APIRoute)
+                       and route.path == request.url.path for m in route.methods}
+            headers["Allow"] = ", ".join(sorted(methods))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=headers)
+
     @app.post("/report", status_code=status.HTTP_201_CREATED,
               dependencies=[Depends(authorized)],
-              responses={401: {"description": "missing or wrong bearer token"}})
+              responses={400: {"description": "the body cannot be read as JSON"},
+                         401: {"description": "missing or wrong bearer token"}})
     def post_report(report: MinuteReport) -> dict[str, object]:
         """Keep a minute's report (a re-sent minute replaces the earlier one)."""
         store.add(report)

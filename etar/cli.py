@@ -203,19 +203,39 @@ def up(
     rate: Annotated[float | None, typer.Option(help="events/s of the demo producer")] = None,
     processes: Annotated[int, typer.Option(help="producer processes")] = 2,
 ) -> None:
-    """The main job: start the native stack, print its URLs, produce events until Ctrl-C."""
-    _setup_logging(quiet=True)
+    """The main job: start the stack, print its URLs, produce events and run every minute.
+
+    Until Ctrl-C: the producer streams events, and each finished minute goes through
+    extract → analyze → report, so the dashboard fills up. The stack keeps running after;
+    `etar stack down` stops it.
+    """
+    import subprocess
+    import sys
+
+    from etar.scheduler import run_every_minute
+
+    _setup_logging()
+    settings = get_settings()
     stack = _stack()
     try:
         if stack.read_state() is None:
             with console.status("starting the native stack (first run downloads the jars)…"):
                 stack.up_detached()
-        _print_status(stack.status())
-        console.print("producing events; Ctrl-C stops the producer, `make down` the stack")
     except EtarError as exc:
         _fail(exc)
-    produce(rate=rate, duration=None, count=None, processes=processes, error_rate=None,
-            error_rate_for=None, seed=None, minute=None)
+    _print_status(stack.status())
+    console.print(f"[bold]dashboard[/]: http://{settings.bind_host}:{settings.dashboard_ui_port}"
+                  f"   [bold]API[/]: {settings.dashboard_api_url}/docs")
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "etar", "produce", "--processes", str(processes),
+         *(["--rate", str(rate)] if rate is not None else [])])
+    try:
+        run_every_minute(settings, stop=lambda: producer.poll() is not None)
+    except KeyboardInterrupt:
+        console.print("stopping the producer; the stack keeps running (`etar stack down`)")
+    finally:
+        producer.terminate()
+        producer.wait(30)
 
 
 @app.command()

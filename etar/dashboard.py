@@ -9,36 +9,75 @@ from __future__ import annotations
 from collections import deque
 from datetime import UTC, datetime
 from threading import Lock
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from etar.config import Settings
 from etar.events import EventType
 
 
+def _iso(value: object) -> object:
+    """Accept ISO 8601 text (or a datetime), never epoch numbers."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 date-time: {value!r}") from None
+    if isinstance(value, datetime):
+        return value
+    raise ValueError("expected an ISO 8601 date-time string")
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso)]
+
+
 class TypeCounts(BaseModel):
     """Successes and errors of one event type in a minute."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     success: int = Field(ge=0)
     error: int = Field(ge=0)
+
+
+def _zero() -> TypeCounts:
+    return TypeCounts(success=0, error=0)
+
+
+class ByEventType(BaseModel):
+    """Counts per event type: one field per ``EventType`` member, nothing else."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    PAGE_VIEW: TypeCounts = Field(default_factory=_zero)
+    SEARCH: TypeCounts = Field(default_factory=_zero)
+    PRODUCT_VIEW: TypeCounts = Field(default_factory=_zero)
+    ADD_TO_CART: TypeCounts = Field(default_factory=_zero)
+    REMOVE_FROM_CART: TypeCounts = Field(default_factory=_zero)
+    CHECKOUT: TypeCounts = Field(default_factory=_zero)
+    PURCHASE: TypeCounts = Field(default_factory=_zero)
 
 
 class MinuteReport(BaseModel):
     """The Spark job's report of one minute (see ``etar.analysis.aggregate``)."""
 
-    model_config = ConfigDict(extra="forbid")
-    minute: datetime = Field(description="start of the minute, UTC")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    minute: IsoDatetime = Field(description="start of the minute, UTC")
     total_events: int = Field(ge=0)
     total_errors: int = Field(ge=0)
     error_rate: float = Field(0.0, ge=0, le=1)
     unique_users: int = Field(0, ge=0)
     revenue: float = Field(0.0, ge=0)
-    by_event_type: dict[EventType, TypeCounts]
+    by_event_type: ByEventType
     source: str | None = Field(None, description="the Parquet object the report was made from")
-    generated_at: datetime | None = None
+    generated_at: IsoDatetime | None = None
 
     @field_validator("minute")
     @classmethod
@@ -51,8 +90,9 @@ class MinuteReport(BaseModel):
 
     @model_validator(mode="after")
     def _totals_add_up(self) -> MinuteReport:
-        events = sum(c.success + c.error for c in self.by_event_type.values())
-        errors = sum(c.error for c in self.by_event_type.values())
+        counts = [getattr(self.by_event_type, t.value) for t in EventType]
+        events = sum(c.success + c.error for c in counts)
+        errors = sum(c.error for c in counts)
         if (events, errors) != (self.total_events, self.total_errors):
             raise ValueError(f"totals ({self.total_events} events, {self.total_errors} errors) "
                              f"differ from by_event_type ({events}, {errors})")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 from minio import Minio
@@ -54,7 +54,7 @@ def s3a_url(name: str, settings: Settings | None = None) -> str:
     return f"s3a://{settings.s3_bucket}/{name}"
 
 
-def upload(name: str, stream: IO[bytes], content_type: str, length: int = -1,
+def upload(name: str, stream: BinaryIO, content_type: str, length: int = -1,
            settings: Settings | None = None) -> None:
     """Stream ``stream`` into the bucket (multipart when the length is unknown)."""
     settings = settings or get_settings()

@@ -1,44 +1,17 @@
-"""One native stack for the whole integration session.
-
-Reuses the stack when ``etar stack status`` finds every service up; otherwise starts it for
-the session and stops it at the end.
-"""
+"""Lanes: a topic, table, consumer group and bucket of a test's own, on the shared stack."""
 
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from etar import storage, warehouse
-from etar.config import Settings, get_settings
-from etar.native import stack as native_stack
+from etar.config import Settings
 from etar.native.kafka import ensure_topic
 from tests.integration.lanes import start_sink
-
-
-@pytest.fixture(scope="session")
-def stack_settings() -> Iterator[Settings]:
-    settings = get_settings()
-    stack = native_stack(settings)
-    started = False
-    if not stack.is_up():
-        stack.up_detached()
-        started = True
-    try:
-        yield settings
-    finally:
-        if started:
-            stack.down()
-
-
-@pytest.fixture
-def unique() -> str:
-    """A short unique suffix so runs never collide on names."""
-    return uuid.uuid4().hex[:10]
 
 
 @pytest.fixture
