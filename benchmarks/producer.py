@@ -26,8 +26,7 @@ from fastavro import schemaless_writer
 
 from etar.config import get_settings
 from etar.events import EventGenerator, GeneratorConfig, parsed_schema
-from etar.native import kafka
-from etar.native import stack as native_stack
+from etar.native import kafka, running
 
 RESULTS = Path(__file__).parent / "results"
 TOPIC = "etar_bench_producer"
@@ -74,11 +73,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per etar run")
     args = parser.parse_args()
     settings = get_settings()
-    stack = native_stack(settings)
-    started = not stack.is_up()
-    if started:
-        stack.up_detached()
-    try:
+    with running(settings):
         kafka.ensure_topic(settings, TOPIC, settings.kafka_topic_partitions,
                            {"retention.ms": str(10 * 60 * 1000)})
         size = record_size()
@@ -87,9 +82,6 @@ def main() -> None:
         best = max(r["events_per_s"] for r in rows.values())
         ceiling = run_kafka_perf(size, records=max(200_000, int(best * args.duration * 2)))
         rows = {"kafka ProducerPerformance (ceiling)": ceiling, **rows}
-    finally:
-        if started:
-            stack.down()
 
     base = ceiling["events_per_s"]
     print(f"\nrecord size {size} B, {args.duration:.0f} s per etar run, "

@@ -30,7 +30,7 @@ import pyarrow as pa
 from etar import warehouse
 from etar.config import Settings, get_settings
 from etar.events import EventGenerator, GeneratorConfig
-from etar.native import stack as native_stack
+from etar.native import running
 from etar.native.kafka import ensure_topic
 
 RESULTS = Path(__file__).parent / "results"
@@ -101,15 +101,10 @@ def _lane(settings: Settings, tag: str) -> Settings:
     return lane
 
 
-def _env(lane: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("kafka_topic", "kafka_dlq_topic", "clickhouse_table", "sink_group_id"):
-        env[f"ETAR_{name.upper()}"] = str(getattr(lane, name))
-    return env
-
-
 def _etar(lane: Settings, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "etar", *args], env=_env(lane),
+    env = {**os.environ, **lane.environ("kafka_topic", "kafka_dlq_topic", "clickhouse_table",
+                                        "sink_group_id")}
+    return subprocess.Popen([sys.executable, "-m", "etar", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -165,17 +160,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
     settings = get_settings()
-    stack = native_stack(settings)
-    started = not stack.is_up()
-    if started:
-        stack.up_detached()
-    try:
+    with running(settings):
         insert = insert_http_vs_inprocess(settings, args.rows)
         drain = sink_throughput(settings, args.rows // 2)
         lat = latency(settings, args.rate, args.seconds)
-    finally:
-        if started:
-            stack.down()
     print(f"\n{os.cpu_count()} cores\n")
     print(f"{'measure':<52} {'value':>14}")
     print(f"{'insert, chdb in-process (baseline), rows/s':<52} "

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     # Spark (the pyspark distribution; local master by default, or spark://host:7077)
     spark_master: str = "local[2]"
     spark_driver_memory: str = "1g"
+    spark_jars_dir: Path | None = Field(
+        None, description="pre-resolved S3A jars (images); unset: resolved by Maven")
 
     # Dashboard: FastAPI API (reports in) and Streamlit UI (charts out)
     dashboard_api_url: str = "http://127.0.0.1:8000"
@@ -80,10 +82,21 @@ class Settings(BaseSettings):
     producer_rate: float = Field(50.0, gt=0, description="events/s per process")
     producer_error_rate: float = Field(0.05, ge=0, le=1)
 
+    @field_validator("spark_jars_dir", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
     @field_validator("state_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    def environ(self, *names: str) -> dict[str, str]:
+        """``ETAR_*`` variables carrying these settings to a child process."""
+        values = {name: getattr(self, name) for name in names}
+        return {f"ETAR_{name.upper()}": str(value.get_secret_value() if isinstance(
+            value, SecretStr) else value) for name, value in values.items()}
 
     @property
     def kafka_port(self) -> int:

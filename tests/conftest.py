@@ -13,22 +13,14 @@ from collections.abc import Iterator
 import pytest
 
 from etar.config import Settings, get_settings
-from etar.native import stack as native_stack
+from etar.native import running
 
 
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
     settings = get_settings()
-    stack = native_stack(settings)
-    started = False
-    if not stack.is_up():
-        stack.up_detached()
-        started = True
-    try:
+    with running(settings):
         yield settings
-    finally:
-        if started:
-            stack.down()
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from etar.config import Settings
 from etar.native import clickhouse, dashboard, kafka, registry, s3, sink, spark
 from etar.native.supervisor import Service, Stack
@@ -23,3 +26,17 @@ def install(settings: Settings) -> None:
 def stack(settings: Settings) -> Stack:
     """The native stack for ``settings``."""
     return Stack(settings, services(settings))
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[Stack]:
+    """The native stack: reused when every service is up, else started here and stopped after."""
+    native = stack(settings)
+    started = not native.is_up()
+    if started:
+        native.up_detached()
+    try:
+        yield native
+    finally:
+        if started:
+            native.down()

@@ -48,7 +48,15 @@ def check_hadoop_version() -> None:
 
 
 def install(settings: Settings) -> list[Path]:
-    """Resolve hadoop-aws + AWS SDK once; the jars to pass to spark-submit."""
+    """Resolve hadoop-aws + AWS SDK once; the jars to pass to spark-submit.
+
+    An image that baked them in names their folder in ``ETAR_SPARK_JARS_DIR`` instead.
+    """
     check_hadoop_version()
+    if settings.spark_jars_dir is not None:
+        jars = sorted(settings.spark_jars_dir.glob("*.jar"))
+        if not any(jar.name.startswith("hadoop-aws-") for jar in jars):
+            raise StackError(f"no hadoop-aws jar in ETAR_SPARK_JARS_DIR={settings.spark_jars_dir}")
+        return jars
     folder = maven.resolve(POM, lib_dir(settings))
     return sorted(folder.glob("*.jar"))

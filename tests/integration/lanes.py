@@ -21,11 +21,10 @@ def recent_minute(minutes_ago: int) -> datetime:
 
 
 def env_for(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("kafka_topic", "kafka_dlq_topic", "clickhouse_table", "sink_group_id",
-                 "s3_bucket", "sink_batch_rows", "sink_batch_seconds"):
-        env[f"ETAR_{name.upper()}"] = str(getattr(settings, name))
-    return env
+    """The environment of a producer or sink process working on the lane."""
+    return {**os.environ, **settings.environ(
+        "kafka_topic", "kafka_dlq_topic", "clickhouse_table", "sink_group_id", "s3_bucket",
+        "sink_batch_rows", "sink_batch_seconds")}
 
 
 def produce(settings: Settings, count: int, minute: datetime, seed: int, rate: float = 0,

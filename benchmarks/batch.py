@@ -1,0 +1,108 @@
+"""Batch-plane benchmarks: extract seconds per minute size, Spark job start-up vs compute.
+
+1. ``extract_minute`` (ClickHouse → pandas → Arrow → Parquet → S3) for minutes of 100k and
+   1M rows, generated inside ClickHouse into a table of their own.
+2. The Spark job on each extracted minute: wall time split into start-up (spark-submit, JVM,
+   SparkSession) and compute (read Parquet from S3, aggregate, write the JSON).
+
+Runs against the native stack (reused or started). Prints a table and writes
+``benchmarks/results/batch.json``.
+
+    uv run python benchmarks/batch.py [--sizes 100000 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from etar import storage, warehouse
+from etar.analyze import run_job
+from etar.config import Settings, get_settings
+from etar.extract import extract_minute
+from etar.native import running
+
+RESULTS = Path(__file__).parent / "results"
+
+_FILL = """INSERT INTO {table} (event_id, user_id, session_id, event_type, status, error_code,
+    error_message, product_id, price, quantity, currency, search_query, device, country,
+    page_url, referrer, event_ts)
+SELECT generateUUIDv4(number), generateUUIDv4(number % 5000), generateUUIDv4(number % 20000),
+    toString(CAST((number % 7) + 1, 'Enum8(\\'PAGE_VIEW\\' = 1, \\'SEARCH\\' = 2,
+        \\'PRODUCT_VIEW\\' = 3, \\'ADD_TO_CART\\' = 4, \\'REMOVE_FROM_CART\\' = 5,
+        \\'CHECKOUT\\' = 6, \\'PURCHASE\\' = 7)')),
+    if(number % 20 = 0, 'ERROR', 'SUCCESS'),
+    if(number % 20 = 0, 'HTTP_500', NULL), if(number % 20 = 0, 'internal server error', NULL),
+    concat('P', toString(number % 200)), (number % 400) + 0.99, toInt32(number % 3 + 1), 'EUR',
+    NULL, ['DESKTOP', 'MOBILE', 'TABLET'][number % 3 + 1], 'DE', '/product', NULL,
+    toDateTime64({minute:DateTime('UTC')}, 3, 'UTC') + toIntervalMillisecond(number % 60000)
+FROM numbers({rows:UInt64})"""
+
+
+def _fill(settings: Settings, minute: datetime, rows: int) -> None:
+    warehouse.client(settings).command(_FILL.format(table=settings.clickhouse_table),
+                                       parameters={"minute": minute, "rows": rows})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    args = parser.parse_args()
+    base = get_settings()
+    settings = base.model_copy(update={"clickhouse_table": "bench_batch",
+                                       "s3_bucket": "etar-bench"})
+    rows_out = []
+    with running(base):
+        warehouse.client(settings).command("DROP TABLE IF EXISTS bench_batch")
+        warehouse.apply_schema(settings=settings)
+        storage.ensure_bucket(settings)
+        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        for index, size in enumerate(args.sizes):
+            minute = now - timedelta(minutes=10 + index)
+            _fill(settings, minute, size)
+            assert warehouse.count_minute(minute, settings=settings) == size
+            tracemalloc.start()
+            begin = time.perf_counter()
+            name = extract_minute(minute, settings)
+            extract_s = time.perf_counter() - begin
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            assert name is not None
+            size_bytes = storage.client(settings).stat_object(settings.s3_bucket, name).size
+            job = run_job(storage.s3a_url(name, settings), settings)
+            report = storage.read_json(job.report, settings)
+            assert report["total_events"] == size
+            rows_out.append({"rows": size, "extract_s": extract_s,
+                             "extract_rows_per_s": size / extract_s,
+                             "extract_peak_python_mib": peak / 2**20,
+                             "parquet_mib": (size_bytes or 0) / 2**20,
+                             "spark_wall_s": job.wall_s, "spark_startup_s": job.startup_s,
+                             "spark_compute_s": job.compute_s})
+        warehouse.client(settings).command("DROP TABLE IF EXISTS bench_batch")
+
+    print(f"\n{os.cpu_count()} cores, Spark master {base.spark_master}\n")
+    print(f"{'rows':>10} {'extract s':>10} {'rows/s':>10} {'py peak MiB':>12} {'parquet MiB':>12}"
+          f" {'spark wall s':>13} {'start-up s':>11} {'compute s':>10}")
+    for row in rows_out:
+        print(f"{row['rows']:>10,} {row['extract_s']:>10.2f} {row['extract_rows_per_s']:>10,.0f}"
+              f" {row['extract_peak_python_mib']:>12.0f} {row['parquet_mib']:>12.1f}"
+              f" {row['spark_wall_s']:>13.1f} {row['spark_startup_s']:>11.1f}"
+              f" {row['spark_compute_s']:>10.1f}")
+    if len(rows_out) > 1:
+        first, last = rows_out[0], rows_out[-1]
+        print(f"\n{last['rows'] // first['rows']}x the rows: extract "
+              f"{last['extract_s'] / first['extract_s']:.1f}x the time, Spark compute "
+              f"{last['spark_compute_s'] / first['spark_compute_s']:.1f}x")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "batch.json").write_text(json.dumps(
+        {"runs": rows_out, "machine": {"cores": os.cpu_count()}}, indent=2))
+    print(f"\nwritten {RESULTS / 'batch.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The compose stack, checked without a Docker engine: the file as compose-go loads it, its
+consistency with the native stack and settings, the connector template, environment.yml."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from etar.config import PROJECT_ROOT, Settings
+from etar.native import services as native_services
+
+COMPOSE = PROJECT_ROOT / "docker-compose.yml"
+ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
+TEMPLATE = PROJECT_ROOT / "connect" / "clickhouse_connector_configuration.json"
+NATIVE_TO_COMPOSE = {"kafka": "broker", "schema-registry": "schema-registry",
+                     "clickhouse": "clickhouse", "sink": "connect", "s3": "minio",
+                     "dashboard-api": "dashboard-api", "dashboard-ui": "dashboard-ui"}
+ONE_SHOT = {"kafka-init", "minio-init", "airflow-init", "connect-helper"}
+
+
+def _example_env() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+             if line and not line.startswith("#"))
+    return {key: value for key, value in pairs}
+
+
+def _composecheck(compose: Path) -> subprocess.CompletedProcess[str]:
+    go = shutil.which("go")
+    assert go, "Go is needed to run compose-go (tools/composecheck)"
+    return subprocess.run([go, "run", ".", "-env", str(ENV_EXAMPLE), str(compose)],
+                          cwd=PROJECT_ROOT / "tools" / "composecheck", capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def project() -> dict[str, Any]:
+    """docker-compose.yml as compose-go loads it (schema, interpolation, references)."""
+    result = _composecheck(COMPOSE)
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
+
+
+def test_compose_go_rejects_an_invalid_file(tmp_path: Path) -> None:
+    broken = yaml.safe_load(COMPOSE.read_text())
+    broken["services"]["broker"]["healthcheck"]["retries"] = "many"
+    broken["services"]["dashboard-ui"]["depends_on"]["nowhere"] = {
+        "condition": "service_healthy"}
+    target = tmp_path / "docker-compose.yml"
+    target.write_text(yaml.safe_dump(broken))
+    result = _composecheck(target)
+    assert result.returncode == 1 and "invalid compose file" in result.stderr
+
+
+def test_every_native_service_is_in_compose_with_its_port(project: dict[str, Any]) -> None:
+    settings = Settings(_env_file=None)
+    native = {service.name: service for service in native_services(settings)}
+    assert set(native) == set(NATIVE_TO_COMPOSE)
+    for name, service in native.items():
+        compose = project[NATIVE_TO_COMPOSE[name]]
+        if service.port is not None:
+            assert service.port in compose["ports"], (name, service.port, compose["ports"])
+
+
+def test_etar_containers_use_etar_settings_names(project: dict[str, Any]) -> None:
+    fields = {f"ETAR_{name.upper()}" for name in Settings.model_fields}
+    for name, service in project.items():
+        unknown = {key for key in service["environment"] if key.startswith("ETAR_")} - fields
+        assert not unknown, (name, unknown)
+    api = project["dashboard-api"]["environment"]
+    assert api["ETAR_KAFKA_TOPIC"] == Settings(_env_file=None).kafka_topic
+    assert api["ETAR_SCHEMA_REGISTRY_URL"] == "http://schema-registry:8081"
+
+
+def test_builds_exist_and_images_are_pinned(project: dict[str, Any]) -> None:
+    for name, service in project.items():
+        if service.get("build"):
+            dockerfile = Path(service["build"]) / service["dockerfile"]
+            assert dockerfile.exists(), (name, dockerfile)
+            text = dockerfile.read_text()
+            assert re.search(r"^USER (?!root)", text, re.M), f"{dockerfile} runs as root"
+            for image in re.findall(r"^FROM (\S+)", text, re.M):
+                assert ":" in image and not image.endswith(":latest"), (dockerfile, image)
+        else:
+            assert ":" in service["image"] and not service["image"].endswith(":latest"), name
+
+
+def test_long_running_services_have_healthchecks_and_conditions(project: dict[str, Any]
+                                                               ) -> None:
+    for name, service in project.items():
+        if name not in ONE_SHOT and name != "producer":
+            assert service["healthcheck"], f"{name} has no healthcheck"
+        for dependency, condition in service["depends_on"].items():
+            assert condition in ("service_healthy", "service_completed_successfully"), name
+            if condition == "service_healthy":
+                assert project[dependency]["healthcheck"], (name, dependency)
+            else:
+                assert dependency in ONE_SHOT, (name, dependency)
+
+
+def test_every_variable_the_files_use_is_in_env_example() -> None:
+    defined = set(_example_env())
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", COMPOSE.read_text()))
+    assert used and used <= defined, used - defined
+    assert {f"ETAR_{n.upper()}" for n in Settings.model_fields} <= defined
+
+
+def test_connector_template_renders_to_a_complete_config(project: dict[str, Any]) -> None:
+    helper_env = project["connect-helper"]["environment"]
+    template_vars = set(re.findall(r"\$\{([A-Z0-9_]+)\}", TEMPLATE.read_text()))
+    assert template_vars <= set(helper_env), template_vars - set(helper_env)
+    rendered = subprocess.run(["envsubst"], input=TEMPLATE.read_text(), capture_output=True,
+                              text=True, env={**os.environ, **helper_env}, check=True).stdout
+    config = json.loads(rendered)
+    required = {"connector.class", "topics", "hostname", "port", "database", "username",
+                "password", "value.converter", "value.converter.schema.registry.url",
+                "errors.tolerance", "errors.deadletterqueue.topic.name"}
+    assert required <= set(config)
+    assert "${" not in rendered
+    settings = Settings(_env_file=None)
+    assert config["connector.class"] == "com.clickhouse.kafka.connect.ClickHouseSinkConnector"
+    assert config["topics"] == settings.kafka_topic
+    assert config["topic2TableMap"] == f"{settings.kafka_topic}={settings.clickhouse_table}"
+    assert config["errors.tolerance"] == "all"
+    assert config["errors.deadletterqueue.topic.name"] == settings.kafka_dlq_topic
+    assert config["errors.deadletterqueue.context.headers.enable"] == "true"
+    assert config["value.converter"] == "io.confluent.connect.avro.AvroConverter"
+    assert config["value.converter.schema.registry.url"] == "http://schema-registry:8081"
+    assert config["hostname"] == "clickhouse"
+    assert config["port"] == str(settings.clickhouse_port)
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_lists_the_locked_direct_dependencies() -> None:
+    env = yaml.safe_load((PROJECT_ROOT / "environment.yml").read_text())
+    pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
+    lock = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text())
+    root = next(p for p in lock["package"] if p["name"] == "etar")
+    locked = {d["name"] for d in root["dependencies"]}
+    locked |= {d["name"] for d in root["dev-dependencies"]["dev"]}
+    assert {_name(r) for r in pip} == {n.replace("_", "-") for n in locked}
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    assert pip == pyproject["project"]["dependencies"] + pyproject["dependency-groups"]["dev"]
