@@ -45,7 +45,7 @@ FROM numbers({rows:UInt64})"""
 
 
 def _fill(settings: Settings, minute: datetime, rows: int) -> None:
-    warehouse.client(settings).command(_FILL.format(table=settings.clickhouse_table),
+    warehouse.client(settings).command(_FILL.replace("{table}", settings.clickhouse_table),
                                        parameters={"minute": minute, "rows": rows})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -186,9 +187,14 @@ def produce(
         with Progress(*columns, console=console, transient=True,
                       disable=not console.is_terminal) as bar:
             task = bar.add_task("produce", total=count, delivered=0, failed=0)
+            last_line = [time.monotonic()]
 
             def show(sent: int, delivered: int, failed: int) -> None:
                 bar.update(task, completed=sent, delivered=delivered, failed=failed)
+                if not console.is_terminal and time.monotonic() - last_line[0] >= 10:
+                    last_line[0] = time.monotonic()  # logs and CI get a line every 10 s
+                    console.print(f"progress sent={sent} delivered={delivered} "
+                                  f"failed={failed}")
 
             summary = run(options, settings, progress=show)
     except EtarError as exc:
