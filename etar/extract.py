@@ -64,7 +64,7 @@ def extract_minute(minute: datetime | str, settings: Settings | None = None) -> 
     settings = settings or get_settings()
     start = warehouse.to_minute(minute)
     name = storage.object_name(start, "parquet")
-    frame = warehouse.read_minute(start, settings=settings)
+    frame = warehouse.read_minute(start, settings=settings, uuid_as_text=True)
     if frame.empty:
         if storage.exists(name, settings):
             storage.remove(name, settings)

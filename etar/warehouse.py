@@ -90,20 +90,28 @@ def partitions(ch: Client | None = None, settings: Settings | None = None) -> pd
 _MINUTE_FILTER = "event_minute = {minute:DateTime('UTC')}"
 
 
-def minute_query(settings: Settings | None = None, columns: tuple[str, ...] = COLUMNS) -> str:
-    """The per-minute read: one partition, duplicates collapsed (FINAL), bound parameter."""
+_UUIDS = ("event_id", "user_id", "session_id")
+
+
+def minute_query(settings: Settings | None = None, uuid_as_text: bool = False) -> str:
+    """The per-minute read: one partition, duplicates collapsed (FINAL), bound parameter.
+
+    ``uuid_as_text`` reads UUID columns as their text form, which spares the client one
+    Python ``UUID`` object per value (about 3x faster for a large minute).
+    """
     settings = settings or get_settings()
+    columns = [f"toString({c}) AS {c}" if uuid_as_text and c in _UUIDS else c for c in COLUMNS]
     return (f"SELECT {', '.join(columns)} FROM `{settings.clickhouse_table}` FINAL "
             f"WHERE {_MINUTE_FILTER}")
 
 
 def read_minute(minute: datetime | str, ch: Client | None = None,
-                settings: Settings | None = None) -> pd.DataFrame:
+                settings: Settings | None = None, uuid_as_text: bool = False) -> pd.DataFrame:
     """Every event of one UTC minute as a DataFrame."""
     settings = settings or get_settings()
     ch = ch or client(settings)
-    return ch.query_df(minute_query(settings), parameters={"minute": to_minute(minute)},
-                       settings=_READ_SETTINGS)
+    return ch.query_df(minute_query(settings, uuid_as_text),
+                       parameters={"minute": to_minute(minute)}, settings=_READ_SETTINGS)
 
 
 def count_minute(minute: datetime | str, ch: Client | None = None,
