@@ -32,6 +32,9 @@ from etar.errors import StackError
 
 log = logging.getLogger(__name__)
 
+MAX_RESTARTS = 5
+"""How often the supervisor restarts a service that exits on its own."""
+
 
 @dataclass
 class Service:
@@ -106,8 +109,9 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-class _Stop(Exception):
-    """Raised in the supervisor's main thread by SIGTERM / SIGINT."""
+class _Stop(BaseException):
+    """Raised in the supervisor's main thread by SIGTERM / SIGINT (not an Exception, so no
+    ``except Exception`` swallows it)."""
 
 
 class Stack:
@@ -238,19 +242,37 @@ class Stack:
     def _watch(
         self, executors: list[_ServiceExecutor], tails: dict[str, _Tail], echo: bool
     ) -> None:
-        """Echo the logs (foreground) and report services that exit on their own."""
+        """Echo the logs (foreground) and restart services that exit on their own.
+
+        A service is restarted up to ``MAX_RESTARTS`` times, waiting longer each time; then
+        it stays down (``etar stack status`` shows it) and the others keep running.
+        """
         width = max(len(name) for name in tails)
-        reported: set[str] = set()
+        restarts: dict[str, int] = {}
         while True:
             for name, tail in tails.items():
                 for line in tail.new_lines():
                     if echo:
                         print(f"{name:<{width}} | {line}", flush=True)
-            for executor in executors:
+            for index, executor in enumerate(executors):
                 name = executor.service.name
-                if name not in reported and not executor.running():
-                    reported.add(name)
-                    log.error("%s exited; see %s", name, self.log_dir / f"{name}.log")
+                if executor.running() or restarts.get(name, 0) > MAX_RESTARTS:
+                    continue
+                count = restarts[name] = restarts.get(name, 0) + 1
+                log.error("%s exited; see %s", name, self.log_dir / f"{name}.log")
+                if count > MAX_RESTARTS:
+                    log.error("%s stays down after %d restarts", name, MAX_RESTARTS)
+                    continue
+                executor.kill()  # reap it and anything it left behind
+                time.sleep(min(2 ** count, 30))
+                try:
+                    executors[index] = self._start(executor.service)
+                    if executor.service.after_start is not None:
+                        executor.service.after_start()
+                    log.info("%s restarted (%d/%d)", name, count, MAX_RESTARTS)
+                except Exception as exc:
+                    log.error("restarting %s failed: %s", name, exc)
+                self._write_state("ready", _pids(executors))
             time.sleep(0.3)
 
     def _stop_all(self, executors: list[_ServiceExecutor]) -> None:
