@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,6 +17,9 @@ from rich.table import Table
 from etar.config import get_settings
 from etar.errors import ConfigError, EtarError
 from etar.events import EventType, uniform_error_rates
+
+if TYPE_CHECKING:
+    from etar.native.supervisor import Stack
 
 app = typer.Typer(help="etar: Extract → Transform → Analyze → Report for e-commerce events.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -32,12 +35,12 @@ def _setup_logging(quiet: bool = False) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _fail(exc: EtarError) -> None:
+def _fail(exc: EtarError) -> NoReturn:
     console.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(1)
 
 
-def _stack():  # type: ignore[no-untyped-def]
+def _stack() -> Stack:
     from etar.native import stack
 
     return stack(get_settings())
@@ -45,7 +48,7 @@ def _stack():  # type: ignore[no-untyped-def]
 
 @stack_app.command("install")
 def stack_install() -> None:
-    """Fetch what the services need (Kafka jars from Maven Central) without starting them."""
+    """Fetch the jars the services and Spark need (Kafka, S3Proxy, hadoop-aws) from Maven."""
     from etar.native import install
 
     _setup_logging()
