@@ -63,8 +63,14 @@ def submit_command(source: str, settings: Settings) -> tuple[list[str], dict[str
             f"-Dlog4j2.configurationFile={PROJECT_ROOT / 'spark' / 'log4j2.properties'}",
     }
     command = [str(spark.SPARK_HOME / "bin" / "spark-submit"), "--master", settings.spark_master,
-               "--driver-memory", settings.spark_driver_memory,
-               "--jars", ",".join(str(jar) for jar in jars)]
+               "--driver-memory", settings.spark_driver_memory]
+    if settings.spark_jars_dir is not None:
+        # Images bake the jars in on every node: put them on the class path instead of
+        # shipping the 700 MB SDK bundle to the executors with each job.
+        baked = f"{settings.spark_jars_dir}/*"
+        conf["spark.driver.extraClassPath"] = conf["spark.executor.extraClassPath"] = baked
+    else:
+        command += ["--jars", ",".join(str(jar) for jar in jars)]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     command += [str(JOB), source]
