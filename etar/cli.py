@@ -218,8 +218,8 @@ def up(
     extract → analyze → report, so the dashboard fills up. The stack keeps running after;
     `etar stack down` stops it.
     """
+    import signal
     import subprocess
-    import sys
 
     from etar.scheduler import run_every_minute
 
@@ -238,6 +238,7 @@ def up(
     producer = subprocess.Popen(
         [sys.executable, "-m", "etar", "produce", "--processes", str(processes),
          *(["--rate", str(rate)] if rate is not None else [])])
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
         run_every_minute(settings, stop=lambda: producer.poll() is not None)
     except KeyboardInterrupt:

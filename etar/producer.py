@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import random
 import signal
 import time
@@ -112,8 +113,11 @@ def _producer_config(settings: Settings) -> dict[str, Any]:
 
 
 def _worker(index: int, options: ProduceOptions, settings: Settings, counters: _Counters,
-            stop: MpEvent) -> None:
-    """One producer process: generate, serialize, send, count deliveries."""
+            stop: MpEvent, parent: int) -> None:
+    """One producer process: generate, serialize, send, count deliveries.
+
+    Stops when the parent says so, or when the parent is gone (never an orphan producing on).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     rate, count = options.share(index)
     seed = None if options.seed is None else options.seed * 1_000 + index
@@ -144,8 +148,14 @@ def _worker(index: int, options: ProduceOptions, settings: Settings, counters: _
     started = time.monotonic()
     deadline = None if options.duration is None else started + options.duration
     sent = 0
+    next_check = started + 1.0
     while not stop.is_set() and (count is None or sent < count):
         now = time.monotonic()
+        if now >= next_check:
+            next_check = now + 1.0
+            if os.getppid() != parent:
+                log.warning("producer %d: parent gone, stopping", index)
+                break
         if deadline is not None and now >= deadline:
             break
         if rate > 0:
@@ -188,11 +198,13 @@ def produce(options: ProduceOptions, settings: Settings | None = None,
     ctx = mp.get_context("spawn")
     counters = _Counters.create(ctx)
     stop = ctx.Event()
-    workers = [ctx.Process(target=_worker, args=(i, options, settings, counters, stop),
+    workers = [ctx.Process(target=_worker,
+                           args=(i, options, settings, counters, stop, os.getpid()),
                            name=f"etar-producer-{i}") for i in range(options.processes)]
     started = time.monotonic()
     for worker in workers:
         worker.start()
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl-C
     try:
         while any(worker.is_alive() for worker in workers):
             if progress is not None:
@@ -204,6 +216,8 @@ def produce(options: ProduceOptions, settings: Settings | None = None,
         stop.set()
         for worker in workers:
             worker.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     elapsed = time.monotonic() - started
     if progress is not None:
         progress(*counters.totals())
@@ -212,6 +226,10 @@ def produce(options: ProduceOptions, settings: Settings | None = None,
         raise ServiceUnavailable(f"producer processes failed: {', '.join(crashed)}")
     sent, delivered, failed = counters.totals()
     return ProduceSummary(sent, delivered, failed, elapsed, options.processes)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _require_registry(settings: Settings) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -95,3 +97,28 @@ def test_unreachable_broker_fails_fast(tmp_path) -> None:  # no stack needed
                             capture_output=True, text=True, timeout=60, env=env, check=False)
     assert result.returncode == 1
     assert "unreachable" in result.stderr and "etar stack up" in result.stderr
+
+
+def test_sigterm_flushes_and_leaves_no_producer_behind(stack_settings: Settings) -> None:
+    """Stopped like Ctrl-C: every sent event is delivered, and nothing produces afterwards."""
+    topic = stack_settings.kafka_topic
+    consumer = Consumer({"bootstrap.servers": stack_settings.kafka_bootstrap_servers,
+                         "group.id": f"test-sigterm-{uuid.uuid4()}"})
+    try:
+        before = sum(_end_offsets(consumer, topic).values())
+        process = subprocess.Popen(
+            [sys.executable, "-m", "etar", "produce", "--rate", "400", "--processes", "2",
+             "--minute", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(6)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        summary = _summary(out)
+        assert int(summary["delivered"]) == int(summary["sent"]) > 0
+        after = sum(_end_offsets(consumer, topic).values())
+        assert after - before == int(summary["delivered"])
+        time.sleep(3)
+        assert sum(_end_offsets(consumer, topic).values()) == after  # no orphan kept going
+    finally:
+        consumer.close()
