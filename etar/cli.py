@@ -6,8 +6,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,6 +28,7 @@ stack_app = typer.Typer(help="The native stack: every service on this machine, n
                         no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 console = Console(stderr=True)
+T = TypeVar("T")
 
 
 def _setup_logging(quiet: bool = False) -> None:
@@ -274,10 +276,15 @@ def partitions() -> None:
 MinuteOption = Annotated[str, typer.Option(help="UTC minute, e.g. 2026-01-01T10:30")]
 
 
-def _minute(value: str) -> datetime:
-    minute = _parse_minute(value)
-    assert minute is not None
-    return minute
+def _stage(work: Callable[[datetime], T], minute: str) -> T:
+    """Run one pipeline stage on a --minute value; a failure is printed, exit code 1."""
+    _setup_logging()
+    try:
+        parsed = _parse_minute(minute)
+        assert parsed is not None
+        return work(parsed)
+    except EtarError as exc:
+        _fail(exc)
 
 
 @app.command()
@@ -285,12 +292,7 @@ def extract(minute: MinuteOption) -> None:
     """Extract one minute from ClickHouse to Parquet in the bucket."""
     from etar.extract import extract_minute
 
-    _setup_logging()
-    try:
-        name = extract_minute(_minute(minute))
-    except EtarError as exc:
-        _fail(exc)
-    print(name or "empty minute: nothing extracted")
+    print(_stage(extract_minute, minute) or "empty minute: nothing extracted")
 
 
 @app.command()
@@ -298,11 +300,7 @@ def analyze(minute: MinuteOption) -> None:
     """Run the Spark job on one extracted minute (writes its JSON report next to it)."""
     from etar.analyze import analyze_minute
 
-    _setup_logging()
-    try:
-        run = analyze_minute(_minute(minute))
-    except EtarError as exc:
-        _fail(exc)
+    run = _stage(analyze_minute, minute)
     print(f"report={run.report} wall_s={run.wall_s:.1f} startup_s={run.startup_s:.1f} "
           f"compute_s={run.compute_s:.1f}")
 
@@ -312,12 +310,7 @@ def report(minute: MinuteOption) -> None:
     """Post one minute's JSON report to the dashboard API."""
     from etar.report import report_minute
 
-    _setup_logging()
-    try:
-        answer = report_minute(_minute(minute))
-    except EtarError as exc:
-        _fail(exc)
-    print(json.dumps(answer))
+    print(json.dumps(_stage(report_minute, minute)))
 
 
 @app.command("run-minute")
@@ -325,11 +318,7 @@ def run_minute(minute: MinuteOption) -> None:
     """Extract → analyze → report one minute, without Airflow (skips an empty minute)."""
     from etar.pipeline import run_minute as run
 
-    _setup_logging()
-    try:
-        result = run(_minute(minute))
-    except EtarError as exc:
-        _fail(exc)
+    result = _stage(run, minute)
     if result.skipped:
         print(f"minute={result.minute.isoformat()} skipped=empty")
     else:
