@@ -110,7 +110,7 @@ def test_sigterm_flushes_and_leaves_no_producer_behind(stack_settings: Settings)
             [sys.executable, "-m", "etar", "produce", "--rate", "400", "--processes", "2",
              "--minute", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(6)
+        time.sleep(8)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
