@@ -140,6 +140,15 @@ def test_sessions_keep_settings_and_are_exclusive(ch: Client) -> None:
     assert other.command("SELECT getSetting('max_threads')") != 1
 
 
+def test_set_without_a_session_changes_nothing_for_anyone(url: str,
+                                                          auth: tuple[str, str]) -> None:
+    assert httpx.post(url, content=b"SET max_threads = 1", auth=auth).status_code == 200
+    after = httpx.post(url, content=b"SELECT getSetting('max_threads')", auth=auth)
+    assert after.text.strip() != "1"
+    bad = httpx.post(url, content=b"SET no_such_setting = 1", auth=auth)
+    assert bad.headers["X-ClickHouse-Exception-Code"] == "115"
+
+
 def test_concurrent_clients_insert_and_read(stack_settings: Settings, database: str) -> None:
     writer = warehouse.client(stack_settings, database=database)
     table = _table(writer)

@@ -262,7 +262,7 @@ def create_app(engine_factory: type[Engine] | None, path: str, credentials: Cred
         if not sql.strip():
             raise ClickHouseError(62, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)")
         _check_method(request, sql)
-        if session is not None and await to_thread.run_sync(_remember, engine, session, sql):
+        if await to_thread.run_sync(_remember, engine, session, sql):
             return Response(b"")
         named = _FORMAT.search(sql)
         fmt = request.query_params.get("default_format", "TabSeparated")
@@ -293,15 +293,20 @@ def _check_method(request: Request, sql: str) -> None:
                               "should use method POST for modifying queries. (READONLY)")
 
 
-def _remember(engine: Engine, session: _Session, sql: str) -> bool:
-    """Keep a session's ``SET`` / ``USE`` for its later requests; True when ``sql`` was one."""
+def _remember(engine: Engine, session: _Session | None, sql: str) -> bool:
+    """Validate a ``SET`` / ``USE`` and keep it for the session's later requests.
+
+    True when ``sql`` was one. Without a session it has no lasting effect, as in ClickHouse:
+    it must never reach the engine, whose one connection serves every client.
+    """
     use = _USE.match(sql)
     if use:
         result = engine.execute(f"EXISTS DATABASE `{use.group(1)}`", "TabSeparated")
         if result.body.read().strip() != b"1":
             raise ClickHouseError(81, f"Code: 81. DB::Exception: Database {use.group(1)} does "
                                   "not exist. (UNKNOWN_DATABASE)")
-        session.database = use.group(1)
+        if session is not None:
+            session.database = use.group(1)
         return True
     match = _SET.match(sql)
     if not match or first_keyword(sql) != "SET":
@@ -314,5 +319,6 @@ def _remember(engine: Engine, session: _Session, sql: str) -> bool:
             value = value[1:-1].replace("\\'", "'").replace("\\\\", "\\")
         assignments[name.strip().strip("`")] = value
     engine.check_settings(assignments)
-    session.settings.update(assignments)
+    if session is not None:
+        session.settings.update(assignments)
     return True
