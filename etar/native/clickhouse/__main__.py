@@ -19,7 +19,7 @@ def main() -> None:
     path.mkdir(parents=True, exist_ok=True)
     credentials = Credentials(settings.clickhouse_user,
                               settings.clickhouse_password.get_secret_value())
-    uvicorn.run(create_app(None, str(path), credentials), host=settings.bind_host,
+    uvicorn.run(create_app(str(path), credentials), host=settings.bind_host,
                 port=settings.clickhouse_port, log_level="warning", timeout_graceful_shutdown=30)
 
 

@@ -177,15 +177,14 @@ def _stream(body: IO[bytes], encoding: str | None) -> Iterator[bytes]:
         body.close()
 
 
-def create_app(engine_factory: type[Engine] | None, path: str, credentials: Credentials
-               ) -> Starlette:
+def create_app(path: str, credentials: Credentials) -> Starlette:
     """The HTTP app; the engine opens with the app and closes with it."""
     state: dict[str, Engine] = {}
     sessions = _Sessions()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state["engine"] = (engine_factory or Engine)(path)
+        state["engine"] = Engine(path)
         log.info("ClickHouse %s engine open on %s", state["engine"].version, path)
         try:
             yield
