@@ -22,10 +22,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from etar import storage, warehouse
-from etar.analyze import run_job
 from etar.config import Settings, get_settings
 from etar.extract import extract_minute
 from etar.native import running
+from etar.spark_submit import run_job
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -24,9 +24,11 @@ from statistics import mean
 
 from fastavro import schemaless_writer
 
+from etar import topics
 from etar.config import get_settings
 from etar.events import EventGenerator, GeneratorConfig, parsed_schema
-from etar.native import kafka, running
+from etar.native import running
+from etar.native.services import kafka
 
 RESULTS = Path(__file__).parent / "results"
 TOPIC = "etar_bench_producer"
@@ -74,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = get_settings()
     with running(settings):
-        kafka.ensure_topic(settings, TOPIC, settings.kafka_topic_partitions,
+        topics.ensure_topic(settings, TOPIC, settings.kafka_topic_partitions,
                            {"retention.ms": str(10 * 60 * 1000)})
         size = record_size()
         rows = {f"etar produce, {p} process{'es' if p > 1 else ''}": run_etar(p, args.duration)

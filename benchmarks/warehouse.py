@@ -31,7 +31,7 @@ from etar import warehouse
 from etar.config import Settings, get_settings
 from etar.events import EventGenerator, GeneratorConfig
 from etar.native import running
-from etar.native.kafka import ensure_topic
+from etar.topics import ensure_topic
 
 RESULTS = Path(__file__).parent / "results"
 

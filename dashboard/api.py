@@ -1,11 +1,15 @@
 """Dashboard API: reports in (POST /report, bearer token), reports out (GET /report[s]).
 
+The API owns the report store: recent minutes in a bounded in-memory deque.
+
     uvicorn dashboard.api:app --port 8000
 
 (No ``from __future__ import annotations`` here: FastAPI reads the route signatures.)
 """
 
 import hmac
+from collections import deque
+from threading import Lock
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
@@ -15,13 +19,42 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from etar.config import Settings, get_settings
-from etar.dashboard import MinuteReport, ReportStore
+from etar.report import MinuteReport
 
 bearer = HTTPBearer(auto_error=False)
 
 
+class ReportStore:
+    """The most recent reports, one per minute, oldest first, at most ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self._reports: deque[MinuteReport] = deque(maxlen=size)
+        self._lock = Lock()
+
+    def add(self, report: MinuteReport) -> None:
+        """Keep ``report``, replacing an earlier one of the same minute (re-runs)."""
+        with self._lock:
+            kept = [r for r in self._reports if r.minute != report.minute] + [report]
+            kept.sort(key=lambda r: r.minute)
+            self._reports.clear()
+            self._reports.extend(kept)
+
+    def latest(self) -> MinuteReport | None:
+        with self._lock:
+            return self._reports[-1] if self._reports else None
+
+    def recent(self, limit: int | None = None) -> list[MinuteReport]:
+        with self._lock:
+            items = list(self._reports)
+        return items[-limit:] if limit else items
+
+    def __len__(self) -> int:
+        return len(self._reports)
+
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API for ``settings`` (token, history size); routes only wire etar.dashboard."""
+    """The API for ``settings`` (token, history size); routes only wire the store."""
     settings = settings or get_settings()
     store = ReportStore(settings.dashboard_history)
     app = FastAPI(title="etar dashboard API", version="1",

@@ -13,7 +13,7 @@ import plotly.express as px
 import streamlit as st
 
 from etar.config import get_settings
-from etar.dashboard import fetch
+from etar.report import fetch
 
 STALE_AFTER_S = 180
 

@@ -3,7 +3,7 @@
 # spark-master service, so the image carries Java, etar's locked dependencies (pyspark at the
 # cluster's version) and the S3A jars.
 FROM maven:3.9.9-eclipse-temurin-17 AS s3a-jars
-COPY etar/native/spark/pom.xml /build/pom.xml
+COPY etar/native/poms/spark-s3a.xml /build/pom.xml
 RUN mvn -B -q -f /build/pom.xml dependency:copy-dependencies \
         -DoutputDirectory=/jars -DincludeScope=runtime
 

@@ -4,7 +4,7 @@
 
 # --- hadoop-aws + AWS SDK at pyspark's Hadoop version, from the same pom as the native stack
 FROM maven:3.9.9-eclipse-temurin-17 AS s3a-jars
-COPY etar/native/spark/pom.xml /build/pom.xml
+COPY etar/native/poms/spark-s3a.xml /build/pom.xml
 RUN mvn -B -q -f /build/pom.xml dependency:copy-dependencies \
         -DoutputDirectory=/jars -DincludeScope=runtime
 
@@ -22,7 +22,6 @@ RUN uv sync --frozen --no-dev --group notebooks --no-install-project
 COPY etar etar
 COPY spark spark
 COPY dashboard dashboard
-COPY user_event_schema.avsc clickhouse_table_schema.sql ./
 RUN uv sync --frozen --no-dev --group notebooks
 COPY --from=s3a-jars /jars /opt/etar/jars
 RUN useradd --uid 10001 --create-home etar && mkdir -p /var/lib/etar && chown etar /var/lib/etar

@@ -6,16 +6,16 @@ SparkSession; it returns the report body (the job adds ``source`` and ``generate
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from etar.events import EventType, Status
+from etar.minute import Minute
 
 
-def aggregate(events: DataFrame, minute: datetime) -> dict[str, Any]:
+def aggregate(events: DataFrame, minute: Minute) -> dict[str, Any]:
     """Totals, errors and success/error counts per event type (every type, zeros included)."""
     counts = events.groupBy("event_type", "status").count().collect()
     by_type = {t.value: {"success": 0, "error": 0} for t in EventType}
@@ -31,7 +31,7 @@ def aggregate(events: DataFrame, minute: datetime) -> dict[str, Any]:
     total = sum(v["success"] + v["error"] for v in by_type.values())
     errors = sum(v["error"] for v in by_type.values())
     return {
-        "minute": minute.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:00Z"),
+        "minute": minute.start.strftime("%Y-%m-%dT%H:%M:00Z"),
         "total_events": total,
         "total_errors": errors,
         "error_rate": round(errors / total, 6) if total else 0.0,

@@ -7,7 +7,6 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
@@ -18,6 +17,7 @@ from rich.table import Table
 from etar.config import get_settings
 from etar.errors import ConfigError, EtarError
 from etar.events import EventType, uniform_error_rates
+from etar.minute import Minute
 
 if TYPE_CHECKING:
     from etar.native.supervisor import Stack
@@ -130,19 +130,6 @@ def stack_logs(
         _fail(exc)
 
 
-def _parse_minute(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        minute = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(f"--minute wants an ISO minute such as 2026-01-01T10:30, got {value!r}"
-                          ) from None
-    if minute.tzinfo is None:
-        minute = minute.replace(tzinfo=UTC)
-    return minute.astimezone(UTC).replace(second=0, microsecond=0)
-
-
 def _parse_error_rates(base: float, overrides: list[str]) -> dict[EventType, float]:
     rates = uniform_error_rates(base)
     for item in overrides:
@@ -183,7 +170,7 @@ def produce(
             error_rates=_parse_error_rates(
                 settings.producer_error_rate if error_rate is None else error_rate,
                 error_rate_for or []),
-            seed=seed, minute=_parse_minute(minute),
+            seed=seed, minute=Minute.parse(minute, closed=False) if minute else None,
         )
         options.validate()
         columns = [TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(),
@@ -276,13 +263,12 @@ def partitions() -> None:
 MinuteOption = Annotated[str, typer.Option(help="UTC minute, e.g. 2026-01-01T10:30")]
 
 
-def _stage(work: Callable[[datetime], T], minute: str) -> T:
-    """Run one pipeline stage on a --minute value; a failure is printed, exit code 1."""
+def _stage(work: Callable[[Minute], T], minute: str) -> T:
+    """Run one pipeline stage on a --minute value (parsed once, here); a failure is printed,
+    exit code 1."""
     _setup_logging()
     try:
-        parsed = _parse_minute(minute)
-        assert parsed is not None
-        return work(parsed)
+        return work(Minute.parse(minute))
     except EtarError as exc:
         _fail(exc)
 
@@ -298,7 +284,7 @@ def extract(minute: MinuteOption) -> None:
 @app.command()
 def analyze(minute: MinuteOption) -> None:
     """Run the Spark job on one extracted minute (writes its JSON report next to it)."""
-    from etar.analyze import analyze_minute
+    from etar.spark_submit import analyze_minute
 
     run = _stage(analyze_minute, minute)
     print(f"report={run.report} wall_s={run.wall_s:.1f} startup_s={run.startup_s:.1f} "
@@ -320,7 +306,7 @@ def run_minute(minute: MinuteOption) -> None:
 
     result = _stage(run, minute)
     if result.skipped:
-        print(f"minute={result.minute.isoformat()} skipped=empty")
+        print(f"minute={result.minute} skipped=empty")
     else:
-        print(f"minute={result.minute.isoformat()} parquet={result.parquet} "
+        print(f"minute={result.minute} parquet={result.parquet} "
               f"report={result.report} posted={json.dumps(result.posted)}")

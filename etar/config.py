@@ -1,7 +1,9 @@
 """One `Settings` object for every endpoint, credential, topic and port.
 
-Values come from the environment (prefix ``ETAR_``) and the project's ``.env`` file, so the
-notebooks, the CLI, the native stack and the compose stack all read the same names.
+Values come from the environment (prefix ``ETAR_``) and a ``.env`` file in the working
+directory, so the notebooks, the CLI, the native stack and the compose stack all read the same
+names. Relative paths (the state folder, the project folder) are taken from the working
+directory: etar runs the same from a checkout and as an installed wheel.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-"""The checkout holding ``etar/``, ``user_event_schema.avsc`` and ``.env``."""
+from etar import resources
 
 
 class Settings(BaseSettings):
@@ -22,13 +23,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="ETAR_",
-        env_file=PROJECT_ROOT / ".env",
+        env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
     )
 
     # Native stack
-    state_dir: Path = Field(PROJECT_ROOT / ".etar", description="all native-stack state")
+    state_dir: Path = Field(Path(".etar"), description="all native-stack state")
+    project_dir: Path = Field(Path("."), description="the checkout: dags/, dashboard/, notebooks/")
     bind_host: str = Field("127.0.0.1", description="address the native services listen on")
 
     # Kafka (KRaft)
@@ -51,7 +53,9 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr = SecretStr("etar")
     clickhouse_database: str = "default"
     clickhouse_table: str = "user_interactions"
-    clickhouse_retention_hours: int = Field(168, ge=1, description="TTL of minute partitions")
+    clickhouse_retention_hours: int = Field(
+        default_factory=resources.table_retention_hours, ge=1,
+        description="TTL of minute partitions (default: the one in clickhouse_table_schema.sql)")
 
     # S3 (native stack: S3Proxy over a local folder; compose: MinIO)
     s3_endpoint: str = "http://127.0.0.1:9000"
@@ -64,7 +68,7 @@ class Settings(BaseSettings):
     spark_master: str = "local[2]"
     spark_driver_memory: str = "1g"
     spark_jars_dir: Path | None = Field(
-        None, description="pre-resolved S3A jars (images); unset: resolved by Maven")
+        None, description="the S3A jars (images bake them); unset: <state>/lib/spark-s3a")
 
     # Dashboard: FastAPI API (reports in) and Streamlit UI (charts out)
     dashboard_api_url: str = "http://127.0.0.1:8000"
@@ -78,6 +82,12 @@ class Settings(BaseSettings):
     sink_batch_rows: int = Field(20_000, ge=1, description="flush after this many rows")
     sink_batch_seconds: float = Field(1.0, gt=0, description="or after this long")
 
+    # Batch plane: when a minute is complete, how long to wait for it
+    pipeline_lateness_seconds: float = Field(
+        2.0, ge=0, description="messages sent this long after a minute's end still count")
+    pipeline_sink_timeout_seconds: float = Field(
+        180.0, gt=0, description="give up waiting for the sink to commit a minute")
+
     # Producer defaults
     producer_rate: float = Field(50.0, gt=0, description="events/s per process")
     producer_error_rate: float = Field(0.05, ge=0, le=1)
@@ -87,10 +97,10 @@ class Settings(BaseSettings):
     def _unset_when_empty(cls, value: object) -> object:
         return None if value in ("", None) else value
 
-    @field_validator("state_dir")
+    @field_validator("state_dir", "project_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
-        return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+        return value if value.is_absolute() else (Path.cwd() / value).resolve()
 
     def environ(self, *names: str) -> dict[str, str]:
         """``ETAR_*`` variables carrying these settings to a child process."""
@@ -119,9 +129,9 @@ class Settings(BaseSettings):
         return urlsplit(self.dashboard_api_url).port or 80
 
     @property
-    def event_schema_path(self) -> Path:
-        """The Avro schema of one event (kept at the project root under its seed name)."""
-        return PROJECT_ROOT / "user_event_schema.avsc"
+    def s3a_jars_dir(self) -> Path:
+        """hadoop-aws and its AWS SDK, as ``etar stack install`` resolved them (or baked)."""
+        return self.spark_jars_dir or self.state_dir / "lib" / "spark-s3a"
 
 
 @lru_cache

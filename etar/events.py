@@ -20,8 +20,9 @@ from typing import Any
 
 from fastavro import parse_schema
 
-from etar.config import get_settings
+from etar import resources
 from etar.errors import ConfigError
+from etar.minute import Minute
 
 
 class EventType(StrEnum):
@@ -87,7 +88,19 @@ class Event:
 
 def load_schema_str(path: Path | None = None) -> str:
     """Text of ``user_event_schema.avsc`` (what the serializer registers)."""
-    return (path or get_settings().event_schema_path).read_text(encoding="utf-8")
+    if path is not None:
+        return path.read_text(encoding="utf-8")
+    return resources.text(resources.EVENT_SCHEMA)
+
+
+def schema_fields() -> list[dict[str, Any]]:
+    """The event's Avro fields, in schema order (the source of every column list)."""
+    fields: list[dict[str, Any]] = json.loads(load_schema_str())["fields"]
+    return fields
+
+
+def schema_field_names() -> tuple[str, ...]:
+    return tuple(field["name"] for field in schema_fields())
 
 
 @lru_cache
@@ -182,10 +195,9 @@ def utc_now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def clock_within_minute(minute: datetime, rng: random.Random) -> Callable[[], datetime]:
-    """A clock that stamps events at random instants inside ``minute`` (UTC)."""
-    start = minute.astimezone(UTC).replace(second=0, microsecond=0)
-    return lambda: start + timedelta(milliseconds=rng.randrange(60_000))
+def clock_within_minute(minute: Minute, rng: random.Random) -> Callable[[], datetime]:
+    """A clock that stamps events at random instants inside ``minute``."""
+    return lambda: minute.start + timedelta(milliseconds=rng.randrange(60_000))
 
 
 class EventGenerator:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from datetime import datetime
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -19,29 +19,34 @@ import pyarrow.parquet as pq
 
 from etar import storage, warehouse
 from etar.config import Settings, get_settings
+from etar.events import schema_fields
+from etar.minute import Minute
 
 log = logging.getLogger(__name__)
 
-ARROW_SCHEMA = pa.schema([
-    pa.field("event_id", pa.string(), nullable=False),
-    pa.field("user_id", pa.string(), nullable=False),
-    pa.field("session_id", pa.string(), nullable=False),
-    pa.field("event_type", pa.string(), nullable=False),
-    pa.field("status", pa.string(), nullable=False),
-    pa.field("error_code", pa.string()),
-    pa.field("error_message", pa.string()),
-    pa.field("product_id", pa.string()),
-    pa.field("price", pa.float64()),
-    pa.field("quantity", pa.int32()),
-    pa.field("currency", pa.string()),
-    pa.field("search_query", pa.string()),
-    pa.field("device", pa.string(), nullable=False),
-    pa.field("country", pa.string(), nullable=False),
-    pa.field("page_url", pa.string(), nullable=False),
-    pa.field("referrer", pa.string()),
-    pa.field("event_ts", pa.timestamp("ms", tz="UTC"), nullable=False),
-])
-"""The Parquet schema of an extracted minute (column order = ``warehouse.COLUMNS``)."""
+_AVRO_TO_ARROW: dict[str, pa.DataType] = {
+    "uuid": pa.string(),  # Parquet readers such as Spark have no UUID type: text form
+    "enum": pa.string(),
+    "string": pa.string(),
+    "double": pa.float64(),
+    "int": pa.int32(),
+    "long": pa.int64(),
+    "timestamp-millis": pa.timestamp("ms", tz="UTC"),
+}
+
+
+def _arrow_field(avro: dict[str, Any]) -> pa.Field:
+    kind = avro["type"]
+    nullable = isinstance(kind, list)
+    if nullable:
+        kind = next(member for member in kind if member != "null")
+    if isinstance(kind, dict):
+        kind = kind.get("logicalType", kind["type"])
+    return pa.field(avro["name"], _AVRO_TO_ARROW[kind], nullable=nullable)
+
+
+ARROW_SCHEMA = pa.schema([_arrow_field(field) for field in schema_fields()])
+"""The Parquet schema of an extracted minute, derived from the Avro event (same order)."""
 
 
 def to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -59,16 +64,15 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.table(columns, schema=ARROW_SCHEMA)
 
 
-def extract_minute(minute: datetime | str, settings: Settings | None = None) -> str | None:
+def extract_minute(minute: Minute, settings: Settings | None = None) -> str | None:
     """Write the minute's events as Parquet to the bucket; the object name, or None if empty."""
     settings = settings or get_settings()
-    start = warehouse.to_minute(minute)
-    name = storage.object_name(start, "parquet")
-    frame = warehouse.read_minute(start, settings=settings, uuid_as_text=True)
+    name = minute.parquet_name
+    frame = warehouse.read_minute(minute, settings=settings, uuid_as_text=True)
     if frame.empty:
         if storage.exists(name, settings):
             storage.remove(name, settings)
-        log.info("minute %s has no events; nothing extracted", start.isoformat())
+        log.info("minute %s has no events; nothing extracted", minute)
         return None
     table = to_arrow(frame)
     with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) as buffer:
@@ -78,5 +82,5 @@ def extract_minute(minute: datetime | str, settings: Settings | None = None) -> 
         storage.upload(name, buffer, "application/vnd.apache.parquet", size,  # type: ignore[arg-type]
                        settings=settings)
     log.info("extracted %d events of %s to s3://%s/%s (%d bytes)", table.num_rows,
-             start.isoformat(), settings.s3_bucket, name, size)
+             minute, settings.s3_bucket, name, size)
     return name

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from etar import warehouse
-from etar.analyze import analyze_minute
 from etar.config import Settings, get_settings
 from etar.extract import extract_minute
+from etar.minute import Minute
 from etar.report import report_minute
+from etar.spark_submit import analyze_minute
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 class MinuteRun:
     """What happened to one minute."""
 
-    minute: datetime
+    minute: Minute
     parquet: str | None
     report: str | None = None
     posted: dict[str, Any] | None = None
@@ -34,13 +33,13 @@ class MinuteRun:
         return self.parquet is None
 
 
-def run_minute(minute: datetime | str, settings: Settings | None = None) -> MinuteRun:
+def run_minute(minute: Minute, settings: Settings | None = None) -> MinuteRun:
+    """Extract, analyze and report one closed minute."""
     settings = settings or get_settings()
-    start = warehouse.to_minute(minute)
-    run = MinuteRun(start, extract_minute(start, settings))
+    run = MinuteRun(minute, extract_minute(minute, settings))
     if run.skipped:
-        log.info("minute %s is empty: analyze and report skipped", start.isoformat())
+        log.info("minute %s is empty: analyze and report skipped", minute)
         return run
-    run.report = analyze_minute(start, settings).report
-    run.posted = report_minute(start, settings)
+    run.report = analyze_minute(minute, settings).report
+    run.posted = report_minute(minute, settings)
     return run

@@ -26,8 +26,9 @@ from confluent_kafka import KafkaError, Message, SerializingProducer
 from etar.config import Settings, get_settings
 from etar.errors import ConfigError, ServiceUnavailable
 from etar.events import EventGenerator, EventType, GeneratorConfig, clock_within_minute, utc_now
-from etar.native.kafka import require_broker
+from etar.minute import Minute
 from etar.serde import UUIDKeySerializer, event_serializer, registry_client
+from etar.topics import require_broker
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class ProduceOptions:
     processes: int = 1
     error_rates: dict[EventType, float] = field(default_factory=dict)
     seed: int | None = None
-    minute: datetime | None = None
+    minute: Minute | None = None
 
     def validate(self) -> None:
         """Fail fast, with the reason, on settings that cannot work."""

@@ -1,15 +1,105 @@
-"""Report: read a minute's JSON from the bucket and POST it to the dashboard API."""
+"""The minute report: the contract between the Spark job, the dashboard API and its UI.
+
+The Spark job writes a report as JSON next to its minute's Parquet object; :func:`report_minute`
+reads it back and POSTs it to the dashboard API, which validates it as a :class:`MinuteReport`;
+the UI reads it back with :func:`fetch`.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Annotated, Any
 
 import httpx
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
-from etar import storage, warehouse
+from etar import storage
 from etar.config import Settings, get_settings
 from etar.errors import EtarError, ServiceUnavailable
+from etar.events import EventType
+from etar.minute import Minute
+
+
+def _iso(value: object) -> object:
+    """Accept ISO 8601 text (or a datetime), never epoch numbers."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 date-time: {value!r}") from None
+    if isinstance(value, datetime):
+        return value
+    raise ValueError("expected an ISO 8601 date-time string")
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso)]
+
+
+class TypeCounts(BaseModel):
+    """Successes and errors of one event type in a minute."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    success: int = Field(ge=0)
+    error: int = Field(ge=0)
+
+
+def _zero() -> TypeCounts:
+    return TypeCounts(success=0, error=0)
+
+
+class ByEventType(BaseModel):
+    """Counts per event type: one field per ``EventType`` member, nothing else."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    PAGE_VIEW: TypeCounts = Field(default_factory=_zero)
+    SEARCH: TypeCounts = Field(default_factory=_zero)
+    PRODUCT_VIEW: TypeCounts = Field(default_factory=_zero)
+    ADD_TO_CART: TypeCounts = Field(default_factory=_zero)
+    REMOVE_FROM_CART: TypeCounts = Field(default_factory=_zero)
+    CHECKOUT: TypeCounts = Field(default_factory=_zero)
+    PURCHASE: TypeCounts = Field(default_factory=_zero)
+
+
+class MinuteReport(BaseModel):
+    """The Spark job's report of one minute (see ``etar.analysis.aggregate``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    minute: IsoDatetime = Field(description="start of the minute, UTC")
+    total_events: int = Field(ge=0)
+    total_errors: int = Field(ge=0)
+    error_rate: float = Field(0.0, ge=0, le=1)
+    unique_users: int = Field(0, ge=0)
+    revenue: float = Field(0.0, ge=0)
+    by_event_type: ByEventType
+    source: str | None = Field(None, description="the Parquet object the report was made from")
+    generated_at: IsoDatetime | None = None
+
+    @field_validator("minute")
+    @classmethod
+    def _utc_minute(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if value.second or value.microsecond:
+            raise ValueError("minute must be the start of a minute (seconds = 0)")
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _totals_add_up(self) -> MinuteReport:
+        counts = [getattr(self.by_event_type, t.value) for t in EventType]
+        events = sum(c.success + c.error for c in counts)
+        errors = sum(c.error for c in counts)
+        if (events, errors) != (self.total_events, self.total_errors):
+            raise ValueError(f"totals ({self.total_events} events, {self.total_errors} errors) "
+                             f"differ from by_event_type ({events}, {errors})")
+        return self
 
 
 class ReportRejected(EtarError):
@@ -20,7 +110,7 @@ def post_report(report: dict[str, Any], settings: Settings | None = None) -> dic
     """POST one report (bearer token from settings); the API's answer."""
     settings = settings or get_settings()
     try:
-        response = httpx.post(
+        response = _http().post(
             f"{settings.dashboard_api_url}/report", json=report, timeout=30,
             headers={"Authorization": f"Bearer {settings.dashboard_token.get_secret_value()}"})
     except httpx.TransportError as exc:
@@ -32,8 +122,30 @@ def post_report(report: dict[str, Any], settings: Settings | None = None) -> dic
     return answer
 
 
-def report_minute(minute: datetime | str, settings: Settings | None = None) -> dict[str, Any]:
+def read_report(minute: Minute, settings: Settings | None = None) -> dict[str, Any]:
+    """The minute's JSON report as the Spark job wrote it to the bucket."""
+    document: dict[str, Any] = storage.read_json(minute.json_name, settings)
+    return document
+
+
+def report_minute(minute: Minute, settings: Settings | None = None) -> dict[str, Any]:
     """Send the minute's JSON report (written by the Spark job) to the dashboard."""
     settings = settings or get_settings()
-    name = storage.object_name(warehouse.to_minute(minute), "json")
-    return post_report(storage.read_json(name, settings), settings)
+    return post_report(read_report(minute, settings), settings)
+
+
+def fetch(settings: Settings, timeout: float = 3.0) -> tuple[dict[str, Any] | None,
+                                                             list[dict[str, Any]]]:
+    """The latest report (None if none yet) and the recent history, from the API."""
+    with httpx.Client(base_url=settings.dashboard_api_url, timeout=timeout) as client:
+        latest = client.get("/report")
+        latest.raise_for_status()
+        history = client.get("/reports")
+        history.raise_for_status()
+    return (latest.json() if latest.status_code == 200 else None), history.json()
+
+
+@lru_cache(maxsize=1)
+def _http() -> httpx.Client:
+    """One pooled HTTP client per process."""
+    return httpx.Client()

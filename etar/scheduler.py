@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from etar.config import Settings
 from etar.errors import EtarError
+from etar.minute import Minute
 from etar.pipeline import run_minute
 
 log = logging.getLogger(__name__)
@@ -26,17 +27,17 @@ def grace_seconds(settings: Settings) -> float:
 def run_every_minute(settings: Settings, stop: Callable[[], bool] = lambda: False) -> None:
     """Process each minute that ends from now on, until ``stop()`` (or Ctrl-C)."""
     grace = timedelta(seconds=grace_seconds(settings))
-    current = datetime.now(UTC).replace(second=0, microsecond=0)
+    current = Minute.containing(datetime.now(UTC))
     while not stop():
-        due = current + timedelta(minutes=1) + grace
+        due = current.end + grace
         now = datetime.now(UTC)
         if now < due:
             time.sleep(min((due - now).total_seconds(), 1.0))
             continue
         try:
             result = run_minute(current, settings)
-            log.info("minute %s: %s", current.strftime("%H:%M"),
+            log.info("minute %s: %s", current,
                      "empty" if result.skipped else f"report {result.report} posted")
         except EtarError as exc:
-            log.error("minute %s failed: %s", current.strftime("%H:%M"), exc)
-        current += timedelta(minutes=1)
+            log.error("minute %s failed: %s", current, exc)
+        current = current.next

@@ -1,14 +1,14 @@
 """Objects in S3 (MinIO in the compose stack, S3Proxy in the native one) via ``minio``.
 
-Objects of a minute are named from its UTC start: ``YYYY-MM-DD_HH-MM.parquet`` (extract)
-and ``YYYY-MM-DD_HH-MM.json`` (report). Writing a name again replaces the object.
+Objects of a minute are named by ``etar.minute.Minute``: ``YYYY-MM-DD_HH-MM.parquet``
+(extract) and ``YYYY-MM-DD_HH-MM.json`` (report). Writing a name again replaces the object.
+One client per process and endpoint (``client``).
 """
 
 from __future__ import annotations
 
-import io
 import json
-from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
@@ -26,12 +26,17 @@ class ObjectMissing(EtarError):
 
 
 def client(settings: Settings | None = None) -> Minio:
-    """A ``minio`` client for the configured endpoint and credentials."""
+    """The process's ``minio`` client for the configured endpoint and credentials."""
     settings = settings or get_settings()
-    url = urlsplit(settings.s3_endpoint)
-    return Minio(url.netloc, access_key=settings.s3_access_key,
-                 secret_key=settings.s3_secret_key.get_secret_value(),
-                 secure=url.scheme == "https", region=settings.s3_region)
+    return _client(settings.s3_endpoint, settings.s3_access_key,
+                   settings.s3_secret_key.get_secret_value(), settings.s3_region)
+
+
+@lru_cache(maxsize=8)
+def _client(endpoint: str, access_key: str, secret_key: str, region: str) -> Minio:
+    url = urlsplit(endpoint)
+    return Minio(url.netloc, access_key=access_key, secret_key=secret_key,
+                 secure=url.scheme == "https", region=region)
 
 
 def ensure_bucket(settings: Settings | None = None) -> None:
@@ -40,12 +45,6 @@ def ensure_bucket(settings: Settings | None = None) -> None:
     s3 = client(settings)
     if not s3.bucket_exists(settings.s3_bucket):
         s3.make_bucket(settings.s3_bucket)
-
-
-def object_name(minute: datetime, suffix: str) -> str:
-    """``2026-01-01_10-30.parquet`` for the minute starting 10:30 UTC."""
-    start = minute.astimezone(UTC) if minute.tzinfo else minute.replace(tzinfo=UTC)
-    return f"{start:%Y-%m-%d_%H-%M}.{suffix.lstrip('.')}"
 
 
 def s3a_url(name: str, settings: Settings | None = None) -> str:
@@ -60,11 +59,6 @@ def upload(name: str, stream: BinaryIO, content_type: str, length: int = -1,
     settings = settings or get_settings()
     client(settings).put_object(settings.s3_bucket, name, stream, length,
                                 content_type=content_type, part_size=PART_SIZE)
-
-
-def put_json(name: str, document: Any, settings: Settings | None = None) -> None:
-    data = json.dumps(document, indent=2).encode()
-    upload(name, io.BytesIO(data), "application/json", len(data), settings)
 
 
 def read_json(name: str, settings: Settings | None = None) -> Any:

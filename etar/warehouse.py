@@ -7,50 +7,59 @@ runs against the native stack's chdb endpoint and a real ClickHouse server.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import clickhouse_connect
 import pandas as pd
 from clickhouse_connect.driver.client import Client
 
-from etar.config import PROJECT_ROOT, Settings, get_settings
+from etar import resources
+from etar.config import Settings, get_settings
 from etar.errors import ServiceUnavailable
+from etar.events import schema_field_names
+from etar.minute import Minute
 
-SCHEMA_SQL = PROJECT_ROOT / "clickhouse_table_schema.sql"
-
-COLUMNS = ("event_id", "user_id", "session_id", "event_type", "status", "error_code",
-           "error_message", "product_id", "price", "quantity", "currency", "search_query",
-           "device", "country", "page_url", "referrer", "event_ts")
-"""Columns written by the sink, in insert order (event_minute and ingested_at are derived)."""
+COLUMNS = schema_field_names()
+"""Columns written by the sink, in insert order: the Avro event's fields (event_minute and
+ingested_at are derived by the table)."""
 
 _READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
 
 
 def client(settings: Settings | None = None, database: str | None = None,
            **options: Any) -> Client:
-    """A clickhouse-connect client for the configured endpoint."""
+    """The process's clickhouse-connect client for the configured endpoint (one per options).
+
+    Without a session id (unless ``autogenerate_session_id=True``), so threads may share it.
+    """
     settings = settings or get_settings()
     try:
-        return clickhouse_connect.get_client(
-            host=settings.clickhouse_host, port=settings.clickhouse_port,
-            username=settings.clickhouse_user,
-            password=settings.clickhouse_password.get_secret_value(),
-            database=database or settings.clickhouse_database, **options)
+        return _client(settings.clickhouse_host, settings.clickhouse_port,
+                       settings.clickhouse_user, settings.clickhouse_password.get_secret_value(),
+                       database or settings.clickhouse_database, tuple(sorted(options.items())))
     except clickhouse_connect.driver.exceptions.OperationalError as exc:
         raise ServiceUnavailable(
             f"ClickHouse at {settings.clickhouse_host}:{settings.clickhouse_port} is unreachable "
             f"({exc}); start the native stack with `etar stack up --detach`") from exc
 
 
+@lru_cache(maxsize=16)
+def _client(host: str, port: int, user: str, password: str, database: str,
+            options: tuple[tuple[str, Any], ...]) -> Client:
+    return clickhouse_connect.get_client(host=host, port=port, username=user, password=password,
+                                         database=database,
+                                         **{"autogenerate_session_id": False, **dict(options)})
+
+
 def table_ddl(settings: Settings | None = None) -> str:
     """``clickhouse_table_schema.sql`` for the configured table name and retention."""
     settings = settings or get_settings()
-    sql = SCHEMA_SQL.read_text(encoding="utf-8")
+    sql = resources.text(resources.TABLE_SQL)
     sql = "\n".join(line for line in sql.splitlines() if not line.startswith("--"))
     sql = sql.replace("CREATE TABLE IF NOT EXISTS user_interactions",
                       f"CREATE TABLE IF NOT EXISTS `{settings.clickhouse_table}`")
-    return sql.replace("toIntervalHour(24)",
+    return sql.replace(f"toIntervalHour({resources.table_retention_hours()})",
                        f"toIntervalHour({settings.clickhouse_retention_hours})").strip()
 
 
@@ -66,14 +75,6 @@ def apply_schema(ch: Client | None = None, settings: Settings | None = None) -> 
     if wanted not in str(engine_full):
         ch.command(f"ALTER TABLE `{settings.clickhouse_table}` MODIFY TTL event_minute + "
                    f"{wanted} DELETE", settings={"materialize_ttl_after_modify": 0})
-
-
-def to_minute(value: datetime | str) -> datetime:
-    """A UTC minute (naive inputs are taken as UTC)."""
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).replace(second=0, microsecond=0)
 
 
 def partitions(ch: Client | None = None, settings: Settings | None = None) -> pd.DataFrame:
@@ -105,26 +106,26 @@ def minute_query(settings: Settings | None = None, uuid_as_text: bool = False) -
             f"WHERE {_MINUTE_FILTER}")
 
 
-def read_minute(minute: datetime | str, ch: Client | None = None,
+def read_minute(minute: Minute, ch: Client | None = None,
                 settings: Settings | None = None, uuid_as_text: bool = False) -> pd.DataFrame:
     """Every event of one UTC minute as a DataFrame."""
     settings = settings or get_settings()
     ch = ch or client(settings)
     return ch.query_df(minute_query(settings, uuid_as_text),
-                       parameters={"minute": to_minute(minute)}, settings=_READ_SETTINGS)
+                       parameters={"minute": minute.sql_param}, settings=_READ_SETTINGS)
 
 
-def count_minute(minute: datetime | str, ch: Client | None = None,
+def count_minute(minute: Minute, ch: Client | None = None,
                  settings: Settings | None = None) -> int:
     """Distinct events stored for one minute."""
     settings = settings or get_settings()
     ch = ch or client(settings)
     return int(str(ch.command(
         f"SELECT count() FROM `{settings.clickhouse_table}` FINAL WHERE {_MINUTE_FILTER}",
-        parameters={"minute": to_minute(minute)}, settings=_READ_SETTINGS)))
+        parameters={"minute": minute.sql_param}, settings=_READ_SETTINGS)))
 
 
-def minute_plan(minute: datetime | str, ch: Client | None = None,
+def minute_plan(minute: Minute, ch: Client | None = None,
                 settings: Settings | None = None) -> dict[str, int]:
     """How the minute read prunes (``EXPLAIN indexes = 1``) and how many rows it reads.
 
@@ -133,7 +134,7 @@ def minute_plan(minute: datetime | str, ch: Client | None = None,
     """
     settings = settings or get_settings()
     ch = ch or client(settings)
-    bound = {"minute": to_minute(minute)}
+    bound = {"minute": minute.sql_param}
     plan = "\n".join(row[0] for row in ch.query(
         f"EXPLAIN indexes = 1 {minute_query(settings)}", parameters=bound,
         settings=_READ_SETTINGS).result_rows)

@@ -1,77 +1,14 @@
-"""Spark job: aggregate one extracted minute into its JSON report.
+"""The Spark job of the seed, by its seed name: aggregate one minute's Parquet into JSON.
 
     spark-submit spark/spark.py s3a://<bucket>/<YYYY-MM-DD_HH-MM>.parquet
 
-S3A settings (endpoint, path-style access) come from the caller's ``--conf``; credentials
-from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), never the command line.
-Writes ``<minute>.json`` next to the Parquet object: one JSON document, not a folder of part
-files. Exit codes: 0 done, 2 no such object, 3 unreadable Parquet, 4 S3 unreachable,
-1 anything else.
+A thin entry point: the job is ``etar.spark_job`` (shipped in the package, which is what
+``etar analyze`` and the Airflow DAG submit); the aggregation is ``etar.analysis``.
 """
 
-from __future__ import annotations
-
-import json
 import sys
-import time
-from datetime import UTC, datetime
 
-from pyspark.sql import SparkSession
-
-from etar.analysis import aggregate
-
-EXIT_MISSING, EXIT_UNREADABLE, EXIT_UNREACHABLE = 2, 3, 4
-
-
-def _minute_of(url: str) -> datetime:
-    stem = url.rsplit("/", 1)[-1].removesuffix(".parquet")
-    return datetime.strptime(stem, "%Y-%m-%d_%H-%M").replace(tzinfo=UTC)
-
-
-def _fail(code: int, message: str) -> int:
-    print(f"spark.py: {message}", file=sys.stderr)
-    return code
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not argv[1].startswith("s3a://") or not argv[1].endswith(".parquet"):
-        return _fail(1, "usage: spark.py s3a://<bucket>/<YYYY-MM-DD_HH-MM>.parquet")
-    source = argv[1]
-    try:
-        minute = _minute_of(source)
-    except ValueError:
-        return _fail(1, f"{source} is not named after a minute (YYYY-MM-DD_HH-MM.parquet)")
-    spark = SparkSession.builder.appName(f"etar-analyze-{minute:%Y-%m-%d_%H-%M}").getOrCreate()
-    started = time.perf_counter()  # start-up (JVM, SparkSession) is over; compute begins
-    try:
-        jvm = spark.sparkContext._jvm
-        conf = spark.sparkContext._jsc.hadoopConfiguration()
-        path = jvm.org.apache.hadoop.fs.Path(source)
-        try:
-            fs = path.getFileSystem(conf)
-            found = fs.exists(path)
-        except Exception as exc:
-            return _fail(EXIT_UNREACHABLE, f"S3 is unreachable for {source}: {exc}")
-        if not found:
-            return _fail(EXIT_MISSING, f"no such object: {source}")
-        try:
-            report = aggregate(spark.read.parquet(source), minute)
-        except Exception as exc:
-            return _fail(EXIT_UNREADABLE, f"cannot read {source} as Parquet: {exc}")
-        report["source"] = source
-        report["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        target = jvm.org.apache.hadoop.fs.Path(source.removesuffix(".parquet") + ".json")
-        stream = fs.create(target, True)
-        try:
-            stream.write(json.dumps(report, indent=2).encode())
-        finally:
-            stream.close()
-        print(json.dumps({"written": str(target), "total_events": report["total_events"],
-                          "compute_s": round(time.perf_counter() - started, 3)}))
-        return 0
-    finally:
-        spark.stop()
-
+from etar.spark_job import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv))

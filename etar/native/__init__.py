@@ -6,26 +6,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from etar.config import Settings
-from etar.native import clickhouse, dashboard, kafka, registry, s3, sink, spark
+from etar.native import s3a_jars
 from etar.native.supervisor import Service, Stack
 
 
-def services(settings: Settings) -> list[Service]:
+def all_services(settings: Settings) -> list[Service]:
     """The services in dependency order."""
+    # Imported here: as globals, `registry` and `clickhouse` would be shadowed by the server
+    # packages of the same names once those are imported.
+    from etar.native.services import clickhouse, dashboard, kafka, registry, s3, sink
+
     return [kafka.service(settings), registry.service(settings), clickhouse.service(settings),
             sink.service(settings), s3.service(settings), *dashboard.services(settings)]
 
 
 def install(settings: Settings) -> None:
     """Fetch every service's binaries (idempotent; nothing is downloaded when a service starts)."""
+    from etar.native.services import kafka, s3
+
     kafka.install(settings)
     s3.install(settings)
-    spark.install(settings)
+    s3a_jars.install(settings)
 
 
 def stack(settings: Settings) -> Stack:
     """The native stack for ``settings``."""
-    return Stack(settings, services(settings))
+    return Stack(settings, all_services(settings))
 
 
 @contextmanager

@@ -12,6 +12,9 @@ from etar.errors import StackError
 
 log = logging.getLogger(__name__)
 
+POMS = Path(__file__).parent / "poms"
+"""One pom per set of jars: ``kafka.xml``, ``s3proxy.xml``, ``spark-s3a.xml``."""
+
 
 def resolve(pom: Path, target: Path) -> Path:
     """Copy ``pom``'s runtime dependencies into ``target`` once (again when the pom changes)."""
@@ -21,7 +24,7 @@ def resolve(pom: Path, target: Path) -> Path:
         return target
     if shutil.which("mvn") is None:
         raise StackError(f"Maven (`mvn`) is needed to fetch the jars of {pom}; install it first")
-    log.info("resolving %s from Maven Central into %s", pom.parent.name, target)
+    log.info("resolving %s from Maven Central into %s", pom.name, target)
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     command = ["mvn", "-B", "-f", str(pom), "dependency:copy-dependencies",

@@ -58,18 +58,20 @@ class Service:
 class _ServiceExecutor(Executor):  # type: ignore[misc]
     """A mirakuru executor whose readiness is the service's probe."""
 
-    def __init__(self, service: Service, log_file: IO[str], host: str) -> None:
+    def __init__(self, service: Service, log_file: IO[str], settings: Settings) -> None:
         super().__init__(
             service.command,
             timeout=service.start_timeout,
             sleep=0.5,
-            envvars=service.env,
+            # Every service sees the same state and project folders, whatever its cwd.
+            envvars={**settings.environ("state_dir", "project_dir"), **service.env},
+            cwd=str(settings.project_dir),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
         self.service = service
-        self._host = host
+        self._host = settings.bind_host
 
     def pre_start_check(self) -> bool:
         """Something already listens on the service's port."""
@@ -220,7 +222,7 @@ class Stack:
             service.prepare()
         log_path = self.log_dir / f"{service.name}.log"
         with open(log_path, "a", buffering=1) as log_file:
-            executor = _ServiceExecutor(service, log_file, self.settings.bind_host)
+            executor = _ServiceExecutor(service, log_file, self.settings)
             try:
                 executor.start()
             except AlreadyRunning as exc:

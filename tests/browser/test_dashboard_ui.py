@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from etar.config import PROJECT_ROOT, Settings
+from etar.config import Settings
 from etar.events import EventType
 from etar.report import post_report
+from tests import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
-ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+ARTIFACTS = REPO_ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]

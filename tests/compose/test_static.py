@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
-from etar.config import PROJECT_ROOT, Settings
-from etar.native import services as native_services
+from etar.config import Settings
+from etar.native import all_services as native_services
+from tests import REPO_ROOT
 
-COMPOSE = PROJECT_ROOT / "docker-compose.yml"
-ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
-TEMPLATE = PROJECT_ROOT / "connect" / "clickhouse_connector_configuration.json"
+COMPOSE = REPO_ROOT / "docker-compose.yml"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+TEMPLATE = REPO_ROOT / "connect" / "clickhouse_connector_configuration.json"
 NATIVE_TO_COMPOSE = {"kafka": "broker", "schema-registry": "schema-registry",
                      "clickhouse": "clickhouse", "sink": "connect", "s3": "minio",
                      "dashboard-api": "dashboard-api", "dashboard-ui": "dashboard-ui"}
@@ -37,7 +38,7 @@ def _composecheck(compose: Path) -> subprocess.CompletedProcess[str]:
     go = shutil.which("go")
     assert go, "Go is needed to run compose-go (tools/composecheck)"
     return subprocess.run([go, "run", ".", "-env", str(ENV_EXAMPLE), str(compose)],
-                          cwd=PROJECT_ROOT / "tools" / "composecheck", capture_output=True,
+                          cwd=REPO_ROOT / "tools" / "composecheck", capture_output=True,
                           text=True, timeout=600, check=False)
 
 
@@ -144,12 +145,12 @@ def _name(requirement: str) -> str:
 
 
 def test_environment_yml_lists_the_locked_direct_dependencies() -> None:
-    env = yaml.safe_load((PROJECT_ROOT / "environment.yml").read_text())
+    env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
-    lock = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text())
+    lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
     root = next(p for p in lock["package"] if p["name"] == "etar")
     locked = {d["name"] for d in root["dependencies"]}
     locked |= {d["name"] for d in root["dev-dependencies"]["dev"]}
     assert {_name(r) for r in pip} == {n.replace("_", "-") for n in locked}
-    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert pip == pyproject["project"]["dependencies"] + pyproject["dependency-groups"]["dev"]

@@ -88,7 +88,7 @@ def test_latest_history_and_the_deque_bound(client: TestClient) -> None:
 
 
 def test_by_event_type_has_a_field_per_event_type() -> None:
-    from etar.dashboard import ByEventType
+    from etar.report import ByEventType
 
     assert list(ByEventType.model_fields) == [t.value for t in EventType]
 

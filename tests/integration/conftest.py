@@ -10,7 +10,7 @@ import pytest
 
 from etar import storage, warehouse
 from etar.config import Settings
-from etar.native.kafka import ensure_topic
+from etar.topics import ensure_topic
 from tests.integration.lanes import start_sink
 
 

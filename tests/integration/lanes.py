@@ -8,16 +8,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from etar.config import Settings
 from etar.events import Event, EventGenerator, GeneratorConfig, clock_within_minute
+from etar.minute import Minute
 
 
-def recent_minute(minutes_ago: int) -> datetime:
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    return now - timedelta(minutes=minutes_ago)
+def recent_minute(minutes_ago: int) -> Minute:
+    """The closed minute that began ``minutes_ago`` minutes before the current one."""
+    minute = Minute.containing(datetime.now(UTC))
+    for _ in range(minutes_ago):
+        minute = minute.previous
+    return minute
 
 
 def env_for(settings: Settings) -> dict[str, str]:
@@ -27,10 +31,10 @@ def env_for(settings: Settings) -> dict[str, str]:
         "sink_batch_rows", "sink_batch_seconds")}
 
 
-def produce(settings: Settings, count: int, minute: datetime, seed: int, rate: float = 0,
+def produce(settings: Settings, count: int, minute: Minute, seed: int, rate: float = 0,
             background: bool = False) -> subprocess.Popen[str] | None:
     command = [sys.executable, "-m", "etar", "produce", "--count", str(count), "--rate",
-               str(rate), "--seed", str(seed), "--minute", minute.strftime("%Y-%m-%dT%H:%M")]
+               str(rate), "--seed", str(seed), "--minute", str(minute)]
     process = subprocess.Popen(command, env=env_for(settings), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     if background:
@@ -41,7 +45,7 @@ def produce(settings: Settings, count: int, minute: datetime, seed: int, rate: f
     return None
 
 
-def expected_events(count: int, minute: datetime, seed: int) -> list[Event]:
+def expected_events(count: int, minute: Minute, seed: int) -> list[Event]:
     """The events `etar produce --processes 1 --seed S --minute M` sends."""
     worker_seed = seed * 1_000
     clock = clock_within_minute(minute, random.Random(worker_seed))

@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from etar import storage, warehouse
-from etar.analyze import AnalysisFailed, run_job
 from etar.config import Settings
 from etar.extract import ARROW_SCHEMA, extract_minute
+from etar.minute import Minute
+from etar.spark_submit import AnalysisFailed, run_job
 from tests.integration.lanes import produce, recent_minute, wait_for
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,7 @@ def _parquet(name: str, settings: Settings) -> pq.ParquetFile:
 
 
 @pytest.fixture
-def ingested(lane: Settings, lane_sink: subprocess.Popen[bytes]) -> tuple[Settings, object]:
+def ingested(lane: Settings, lane_sink: subprocess.Popen[bytes]) -> tuple[Settings, Minute]:
     """A lane with 2,500 events in one recent minute, all in ClickHouse."""
     minute = recent_minute(5)
     produce(lane, 2_500, minute, seed=44)
@@ -35,16 +36,16 @@ def ingested(lane: Settings, lane_sink: subprocess.Popen[bytes]) -> tuple[Settin
     return lane, minute
 
 
-def test_extract_writes_the_minute_as_typed_parquet(ingested: tuple[Settings, object]) -> None:
+def test_extract_writes_the_minute_as_typed_parquet(ingested: tuple[Settings, Minute]) -> None:
     lane, minute = ingested
     name = extract_minute(minute, lane)
-    assert name == storage.object_name(minute, "parquet")  # type: ignore[arg-type]
+    assert name == minute.parquet_name
     parquet = _parquet(name, lane)
     assert parquet.metadata.num_rows == warehouse.count_minute(minute, settings=lane) == 2_500
     assert parquet.schema_arrow.remove_metadata() == ARROW_SCHEMA
     table = parquet.read()
     assert len(table.column("event_id").unique()) == 2_500
-    assert all(ts.minute == minute.minute for ts in table.column("event_ts").to_pylist())  # type: ignore[attr-defined]
+    assert all(minute.start <= ts < minute.end for ts in table.column("event_ts").to_pylist())
     # Re-running the minute overwrites the same object.
     assert extract_minute(minute, lane) == name
     objects = [o.object_name for o in storage.client(lane).list_objects(lane.s3_bucket)]
@@ -54,10 +55,10 @@ def test_extract_writes_the_minute_as_typed_parquet(ingested: tuple[Settings, ob
 def test_empty_minute_gives_none_and_no_object(lane: Settings) -> None:
     minute = recent_minute(30)
     assert extract_minute(minute, lane) is None
-    assert not storage.exists(storage.object_name(minute, "parquet"), lane)
+    assert not storage.exists(minute.parquet_name, lane)
 
 
-def test_spark_report_equals_clickhouse_group_by(ingested: tuple[Settings, object]) -> None:
+def test_spark_report_equals_clickhouse_group_by(ingested: tuple[Settings, Minute]) -> None:
     lane, minute = ingested
     name = extract_minute(minute, lane)
     assert name is not None
@@ -68,7 +69,7 @@ def test_spark_report_equals_clickhouse_group_by(ingested: tuple[Settings, objec
     rows = warehouse.client(lane).query(
         f"SELECT toString(event_type), toString(status), count() FROM "
         f"{lane.clickhouse_table} FINAL WHERE event_minute = {{m:DateTime('UTC')}} "
-        "GROUP BY event_type, status", parameters={"m": minute}).result_rows
+        "GROUP BY event_type, status", parameters={"m": minute.sql_param}).result_rows
     expected: dict[str, dict[str, int]] = {}
     for event_type, status, count in rows:
         expected.setdefault(event_type, {"success": 0, "error": 0})[status.lower()] = count
@@ -76,7 +77,7 @@ def test_spark_report_equals_clickhouse_group_by(ingested: tuple[Settings, objec
         == expected
     assert report["total_events"] == sum(count for *_, count in rows) == 2_500
     assert report["total_errors"] == sum(c for _, s, c in rows if s == "ERROR")
-    assert report["minute"] == minute.strftime("%Y-%m-%dT%H:%M:00Z")  # type: ignore[attr-defined]
+    assert report["minute"] == minute.start.strftime("%Y-%m-%dT%H:%M:00Z")
     assert report["source"] == storage.s3a_url(name, lane)
     assert report["generated_at"]
 

@@ -40,7 +40,8 @@ def database(stack_settings: Settings) -> Iterator[str]:
 
 @pytest.fixture(params=[False, True], ids=["plain", "compressed"])
 def ch(request: pytest.FixtureRequest, stack_settings: Settings, database: str) -> Client:
-    return warehouse.client(stack_settings, database=database, compress=request.param)
+    return warehouse.client(stack_settings, database=database, compress=request.param,
+                            autogenerate_session_id=True)
 
 
 @pytest.fixture

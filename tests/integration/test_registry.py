@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -183,7 +184,9 @@ def test_ids_survive_a_registry_restart(stack_settings: Settings, client: Schema
     first = client.register_schema(subject, avro(V1))
     second = client.register_schema(subject, avro(V2_OPTIONAL))
     client.set_compatibility(subject, "FULL")
-    port = 18081
+    with socket.socket() as probe:  # a free port for the second registry
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     env = {**os.environ, "ETAR_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{port}",
            "ETAR_KAFKA_BOOTSTRAP_SERVERS": stack_settings.kafka_bootstrap_servers}
     process = subprocess.Popen([sys.executable, "-m", "etar.native.registry"], env=env,

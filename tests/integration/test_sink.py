@@ -148,7 +148,7 @@ def test_minute_query_reads_one_partition(lane: Settings,
     ch.command(f"OPTIMIZE TABLE {lane.clickhouse_table} FINAL")
     parts = warehouse.partitions(ch, lane)
     assert len(parts) == 3 and parts["parts"].tolist() == [1, 1, 1]
-    target = parts[parts["event_minute"] == minutes[1].replace(tzinfo=None)].iloc[0]
+    target = parts[parts["event_minute"] == minutes[1].start.replace(tzinfo=None)].iloc[0]
     plan = warehouse.minute_plan(minutes[1], ch, lane)
     assert plan["parts_selected"] == target["parts"] < plan["parts_total"]
     assert plan["read_rows"] == target["rows"]  # the other minutes' rows are never read

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from etar.config import PROJECT_ROOT, Settings
+from etar import resources
+from etar.config import Settings
+from tests import REPO_ROOT
 
 
 def test_defaults_point_at_the_native_stack(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -14,7 +18,7 @@ def test_defaults_point_at_the_native_stack(monkeypatch: pytest.MonkeyPatch) -> 
     settings = Settings(_env_file=None)
     assert settings.kafka_bootstrap_servers == "127.0.0.1:9092"
     assert settings.kafka_port == 9092 and settings.schema_registry_port == 8081
-    assert settings.state_dir == PROJECT_ROOT / ".etar"
+    assert settings.state_dir == Path.cwd() / ".etar"
 
 
 def test_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,8 +39,26 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_env_example_lists_every_setting() -> None:
-    example = (PROJECT_ROOT / ".env.example").read_text()
+    example = (REPO_ROOT / ".env.example").read_text()
     names = {line.split("=", 1)[0] for line in example.splitlines()
              if line and not line.startswith("#")}
     etar_names = {name for name in names if name.startswith("ETAR_")}
     assert etar_names == {f"ETAR_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_relative_paths_and_env_file_come_from_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ETAR_STATE_DIR", raising=False)
+    monkeypatch.delenv("ETAR_KAFKA_TOPIC", raising=False)
+    (tmp_path / ".env").write_text("ETAR_KAFKA_TOPIC=from_dotenv\nETAR_STATE_DIR=state\n")
+    monkeypatch.chdir(tmp_path)
+    settings = Settings()
+    assert settings.kafka_topic == "from_dotenv"
+    assert settings.state_dir == tmp_path / "state"
+    assert settings.project_dir == tmp_path
+
+
+def test_the_retention_has_one_source() -> None:
+    hours = resources.table_retention_hours()
+    assert Settings(_env_file=None).clickhouse_retention_hours == hours
+    assert f"toIntervalHour({hours})" in resources.text(resources.TABLE_SQL)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
 
 import avro.schema
 import pytest
@@ -23,6 +22,7 @@ from etar.events import (
     parsed_schema,
     uniform_error_rates,
 )
+from etar.minute import Minute
 
 
 def test_schema_parses_with_both_avro_implementations() -> None:
@@ -57,7 +57,7 @@ def test_events_round_trip_through_avro() -> None:
 
 def test_same_seed_same_events_other_seed_other_events() -> None:
     def first(seed: int) -> list[dict]:
-        clock = clock_within_minute(datetime(2026, 1, 1, 10, 30, tzinfo=UTC),
+        clock = clock_within_minute(Minute.parse("2026-01-01T10:30"),
                                     __import__("random").Random(seed))
         return [e.to_avro() for e in EventGenerator(GeneratorConfig(seed=seed), clock).take(50)]
 
@@ -115,12 +115,10 @@ def test_uniform_error_rate_is_respected() -> None:
 
 
 def test_clock_within_minute_stays_inside_it() -> None:
-    minute = datetime(2026, 1, 1, 10, 30, 42, tzinfo=UTC)
+    minute = Minute.parse("2026-01-01T10:30")
     clock = clock_within_minute(minute, __import__("random").Random(0))
     stamps = [clock() for _ in range(1000)]
-    assert all(datetime(2026, 1, 1, 10, 30, tzinfo=UTC) <= s < datetime(2026, 1, 1, 10, 31,
-                                                                           tzinfo=UTC)
-               for s in stamps)
+    assert all(minute.start <= s < minute.end for s in stamps)
     assert all(s.microsecond % 1000 == 0 for s in stamps)
 
 

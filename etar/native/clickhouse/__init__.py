@@ -1,35 +1,5 @@
-"""ClickHouse for the native stack: the chdb engine served on ClickHouse's HTTP interface."""
+"""ClickHouse for the native stack: the chdb engine served on ClickHouse's HTTP interface.
 
-from __future__ import annotations
-
-import sys
-
-import httpx
-
-from etar.config import Settings
-from etar.native.supervisor import Service
-
-
-def url(settings: Settings) -> str:
-    return f"http://{settings.clickhouse_host}:{settings.clickhouse_port}"
-
-
-def ready(settings: Settings) -> bool:
-    """The endpoint answers ``/ping``."""
-    return httpx.get(f"{url(settings)}/ping", timeout=2).text == "Ok.\n"
-
-
-def service(settings: Settings) -> Service:
-    """The endpoint as a supervised service; the table is applied once it is ready."""
-    from etar import warehouse
-
-    return Service(
-        name="clickhouse",
-        command=[sys.executable, "-m", "etar.native.clickhouse"],
-        port=settings.clickhouse_port,
-        url=url(settings),
-        ready=lambda: ready(settings),
-        after_start=lambda: warehouse.apply_schema(settings=settings),
-        env={"TZ": "UTC"},
-        start_timeout=120,
-    )
+Run as ``python -m etar.native.clickhouse``; its service definition is
+``etar.native.services.clickhouse``.
+"""

@@ -38,7 +38,7 @@ _CODE = re.compile(r"Code: (\d+)\.")
 _NAME = re.compile(r"\(([A-Z_]+)\)")
 
 
-class ClickHouseError(Exception):
+class EngineError(Exception):
     """An error carrying ClickHouse's exception code and message text."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -47,7 +47,7 @@ class ClickHouseError(Exception):
         self.message = message
 
     @classmethod
-    def from_engine(cls, exc: BaseException) -> ClickHouseError:
+    def from_engine(cls, exc: BaseException) -> EngineError:
         text = str(exc).removeprefix("Streaming query failed: ").removeprefix(
             "Streaming insert finish failed: ").strip()
         match = _CODE.search(text)
@@ -166,7 +166,7 @@ class Engine:
         try:
             return self._conn.query(sql, "TabSeparated")
         except Exception as exc:
-            raise ClickHouseError.from_engine(exc) from None
+            raise EngineError.from_engine(exc) from None
 
     def _run_quietly(self, sql: str) -> None:
         try:
@@ -190,7 +190,7 @@ class Engine:
                     try:
                         result = self._conn.query(sql, fmt, params=dict(params or {}) or None)
                     except Exception as exc:
-                        raise ClickHouseError.from_engine(exc) from None
+                        raise EngineError.from_engine(exc) from None
                     data = result.bytes()
                     spool.write(data)
                     stats.written_rows = result.rows_written()
@@ -223,10 +223,10 @@ class Engine:
                 stats.read_bytes += chunk.storage_bytes_read()
             if arrow is not None:
                 arrow.close()
-        except ClickHouseError:
+        except EngineError:
             raise
         except Exception as exc:
-            raise ClickHouseError.from_engine(exc) from None
+            raise EngineError.from_engine(exc) from None
         stats.result_bytes = spool.tell()
 
     def insert(self, statement: str, fmt: str, data: Readable,
@@ -238,7 +238,7 @@ class Engine:
             try:
                 inserter = self._conn.send_insert(statement, fmt)
             except Exception as exc:
-                raise ClickHouseError.from_engine(exc) from None
+                raise EngineError.from_engine(exc) from None
             try:
                 while chunk := data.read(1024 * 1024):
                     inserter.append(chunk)
@@ -248,7 +248,7 @@ class Engine:
                     inserter.cancel()
                 except Exception as cancel_error:
                     log.debug("cancelling the insert: %s", cancel_error)
-                raise ClickHouseError.from_engine(exc) from None
+                raise EngineError.from_engine(exc) from None
         stats.written_rows = result.rows_written
         stats.written_bytes = result.bytes_written
         stats.elapsed_ns = time.perf_counter_ns() - started

@@ -34,7 +34,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from etar.native.clickhouse import codecs
-from etar.native.clickhouse.engine import SPOOL_BYTES, ClickHouseError, Engine, first_keyword
+from etar.native.clickhouse.engine import SPOOL_BYTES, Engine, EngineError, first_keyword
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class _Sessions:
                 del self._items[key]
             if session_id not in self._items:
                 if check:
-                    raise ClickHouseError(372, f"Code: 372. DB::Exception: Session {session_id} "
+                    raise EngineError(372, f"Code: 372. DB::Exception: Session {session_id} "
                                           "not found. (SESSION_NOT_FOUND)")
                 self._items[session_id] = _Session(timeout=timeout)
             session = self._items[session_id]
@@ -98,7 +98,7 @@ class _Sessions:
             return session
 
 
-def _error_response(error: ClickHouseError, engine: Engine, query_id: str) -> Response:
+def _error_response(error: EngineError, engine: Engine, query_id: str) -> Response:
     text = error.message
     if "(version " not in text:
         text = f"{text} (version {engine.version})"
@@ -127,7 +127,7 @@ def _authenticate(request: Request, credentials: Credentials) -> None:
     ok = hmac.compare_digest(user.encode(), credentials.user.encode()) and hmac.compare_digest(
         (password or "").encode(), credentials.password.encode())
     if not ok:
-        raise ClickHouseError(516, f"Code: 516. DB::Exception: {user}: Authentication failed: "
+        raise EngineError(516, f"Code: 516. DB::Exception: {user}: Authentication failed: "
                               "password is incorrect, or there is no user with such name. "
                               "(AUTHENTICATION_FAILED)")
 
@@ -139,14 +139,14 @@ async def _read_body(request: Request) -> IO[bytes]:
     try:
         decoder = codecs.decoder(encoding) if encoding else None
     except ValueError as exc:
-        raise ClickHouseError(
+        raise EngineError(
             36, f"Code: 36. DB::Exception: {exc}. (BAD_ARGUMENTS)") from None
     try:
         async for chunk in request.stream():
             spool.write(decoder.decompress(chunk) if decoder else chunk)
     except (OSError, ValueError, RuntimeError) as exc:
         spool.close()
-        raise ClickHouseError(
+        raise EngineError(
             354, f"Code: 354. DB::Exception: Cannot decompress the body ({encoding}): {exc}. "
             "(CANNOT_DECOMPRESS)") from None
     spool.seek(0)
@@ -204,7 +204,7 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         try:
             _authenticate(request, credentials)
             if params.get("compress") == "1" or params.get("decompress") == "1":
-                raise ClickHouseError(48, "Code: 48. DB::Exception: ClickHouse's native block "
+                raise EngineError(48, "Code: 48. DB::Exception: ClickHouse's native block "
                                       "compression (compress/decompress=1) is not served here; "
                                       "use HTTP compression. (NOT_IMPLEMENTED)")
             settings = {k: v for k, v in params.items()
@@ -216,7 +216,7 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
                                        float(params.get("session_timeout", 60)),
                                        params.get("session_check") == "1")
                 if not session.lock.acquire(blocking=False):
-                    raise ClickHouseError(373, f"Code: 373. DB::Exception: Session "
+                    raise EngineError(373, f"Code: 373. DB::Exception: Session "
                                           f"{params['session_id']} is locked by a concurrent "
                                           "client. (SESSION_IS_LOCKED)")
                 settings = {**session.settings, **settings}
@@ -224,7 +224,7 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
             body = await _read_body(request)
             response = await _run(engine, request, params.get("query", ""), body, settings,
                                   bind, database, session)
-        except ClickHouseError as error:
+        except EngineError as error:
             if body is not None:
                 body.close()
             return _error_response(error, engine, query_id)
@@ -259,7 +259,7 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         else:
             sql = (head + rest).decode()
         if not sql.strip():
-            raise ClickHouseError(62, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)")
+            raise EngineError(62, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)")
         _check_method(request, sql)
         if await to_thread.run_sync(_remember, engine, session, sql):
             return Response(b"")
@@ -287,7 +287,7 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
 
 def _check_method(request: Request, sql: str) -> None:
     if request.method == "GET" and first_keyword(sql) not in _READ_ONLY:
-        raise ClickHouseError(164, "Code: 164. DB::Exception: Cannot execute query in readonly "
+        raise EngineError(164, "Code: 164. DB::Exception: Cannot execute query in readonly "
                               "mode. For queries over HTTP, method GET implies readonly. You "
                               "should use method POST for modifying queries. (READONLY)")
 
@@ -302,7 +302,7 @@ def _remember(engine: Engine, session: _Session | None, sql: str) -> bool:
     if use:
         result = engine.execute(f"EXISTS DATABASE `{use.group(1)}`", "TabSeparated")
         if result.body.read().strip() != b"1":
-            raise ClickHouseError(81, f"Code: 81. DB::Exception: Database {use.group(1)} does "
+            raise EngineError(81, f"Code: 81. DB::Exception: Database {use.group(1)} does "
                                   "not exist. (UNKNOWN_DATABASE)")
         if session is not None:
             session.database = use.group(1)

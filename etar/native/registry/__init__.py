@@ -1,27 +1,5 @@
-"""etar's Confluent-compatible Schema Registry, schemas kept in the compacted ``_schemas`` topic."""
+"""etar's Confluent-compatible Schema Registry, schemas kept in the compacted ``_schemas`` topic.
 
-from __future__ import annotations
-
-import sys
-
-import httpx
-
-from etar.config import Settings
-from etar.native.supervisor import Service
-
-
-def ready(settings: Settings) -> bool:
-    """The registry answers its API (it only listens once the ``_schemas`` log is loaded)."""
-    return httpx.get(f"{settings.schema_registry_url}/subjects", timeout=2).status_code == 200
-
-
-def service(settings: Settings) -> Service:
-    """The registry as a supervised service (``python -m etar.native.registry``)."""
-    return Service(
-        name="schema-registry",
-        command=[sys.executable, "-m", "etar.native.registry"],
-        port=settings.schema_registry_port,
-        url=settings.schema_registry_url,
-        ready=lambda: ready(settings),
-        start_timeout=60,
-    )
+Run as ``python -m etar.native.registry``; its service definition is
+``etar.native.services.registry``.
+"""

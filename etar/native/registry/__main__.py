@@ -7,9 +7,9 @@ import logging
 import uvicorn
 
 from etar.config import get_settings
-from etar.native.kafka import ensure_topic
 from etar.native.registry.app import create_app
 from etar.native.registry.store import SchemaStore
+from etar.topics import ensure_topic
 
 
 def main() -> None:

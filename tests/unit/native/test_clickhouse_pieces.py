@@ -7,7 +7,7 @@ import os
 import pytest
 
 from etar.native.clickhouse import codecs
-from etar.native.clickhouse.engine import ClickHouseError, first_keyword
+from etar.native.clickhouse.engine import EngineError, first_keyword
 from etar.native.clickhouse.server import _FORMAT, _INSERT
 
 
@@ -35,10 +35,10 @@ def test_trailing_format_clause() -> None:
 
 
 def test_engine_errors_keep_clickhouse_codes() -> None:
-    error = ClickHouseError.from_engine(RuntimeError(
+    error = EngineError.from_engine(RuntimeError(
         "Streaming query failed: Code: 60. DB::Exception: Unknown table. (UNKNOWN_TABLE)"))
     assert error.code == 60 and error.message.startswith("Code: 60.")
-    assert ClickHouseError.from_engine(RuntimeError("boom")).code == 1001
+    assert EngineError.from_engine(RuntimeError("boom")).code == 1001
 
 
 @pytest.mark.parametrize("encoding", codecs.ENCODINGS)

@@ -1,7 +1,7 @@
-"""Spark for etar: the pyspark distribution plus the S3A jars, resolved ahead of any job.
+"""The S3A jars for Spark, resolved by ``etar stack install`` ahead of any job.
 
 hadoop-aws must be exactly the Hadoop inside pyspark (``jars/hadoop-client-api-<v>.jar``),
-with the AWS SDK it was built against; ``etar/native/spark/pom.xml`` pins both, and
+with the AWS SDK it was built against; ``etar/native/poms/spark-s3a.xml`` pins both, and
 :func:`check_hadoop_version` refuses a mismatch up front instead of a NoSuchMethodError in a
 job.
 """
@@ -16,20 +16,16 @@ import pyspark
 from etar.config import Settings
 from etar.errors import StackError
 from etar.native import maven
+from etar.spark_submit import spark_home
 
-POM = Path(__file__).parent / "spark" / "pom.xml"
-SPARK_HOME = Path(pyspark.__file__).parent
-
-
-def lib_dir(settings: Settings) -> Path:
-    return settings.state_dir / "lib" / "spark-s3a"
+POM = maven.POMS / "spark-s3a.xml"
 
 
 def pyspark_hadoop_version() -> str:
     """The Hadoop version bundled with the installed pyspark."""
-    for jar in (SPARK_HOME / "jars").glob("hadoop-client-api-*.jar"):
+    for jar in (spark_home() / "jars").glob("hadoop-client-api-*.jar"):
         return jar.name.removeprefix("hadoop-client-api-").removesuffix(".jar")
-    raise StackError(f"no hadoop-client-api jar in {SPARK_HOME / 'jars'}")
+    raise StackError(f"no hadoop-client-api jar in {spark_home() / 'jars'}")
 
 
 def pom_hadoop_version() -> str:
@@ -48,7 +44,7 @@ def check_hadoop_version() -> None:
 
 
 def install(settings: Settings) -> list[Path]:
-    """Resolve hadoop-aws + AWS SDK once; the jars to pass to spark-submit.
+    """Resolve hadoop-aws + AWS SDK once into ``settings.s3a_jars_dir``; the jars.
 
     An image that baked them in names their folder in ``ETAR_SPARK_JARS_DIR`` instead.
     """
@@ -58,5 +54,5 @@ def install(settings: Settings) -> list[Path]:
         if not any(jar.name.startswith("hadoop-aws-") for jar in jars):
             raise StackError(f"no hadoop-aws jar in ETAR_SPARK_JARS_DIR={settings.spark_jars_dir}")
         return jars
-    folder = maven.resolve(POM, lib_dir(settings))
+    folder = maven.resolve(POM, settings.s3a_jars_dir)
     return sorted(folder.glob("*.jar"))

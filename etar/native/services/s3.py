@@ -14,7 +14,7 @@ from etar.config import Settings
 from etar.native import maven
 from etar.native.supervisor import Service
 
-POM = Path(__file__).parent / "s3proxy" / "pom.xml"
+POM = maven.POMS / "s3proxy.xml"
 
 _LOGBACK = """<configuration>
   <appender name="out" class="ch.qos.logback.core.ConsoleAppender">

@@ -6,7 +6,7 @@ import sys
 
 import httpx
 
-from etar.config import PROJECT_ROOT, Settings
+from etar.config import Settings
 from etar.native.supervisor import Service
 
 
@@ -25,7 +25,7 @@ def ui_ready(settings: Settings) -> bool:
 def services(settings: Settings) -> list[Service]:
     api = Service(
         name="dashboard-api",
-        command=[sys.executable, "-m", "uvicorn", "--app-dir", str(PROJECT_ROOT),
+        command=[sys.executable, "-m", "uvicorn", "--app-dir", str(settings.project_dir),
                  "dashboard.api:app", "--host", settings.bind_host,
                  "--port", str(settings.dashboard_api_port), "--log-level", "warning"],
         port=settings.dashboard_api_port,
@@ -36,13 +36,14 @@ def services(settings: Settings) -> list[Service]:
     ui = Service(
         name="dashboard-ui",
         command=[sys.executable, "-m", "streamlit", "run",
-                 str(PROJECT_ROOT / "dashboard" / "ui.py"), "--server.address", settings.bind_host,
+                 str(settings.project_dir / "dashboard" / "ui.py"),
+                 "--server.address", settings.bind_host,
                  "--server.port", str(settings.dashboard_ui_port), "--server.headless", "true",
                  "--browser.gatherUsageStats", "false"],
         port=settings.dashboard_ui_port,
         url=ui_url(settings),
         ready=lambda: ui_ready(settings),
-        env={"PYTHONPATH": str(PROJECT_ROOT)},
+        env={"PYTHONPATH": str(settings.project_dir)},
         start_timeout=90,
     )
     return [api, ui]

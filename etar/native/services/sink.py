@@ -7,9 +7,9 @@ import sys
 from confluent_kafka import ConsumerGroupState
 
 from etar.config import Settings
-from etar.native.kafka import admin
 from etar.native.supervisor import Service
 from etar.sink import read_progress
+from etar.topics import admin
 
 
 def ready(settings: Settings) -> bool:

@@ -1,0 +1,1 @@
+"""One module per native service: its command, environment, readiness probe and ports."""

@@ -1,0 +1,168 @@
+"""The Spark job's submit spec: one plain value for ``spark-submit``, Airflow and the tests.
+
+:func:`submit_spec` says what to run (``etar/spark_job.py`` on one ``s3a://`` object) and how
+(master, S3A conf, the S3A jars on the class path, environment). ``etar analyze`` turns it into
+a ``spark-submit`` command (:meth:`SubmitSpec.command`); the DAG hands the same value to
+``SparkSubmitOperator`` (:meth:`SubmitSpec.operator_kwargs`). Credentials travel only in the
+environment, never in ``--conf`` (which ends up in logs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from etar import resources, storage
+from etar.config import Settings, get_settings
+from etar.errors import ConfigError, EtarError
+from etar.minute import Minute
+
+JOB = Path(__file__).with_name("spark_job.py")
+"""The job, shipped in the package (``spark/spark.py`` is the same under the seed name)."""
+ENV_CREDENTIALS = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+
+
+class AnalysisFailed(EtarError):
+    """The Spark job exited non-zero."""
+
+    def __init__(self, returncode: int, message: str) -> None:
+        super().__init__(f"the Spark job failed (exit {returncode}): {message}")
+        self.returncode = returncode
+
+
+def spark_home() -> Path:
+    """The pyspark distribution (``bin/spark-submit``, ``jars/``), found without importing it."""
+    spec = find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        raise ConfigError("pyspark is not installed; `make install` installs it")
+    return Path(spec.origin).parent
+
+
+@dataclass(frozen=True)
+class SubmitSpec:
+    """Everything ``spark-submit`` needs for one run of the job."""
+
+    application: str
+    application_args: list[str]
+    name: str
+    master: str
+    driver_memory: str
+    conf: dict[str, str]
+    env: dict[str, str] = field(repr=False)
+    """Process environment of the submit (holds the S3 credentials: never log it)."""
+
+    def command(self) -> list[str]:
+        """The ``spark-submit`` command line (no secret in it)."""
+        command = [str(spark_home() / "bin" / "spark-submit"), "--master", self.master,
+                   "--name", self.name, "--driver-memory", self.driver_memory]
+        for key, value in self.conf.items():
+            command += ["--conf", f"{key}={value}"]
+        return [*command, self.application, *self.application_args]
+
+    def operator_kwargs(self) -> dict[str, Any]:
+        """Arguments of Airflow's ``SparkSubmitOperator`` for the same run.
+
+        The master comes from the ``spark_default`` connection, which etar defines from the
+        same setting (``ETAR_SPARK_MASTER``).
+        """
+        return {"application": self.application, "application_args": self.application_args,
+                "name": self.name, "conf": self.conf, "driver_memory": self.driver_memory,
+                "env_vars": self.env}
+
+
+def require_s3a_jars(settings: Settings) -> list[Path]:
+    """hadoop-aws and its AWS SDK (resolved by ``etar stack install`` or baked in an image)."""
+    jars = sorted(settings.s3a_jars_dir.glob("*.jar"))
+    if not any(jar.name.startswith("hadoop-aws-") for jar in jars):
+        raise ConfigError(f"no hadoop-aws jar in {settings.s3a_jars_dir}: run `etar stack "
+                          "install` (or set ETAR_SPARK_JARS_DIR to the folder that has them)")
+    return jars
+
+
+def submit_spec(source: str, settings: Settings | None = None,
+                name: str | None = None) -> SubmitSpec:
+    """The spec for aggregating ``source`` (``s3a://bucket/YYYY-MM-DD_HH-MM.parquet``).
+
+    Builds a plain value without touching the disk or Spark, so a DAG file can call it at
+    parse time; ``source`` and ``name`` may then be Airflow templates.
+    """
+    settings = settings or get_settings()
+    if name is None:
+        name = f"etar-analyze-{Minute.from_object_name(source).stem}"
+    classpath = f"{settings.s3a_jars_dir}/*"
+    endpoint = urlsplit(settings.s3_endpoint)
+    conf = {
+        "spark.hadoop.fs.s3a.endpoint": settings.s3_endpoint,
+        "spark.hadoop.fs.s3a.endpoint.region": settings.s3_region,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.scheme == "https").lower(),
+        "spark.hadoop.fs.s3a.aws.credentials.provider": ENV_CREDENTIALS,
+        "spark.hadoop.fs.s3a.attempts.maximum": "3",
+        "spark.hadoop.fs.s3a.retry.limit": "3",
+        "spark.ui.enabled": "false",
+        "spark.sql.session.timeZone": "UTC",
+        # The jars sit at the same path on every node (resolved here, baked into images), so
+        # they go on the class path instead of shipping the SDK bundle with each job.
+        "spark.driver.extraClassPath": classpath,
+        "spark.executor.extraClassPath": classpath,
+        "spark.driver.extraJavaOptions":
+            f"-Dlog4j2.configurationFile={resources.path(resources.SPARK_LOG4J2)}",
+    }
+    env = {"SPARK_HOME": str(spark_home()),
+           "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "AWS_ACCESS_KEY_ID": settings.s3_access_key,
+           "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key.get_secret_value(),
+           "AWS_REGION": settings.s3_region, "TZ": "UTC",
+           "SPARK_LOCAL_IP": settings.bind_host}
+    return SubmitSpec(application=str(JOB), application_args=[source],
+                      name=name, master=settings.spark_master,
+                      driver_memory=settings.spark_driver_memory, conf=conf, env=env)
+
+
+def minute_source(minute: Minute, settings: Settings | None = None) -> str:
+    """The ``s3a://`` URL of the minute's Parquet object."""
+    return storage.s3a_url(minute.parquet_name, settings)
+
+
+@dataclass
+class JobRun:
+    """One finished job: the report's object name and where the time went."""
+
+    report: str
+    wall_s: float
+    compute_s: float
+
+    @property
+    def startup_s(self) -> float:
+        return self.wall_s - self.compute_s
+
+
+def run_job(source: str, settings: Settings | None = None) -> JobRun:
+    """Run the job on an s3a:// Parquet URL; AnalysisFailed with its reason on failure."""
+    settings = settings or get_settings()
+    require_s3a_jars(settings)
+    spec = submit_spec(source, settings)
+    started = time.perf_counter()
+    result = subprocess.run(spec.command(), env={**os.environ, **spec.env},
+                            capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        output = (result.stdout + "\n" + result.stderr).splitlines()
+        reason = [line for line in output if line.startswith("spark_job:")]
+        raise AnalysisFailed(result.returncode,
+                             reason[-1] if reason else result.stderr.strip()[-2000:])
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    return JobRun(summary["written"].rsplit("/", 1)[-1], wall, summary["compute_s"])
+
+
+def analyze_minute(minute: Minute, settings: Settings | None = None) -> JobRun:
+    """Aggregate the minute's Parquet object into its JSON report (next to it)."""
+    return run_job(minute_source(minute, settings), settings)

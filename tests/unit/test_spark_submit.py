@@ -1,0 +1,71 @@
+"""The submit spec: jars, S3A settings, and no secret on the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from etar import spark_job
+from etar.config import Settings
+from etar.errors import ConfigError
+from etar.native import s3a_jars
+from etar.spark_submit import require_s3a_jars, submit_spec
+
+SOURCE = "s3a://etar/2026-01-01_10-30.parquet"
+
+
+@pytest.fixture
+def baked(tmp_path: Path) -> Path:
+    for name in ("hadoop-aws-3.5.0.jar", "bundle-2.35.4.jar"):
+        (tmp_path / name).write_bytes(b"")
+    return tmp_path
+
+
+def test_secrets_travel_in_the_environment_only(baked: Path) -> None:
+    settings = Settings(_env_file=None, spark_jars_dir=baked,
+                        s3_secret_key=SecretStr("very-secret-value"))
+    spec = submit_spec(SOURCE, settings)
+    command = spec.command()
+    assert not any("very-secret-value" in part for part in command)
+    assert "very-secret-value" not in repr(spec)
+    assert spec.env["AWS_SECRET_ACCESS_KEY"] == "very-secret-value"
+    assert "spark.hadoop.fs.s3a.path.style.access=true" in command
+    assert command[-2:] == [spark_job.__file__, SOURCE]
+    assert spec.name == "etar-analyze-2026-01-01_10-30"
+
+
+def test_jars_go_on_the_class_path_not_through_jars(baked: Path) -> None:
+    spec = submit_spec(SOURCE, Settings(_env_file=None, spark_jars_dir=baked))
+    assert "--jars" not in spec.command()
+    assert spec.conf["spark.executor.extraClassPath"] == spec.conf["spark.driver.extraClassPath"]
+    assert spec.conf["spark.driver.extraClassPath"] == f"{baked}/*"
+
+
+def test_the_operator_gets_the_same_run(baked: Path) -> None:
+    spec = submit_spec(SOURCE, Settings(_env_file=None, spark_jars_dir=baked))
+    kwargs = spec.operator_kwargs()
+    assert (kwargs["application"], kwargs["application_args"]) == (spec.application, [SOURCE])
+    assert kwargs["conf"] == spec.conf and kwargs["env_vars"] == spec.env
+
+
+def test_missing_jars_say_how_to_get_them(tmp_path: Path, baked: Path) -> None:
+    with pytest.raises(ConfigError, match="etar stack install"):
+        require_s3a_jars(Settings(_env_file=None, spark_jars_dir=tmp_path / "empty"))
+    assert require_s3a_jars(Settings(_env_file=None, spark_jars_dir=baked))
+
+
+def test_a_templated_source_needs_a_name(baked: Path) -> None:
+    spec = submit_spec("{{ source }}", Settings(_env_file=None, spark_jars_dir=baked),
+                       name="etar-analyze-{{ ds }}")
+    assert spec.application_args == ["{{ source }}"] and spec.name == "etar-analyze-{{ ds }}"
+
+
+def test_a_source_not_named_after_a_minute_is_refused(baked: Path) -> None:
+    with pytest.raises(ConfigError, match="not named after a minute"):
+        submit_spec("s3a://etar/x.parquet", Settings(_env_file=None, spark_jars_dir=baked))
+
+
+def test_the_pinned_hadoop_matches_pyspark() -> None:
+    assert s3a_jars.pom_hadoop_version() == s3a_jars.pyspark_hadoop_version()
