@@ -17,6 +17,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The checkout holding ``etar/``, ``user_event_schema.avsc`` and ``.env``."""
 
 
+def _dags_folder(start: Path) -> Path:
+    """The ``dags/`` folder of the checkout holding ``start`` (the working directory), else
+    ``start/dags``: found from where etar runs, so an installed wheel finds it too."""
+    for folder in (start, *start.parents):
+        if (folder / "dags").is_dir():
+            return folder / "dags"
+    return start / "dags"
+
+
 class Settings(BaseSettings):
     """Configuration of every etar component (see ``.env.example`` for each name)."""
 
@@ -82,6 +91,26 @@ class Settings(BaseSettings):
     producer_rate: float = Field(50.0, gt=0, description="events/s per process")
     producer_error_rate: float = Field(0.05, ge=0, le=1)
 
+    # Airflow (native stack: Postgres + Redis + Celery) ------------------------------------
+    postgres_port: int = Field(5433, ge=1, le=65535, description="the stack's own PostgreSQL")
+    redis_port: int = Field(6380, ge=1, le=65535, description="the stack's own Redis (broker)")
+    airflow_postgres_user: str = "airflow"
+    airflow_postgres_password: SecretStr = SecretStr("airflow")
+    airflow_postgres_db: str = "airflow"
+    airflow_api_url: str = Field("http://127.0.0.1:8080", description="api-server (UI, REST)")
+    airflow_admin_user: str = "admin"
+    airflow_admin_password: SecretStr = SecretStr("admin")
+    airflow_jwt_secret: SecretStr = Field(
+        SecretStr("etar-change-me-jwt-secret"), description="shared by every component")
+    airflow_secret_key: SecretStr = Field(
+        SecretStr("etar-change-me-secret-key"), description="[api] secret_key, shared")
+    airflow_fernet_key: SecretStr = Field(
+        SecretStr("dnOCZa6aBxg4FZ8vsNNb52zXjgH13frimo9AxJTF0Ys="),
+        description="encrypts connection passwords in the metadata DB (Fernet key)")
+    airflow_worker_concurrency: int = Field(2, ge=1, description="Celery worker slots")
+    airflow_dags_folder: Path = Field(
+        default_factory=lambda: _dags_folder(Path.cwd()), description="the DAG files")
+
     @field_validator("spark_jars_dir", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
@@ -91,6 +120,14 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    @field_validator("airflow_dags_folder", mode="before")
+    @classmethod
+    def _from_cwd(cls, value: object) -> object:
+        """Empty: the checkout's ``dags/``; relative: from the working directory."""
+        if value in ("", None):
+            return _dags_folder(Path.cwd())
+        return Path(str(value)).resolve()
 
     def environ(self, *names: str) -> dict[str, str]:
         """``ETAR_*`` variables carrying these settings to a child process."""
@@ -117,6 +154,11 @@ class Settings(BaseSettings):
     def dashboard_api_port(self) -> int:
         """Port of ``dashboard_api_url``."""
         return urlsplit(self.dashboard_api_url).port or 80
+
+    @property
+    def airflow_api_port(self) -> int:
+        """Port of ``airflow_api_url``."""
+        return urlsplit(self.airflow_api_url).port or 80
 
     @property
     def event_schema_path(self) -> Path:

@@ -7,13 +7,15 @@ from contextlib import contextmanager
 
 from etar.config import Settings
 from etar.native import clickhouse, dashboard, kafka, registry, s3, sink, spark
+from etar.native.services import airflow, postgres, redis
 from etar.native.supervisor import Service, Stack
 
 
 def services(settings: Settings) -> list[Service]:
     """The services in dependency order."""
     return [kafka.service(settings), registry.service(settings), clickhouse.service(settings),
-            sink.service(settings), s3.service(settings), *dashboard.services(settings)]
+            sink.service(settings), s3.service(settings), *dashboard.services(settings),
+            postgres.service(settings), redis.service(settings), *airflow.services(settings)]
 
 
 def install(settings: Settings) -> None:
