@@ -100,10 +100,11 @@ class Settings(BaseSettings):
     airflow_api_url: str = Field("http://127.0.0.1:8080", description="api-server (UI, REST)")
     airflow_admin_user: str = "admin"
     airflow_admin_password: SecretStr = SecretStr("admin")
-    airflow_jwt_secret: SecretStr = Field(
-        SecretStr("etar-change-me-jwt-secret"), description="shared by every component")
+    airflow_jwt_secret: SecretStr = Field(  # >= 64 bytes: Airflow signs with HS512
+        SecretStr("etar-change-me-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"),
+        description="[api_auth] jwt_secret, shared by every component")
     airflow_secret_key: SecretStr = Field(
-        SecretStr("etar-change-me-secret-key"), description="[api] secret_key, shared")
+        SecretStr("etar-change-me-api-secret-key"), description="[api] secret_key, shared")
     airflow_fernet_key: SecretStr = Field(
         SecretStr("dnOCZa6aBxg4FZ8vsNNb52zXjgH13frimo9AxJTF0Ys="),
         description="encrypts connection passwords in the metadata DB (Fernet key)")

@@ -89,6 +89,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CELERY__BROKER_URL": redis.broker_url(settings),
         "AIRFLOW__CELERY__RESULT_BACKEND": _db_url(settings, "db+postgresql"),
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(settings.airflow_worker_concurrency),
+        # Redis redelivers a task not acknowledged within this time (default 24 h, warned).
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
         "AIRFLOW__API__HOST": settings.bind_host,
         "AIRFLOW__API__PORT": str(settings.airflow_api_port),
         "AIRFLOW__API__BASE_URL": api,

@@ -150,3 +150,7 @@ def test_unreachable_parent_is_found(tmp_path: Path) -> None:
     finally:
         closed.chmod(0o755)
     assert postgres.unreachable_folder(data) != closed
+
+
+def test_default_jwt_secret_is_long_enough_for_hs512() -> None:
+    assert len(Settings().airflow_jwt_secret.get_secret_value().encode()) >= 64
