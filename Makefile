@@ -14,6 +14,10 @@ install:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 		|| echo "warning: Debian's chromium is missing; the browser test needs it"
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1; } \
+		|| { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends postgresql redis-server; } \
+		|| echo "warning: Debian's postgresql / redis-server are missing; Airflow needs them"
 	$(RUN) etar stack install
 
 up: install

@@ -18,11 +18,11 @@ ENV UV_PROJECT_ENVIRONMENT=/opt/etar/.venv UV_COMPILE_BYTECODE=1 UV_LINK_MODE=co
     UV_PYTHON_DOWNLOADS=never
 WORKDIR /opt/etar
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --group notebooks --no-install-project
+RUN uv sync --frozen --no-dev --no-install-project
 COPY etar etar
 COPY spark spark
 COPY dashboard dashboard
-RUN uv sync --frozen --no-dev --group notebooks
+RUN uv sync --frozen --no-dev
 COPY --from=s3a-jars /jars /opt/etar/jars
 RUN useradd --uid 10001 --create-home etar && mkdir -p /var/lib/etar && chown etar /var/lib/etar
 USER etar

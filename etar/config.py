@@ -92,7 +92,28 @@ class Settings(BaseSettings):
     producer_rate: float = Field(50.0, gt=0, description="events/s per process")
     producer_error_rate: float = Field(0.05, ge=0, le=1)
 
-    @field_validator("spark_jars_dir", mode="before")
+    # Airflow (native stack: Postgres + Redis + Celery) ------------------------------------
+    postgres_port: int = Field(5433, ge=1, le=65535, description="the stack's own PostgreSQL")
+    redis_port: int = Field(6380, ge=1, le=65535, description="the stack's own Redis (broker)")
+    airflow_postgres_user: str = "airflow"
+    airflow_postgres_password: SecretStr = SecretStr("airflow")
+    airflow_postgres_db: str = "airflow"
+    airflow_api_url: str = Field("http://127.0.0.1:8080", description="api-server (UI, REST)")
+    airflow_admin_user: str = "admin"
+    airflow_admin_password: SecretStr = SecretStr("admin")
+    airflow_jwt_secret: SecretStr = Field(  # >= 64 bytes: Airflow signs with HS512
+        SecretStr("etar-change-me-jwt-secret-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH"),
+        description="[api_auth] jwt_secret, shared by every component")
+    airflow_secret_key: SecretStr = Field(
+        SecretStr("etar-change-me-api-secret-key"), description="[api] secret_key, shared")
+    airflow_fernet_key: SecretStr = Field(
+        SecretStr("dnOCZa6aBxg4FZ8vsNNb52zXjgH13frimo9AxJTF0Ys="),
+        description="encrypts connection passwords in the metadata DB (Fernet key)")
+    airflow_worker_concurrency: int = Field(2, ge=1, description="Celery worker slots")
+    airflow_dags_folder: Path | None = Field(
+        None, description="the DAG files; unset: <project dir>/dags")
+
+    @field_validator("spark_jars_dir", "airflow_dags_folder", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if value in ("", None) else value
@@ -132,6 +153,16 @@ class Settings(BaseSettings):
     def s3a_jars_dir(self) -> Path:
         """hadoop-aws and its AWS SDK, as ``etar stack install`` resolved them (or baked)."""
         return self.spark_jars_dir or self.state_dir / "lib" / "spark-s3a"
+
+    @property
+    def dags_folder(self) -> Path:
+        """Where Airflow reads the DAG files."""
+        return self.airflow_dags_folder or self.project_dir / "dags"
+
+    @property
+    def airflow_api_port(self) -> int:
+        """Port of ``airflow_api_url``."""
+        return urlsplit(self.airflow_api_url).port or 80
 
 
 @lru_cache

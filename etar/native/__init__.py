@@ -14,10 +14,21 @@ def all_services(settings: Settings) -> list[Service]:
     """The services in dependency order."""
     # Imported here: as globals, `registry` and `clickhouse` would be shadowed by the server
     # packages of the same names once those are imported.
-    from etar.native.services import clickhouse, dashboard, kafka, registry, s3, sink
+    from etar.native.services import (
+        airflow,
+        clickhouse,
+        dashboard,
+        kafka,
+        postgres,
+        redis,
+        registry,
+        s3,
+        sink,
+    )
 
     return [kafka.service(settings), registry.service(settings), clickhouse.service(settings),
-            sink.service(settings), s3.service(settings), *dashboard.services(settings)]
+            sink.service(settings), s3.service(settings), *dashboard.services(settings),
+            postgres.service(settings), redis.service(settings), *airflow.services(settings)]
 
 
 def install(settings: Settings) -> None:
