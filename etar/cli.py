@@ -196,45 +196,98 @@ def produce(
         sys.exit(2)
 
 
+def _ensure_stack() -> Stack:
+    """The running native stack, started (detached) if it is not."""
+    stack = _stack()
+    try:
+        if stack.read_state() is None:
+            with console.status("starting the native stack (a first run fetches the jars)…"):
+                stack.up_detached()
+        from etar.airflow_api import PIPELINE_DAG, AirflowApi
+
+        with AirflowApi() as api:
+            api.set_paused(PIPELINE_DAG, False)
+    except EtarError as exc:
+        _fail(exc)
+    return stack
+
+
+def _print_urls() -> None:
+    settings = get_settings()
+    table = Table("what", "URL", "login", title="etar is running")
+    table.add_row("Airflow (DAG etar_pipeline)", settings.airflow_api_url,
+                  f"{settings.airflow_admin_user} / "
+                  f"{settings.airflow_admin_password.get_secret_value()}")
+    table.add_row("dashboard", f"http://{settings.bind_host}:{settings.dashboard_ui_port}", "")
+    table.add_row("dashboard API docs", f"{settings.dashboard_api_url}/docs",
+                  "POST /report: bearer ETAR_DASHBOARD_TOKEN")
+    Console().print(table)
+
+
 @app.command()
 def up(
-    rate: Annotated[float | None, typer.Option(help="events/s of the demo producer")] = None,
+    rate: Annotated[float | None, typer.Option(help="events/s of the producer")] = None,
     processes: Annotated[int, typer.Option(help="producer processes")] = 2,
 ) -> None:
-    """The main job: start the stack, print its URLs, produce events and run every minute.
+    """The main job: the native stack with Airflow, its URLs, and a producer.
 
-    Until Ctrl-C: the producer streams events, and each finished minute goes through
-    extract → analyze → report, so the dashboard fills up. The stack keeps running after;
-    `etar stack down` stops it.
+    Until Ctrl-C the producer streams events and Airflow's etar_pipeline DAG runs every
+    minute (extract → analyze → report), so the dashboard fills up. The stack keeps running
+    after; `etar stack down` stops it.
     """
     import signal
     import subprocess
 
-    from etar.scheduler import run_every_minute
-
     _setup_logging()
-    settings = get_settings()
-    stack = _stack()
-    try:
-        if stack.read_state() is None:
-            with console.status("starting the native stack (first run downloads the jars)…"):
-                stack.up_detached()
-    except EtarError as exc:
-        _fail(exc)
+    stack = _ensure_stack()
     _print_status(stack.status())
-    console.print(f"[bold]dashboard[/]: http://{settings.bind_host}:{settings.dashboard_ui_port}"
-                  f"   [bold]API[/]: {settings.dashboard_api_url}/docs")
+    _print_urls()
     producer = subprocess.Popen(
         [sys.executable, "-m", "etar", "produce", "--processes", str(processes),
          *(["--rate", str(rate)] if rate is not None else [])])
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
-        run_every_minute(settings, stop=lambda: producer.poll() is not None)
+        producer.wait()
     except KeyboardInterrupt:
         console.print("stopping the producer; the stack keeps running (`etar stack down`)")
     finally:
         producer.terminate()
         producer.wait(30)
+
+
+@app.command()
+def demo(
+    minutes: Annotated[int, typer.Option(min=1, max=30, help="minutes to produce")] = 3,
+    rate: Annotated[float, typer.Option(min=1, help="events/s")] = 200.0,
+    as_json: Annotated[bool, typer.Option("--json", help="also print the checks as JSON")]
+    = False,
+) -> None:
+    """See it work: produce N minutes, let Airflow run them, check every stage agrees.
+
+    Needs the topic to itself (stop `etar up`'s producer first). Exit code 1 on any mismatch.
+    """
+    from etar.demo import run_demo
+
+    _setup_logging(quiet=True)
+    _ensure_stack()
+    try:
+        checks = run_demo(minutes, rate, say=console.print)
+    except EtarError as exc:
+        _fail(exc)
+    table = Table("minute (UTC)", "produced", "ClickHouse", "Spark", "dashboard", "DAG run",
+                  "minute end → dashboard", "")
+    for check in checks:
+        table.add_row(str(check.minute), *(str(v) if v is not None else "-" for v in (
+            check.produced, check.clickhouse, check.spark, check.dashboard, check.dag_state)),
+            f"{check.latency_s:.1f} s" if check.latency_s is not None else "-",
+            "[green]ok[/]" if check.ok else "[red]MISMATCH[/]")
+    Console().print(table)
+    if as_json:
+        print(json.dumps([{"minute": str(c.minute), "produced": c.produced,
+                           "clickhouse": c.clickhouse, "spark": c.spark,
+                           "dashboard": c.dashboard, "dag_state": c.dag_state,
+                           "latency_s": c.latency_s, "ok": c.ok} for c in checks]))
+    raise typer.Exit(0 if all(c.ok for c in checks) else 1)
 
 
 @app.command()

@@ -38,7 +38,9 @@ class Minute:
         if self.start.second or self.start.microsecond:
             raise InvalidMinute(f"{self.start.isoformat()} is not the start of a minute "
                                 "(seconds must be 0)")
-        object.__setattr__(self, "start", self.start.astimezone(UTC))
+        start = self.start.astimezone(UTC)  # a plain datetime, even from a pendulum one
+        object.__setattr__(self, "start", datetime(start.year, start.month, start.day,
+                                                   start.hour, start.minute, tzinfo=UTC))
 
     @classmethod
     def parse(cls, value: str | datetime | Minute, *, closed: bool = True,

@@ -2,18 +2,23 @@
 
 ``stack_settings``: one native stack for the whole session. It is reused when
 ``etar stack status`` finds every service up; otherwise it is started for the session and
-stopped at the end.
+stopped at the end. ``lane``: a topic, table, consumer group and bucket of a test's own on it.
 """
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from etar import storage, warehouse
 from etar.config import Settings, get_settings
 from etar.native import running
+from etar.topics import ensure_topic
+from tests.integration.lanes import start_sink
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +32,27 @@ def stack_settings() -> Iterator[Settings]:
 def unique() -> str:
     """A short unique suffix so runs never collide on names."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def lane(stack_settings: Settings, unique: str) -> Iterator[Settings]:
+    """A topic, dead-letter topic, table and consumer group used by this test only."""
+    settings = stack_settings.model_copy(update={
+        "kafka_topic": f"lane_{unique}", "kafka_dlq_topic": f"lane_{unique}_dlq",
+        "clickhouse_table": f"lane_{unique}", "sink_group_id": f"lane-{unique}",
+        "sink_batch_rows": 2_000, "sink_batch_seconds": 0.5,
+        "s3_bucket": f"lane-{unique}"})
+    ensure_topic(settings, settings.kafka_topic, 3)
+    ensure_topic(settings, settings.kafka_dlq_topic, 1)
+    warehouse.apply_schema(settings=settings)
+    storage.ensure_bucket(settings)
+    yield settings
+    warehouse.client(settings).command(f"DROP TABLE IF EXISTS {settings.clickhouse_table}")
+
+
+@pytest.fixture
+def lane_sink(lane: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_sink(lane, tmp_path / "sink.log")
+    yield process
+    process.terminate()
+    process.wait(30)

@@ -68,3 +68,11 @@ def test_a_data_interval_must_be_exactly_one_minute() -> None:
     assert Minute.of_interval(start, start + timedelta(minutes=1)).start == start
     with pytest.raises(InvalidMinute, match="not one minute"):
         Minute.of_interval(start, start)  # what a plain cron string gives in Airflow 3
+
+
+def test_pendulum_datetimes_from_airflow_become_plain_utc_datetimes() -> None:
+    import pendulum
+
+    start = pendulum.datetime(2026, 1, 1, 10, 30, tz="UTC")
+    minute = Minute.of_interval(start, start.add(minutes=1))
+    assert type(minute.start) is datetime and minute.end.tzinfo is UTC

@@ -1,0 +1,98 @@
+"""# etar_pipeline
+
+Every minute, the minute of the run's **data interval** (UTC) goes through the batch plane:
+
+1. `wait_for_sink` — the minute is complete once the sink committed everything sent before
+   its end plus the allowed lateness (`etar.completeness`); a sensor in reschedule mode.
+2. `extract` — the minute's partition → `YYYY-MM-DD_HH-MM.parquet` in the bucket; an empty
+   minute is *skipped* (so are the tasks after it).
+3. `analyze` — the Spark job on that object (`SparkSubmitOperator` from etar's submit spec,
+   master from the `spark_default` connection) → `YYYY-MM-DD_HH-MM.json` next to it.
+4. `report` — that JSON posted to the dashboard API.
+
+Every task is idempotent for its interval: clearing or backfilling a minute rewrites the same
+two objects and replaces the dashboard's report of that minute. This file only wires `etar`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import CronDataIntervalTimetable, PokeReturnValue, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from etar.config import get_settings
+from etar.minute import Minute
+from etar.spark_submit import minute_source, submit_spec
+
+SETTINGS = get_settings()
+
+
+def _minute(data_interval_start: datetime | None, data_interval_end: datetime | None) -> Minute:
+    assert data_interval_start is not None and data_interval_end is not None
+    return Minute.of_interval(data_interval_start, data_interval_end)
+
+
+def _source(data_interval_start: datetime, data_interval_end: datetime) -> str:
+    """The run's Parquet object as Spark reads it (a template macro for `analyze`)."""
+    return minute_source(Minute.of_interval(data_interval_start, data_interval_end))
+
+
+@dag(
+    schedule=CronDataIntervalTimetable("* * * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    dagrun_timeout=timedelta(minutes=10),
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=5),
+                  "retry_exponential_backoff": True, "max_retry_delay": timedelta(seconds=30)},
+    user_defined_macros={"minute_source": _source},
+    doc_md=__doc__,
+    tags=["etar"],
+)
+def etar_pipeline() -> None:
+    @task.sensor(mode="reschedule", poke_interval=2,
+                 timeout=SETTINGS.pipeline_sink_timeout_seconds,
+                 execution_timeout=timedelta(seconds=60))
+    def wait_for_sink(data_interval_start: datetime | None = None,
+                      data_interval_end: datetime | None = None) -> PokeReturnValue:
+        from etar.completeness import wait_briefly_for_minute
+
+        state = wait_briefly_for_minute(_minute(data_interval_start, data_interval_end))
+        print(f"minute {state.minute}: {state.reason}")
+        return PokeReturnValue(is_done=state.complete)
+
+    @task(execution_timeout=timedelta(minutes=2))
+    def extract(data_interval_start: datetime | None = None,
+                data_interval_end: datetime | None = None) -> str:
+        from etar.extract import extract_minute
+
+        minute = _minute(data_interval_start, data_interval_end)
+        name = extract_minute(minute)
+        if name is None:
+            raise AirflowSkipException(f"minute {minute} has no events: nothing to analyze")
+        return name
+
+    analyze = SparkSubmitOperator(
+        task_id="analyze",
+        conn_id="spark_default",
+        execution_timeout=timedelta(minutes=5),
+        **submit_spec("{{ minute_source(data_interval_start, data_interval_end) }}", SETTINGS,
+                      name="etar-analyze-{{ data_interval_start.strftime('%Y-%m-%d_%H-%M') }}"
+                      ).operator_kwargs(),
+    )
+
+    @task(execution_timeout=timedelta(minutes=1))
+    def report(data_interval_start: datetime | None = None,
+               data_interval_end: datetime | None = None) -> dict[str, Any]:
+        from etar.report import report_minute
+
+        return report_minute(_minute(data_interval_start, data_interval_end))
+
+    wait_for_sink() >> extract() >> analyze >> report()
+
+
+etar_pipeline()
