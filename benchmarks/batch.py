@@ -24,6 +24,7 @@ from pathlib import Path
 from etar import storage, warehouse
 from etar.config import Settings, get_settings
 from etar.extract import extract_minute
+from etar.minute import Minute
 from etar.native import running
 from etar.spark_submit import run_job
 
@@ -44,9 +45,9 @@ SELECT generateUUIDv4(number), generateUUIDv4(number % 5000), generateUUIDv4(num
 FROM numbers({rows:UInt64})"""
 
 
-def _fill(settings: Settings, minute: datetime, rows: int) -> None:
+def _fill(settings: Settings, minute: Minute, rows: int) -> None:
     warehouse.client(settings).command(_FILL.replace("{table}", settings.clickhouse_table),
-                                       parameters={"minute": minute, "rows": rows})
+                                       parameters={"minute": minute.sql_param, "rows": rows})
 
 
 def main() -> None:
@@ -61,9 +62,9 @@ def main() -> None:
         warehouse.client(settings).command("DROP TABLE IF EXISTS bench_batch")
         warehouse.apply_schema(settings=settings)
         storage.ensure_bucket(settings)
-        now = datetime.now(UTC).replace(second=0, microsecond=0)
+        now = Minute.containing(datetime.now(UTC))
         for index, size in enumerate(args.sizes):
-            minute = now - timedelta(minutes=10 + index)
+            minute = Minute(now.start - timedelta(minutes=10 + index))
             _fill(settings, minute, size)
             assert warehouse.count_minute(minute, settings=settings) == size
             tracemalloc.start()

@@ -13,7 +13,7 @@ COPY --from=uv /uv /usr/local/bin/uv
 COPY pyproject.toml uv.lock /src/
 RUN cd /src && uv export --frozen --no-dev --no-emit-project --no-hashes -o /requirements.txt
 
-FROM apache/airflow:3.1.3-python3.11
+FROM apache/airflow:3.3.2-python3.11
 USER root
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless \

@@ -97,7 +97,11 @@ class AirflowApi:
                 return run
         return None
 
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        """Task id → task instance (state, start_date, end_date, try_number…) of one run."""
+        page = self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()
+        return {ti["task_id"]: ti for ti in page["task_instances"]}
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """Task id → state of one run."""
-        page = self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()
-        return {ti["task_id"]: ti["state"] for ti in page["task_instances"]}
+        return {task: ti["state"] for task, ti in self.task_instances(dag_id, run_id).items()}

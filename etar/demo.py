@@ -44,6 +44,7 @@ class MinuteCheck:
     spark: int | None = None
     dashboard: int | None = None
     dag_state: str | None = None
+    run_id: str | None = None
     latency_s: float | None = None
 
     @property
@@ -132,4 +133,5 @@ def _observe(checks: list[MinuteCheck], watcher: ReportWatcher, api: AirflowApi,
             check.dashboard = seen[1]
             check.latency_s = (seen[0] - check.minute.end).total_seconds()
         run = api.run_of_minute(check.minute)
-        check.dag_state = run["state"] if run else None
+        if run is not None:
+            check.dag_state, check.run_id = run["state"], run["dag_run_id"]
