@@ -10,6 +10,8 @@ the ``postgres`` system user, who owns the data folder and must be able to reach
 from __future__ import annotations
 
 import grp
+import hashlib
+import logging
 import os
 import pwd
 import shutil
@@ -20,6 +22,8 @@ from pathlib import Path
 from etar.config import Settings
 from etar.errors import StackError
 from etar.native.supervisor import Service
+
+log = logging.getLogger(__name__)
 
 SYSTEM_USER = "postgres"
 
@@ -46,12 +50,25 @@ def _tool(name: str) -> str:
     return str((_bin_dir() or Path("/usr/lib/postgresql/15/bin")) / name)
 
 
+FALLBACK_ROOT = Path("/var/lib/etar-postgres")
+"""Where the cluster lives when the ``postgres`` user cannot reach the state folder (a
+checkout under a 0700 home): one folder per state folder."""
+
+
+def _home(settings: Settings) -> Path:
+    """The state folder, or its stand-in under :data:`FALLBACK_ROOT` when unreachable."""
+    if _as_root() and unreachable_folder(settings.state_dir / "data") is not None:
+        key = hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:12]
+        return FALLBACK_ROOT / key
+    return settings.state_dir
+
+
 def data_dir(settings: Settings) -> Path:
-    return settings.state_dir / "data" / "postgres"
+    return _home(settings) / "data" / "postgres"
 
 
 def socket_dir(settings: Settings) -> Path:
-    return settings.state_dir / "run" / "postgres"
+    return _home(settings) / "run" / "postgres"
 
 
 def _as_root() -> bool:
@@ -108,6 +125,9 @@ def prepare(settings: Settings) -> None:
         except KeyError as exc:
             raise StackError("no `postgres` system user: install Debian's postgresql "
                              "(`make install`)") from exc
+        if not data.is_relative_to(settings.state_dir):
+            log.warning("the postgres user cannot reach %s: the cluster lives in %s instead",
+                        settings.state_dir, data)
         data.parent.mkdir(parents=True, exist_ok=True)
         blocked = unreachable_folder(data)
         if blocked is not None:
