@@ -9,6 +9,8 @@ Every minute, the minute of the run's **data interval** (UTC) goes through the b
 3. `analyze` — the Spark job on that object (`SparkSubmitOperator` from etar's submit spec,
    master from the `spark_default` connection) → `YYYY-MM-DD_HH-MM.json` next to it.
 4. `report` — that JSON posted to the dashboard API.
+5. `late_events` — recently reported minutes whose events grew since (rows that arrived
+   after their minute ran); logged with how to count them: clear that minute's run.
 
 Every task is idempotent for its interval: clearing or backfilling a minute rewrites the same
 two objects and replaces the dashboard's report of that minute. This file only wires `etar`.
@@ -92,7 +94,17 @@ def etar_pipeline() -> None:
 
         return report_minute(_minute(data_interval_start, data_interval_end))
 
-    wait_for_sink() >> extract() >> analyze >> report()
+    @task(execution_timeout=timedelta(minutes=1), trigger_rule="none_failed", retries=0)
+    def late_events() -> dict[str, int]:
+        from etar.late import late_minutes
+
+        late = {str(m.minute): m.late_events for m in late_minutes()}
+        for minute, count in late.items():
+            print(f"minute {minute}: {count} events arrived after its report; clear its run "
+                  "to count them")
+        return late
+
+    wait_for_sink() >> extract() >> analyze >> report() >> late_events()
 
 
 etar_pipeline()

@@ -313,6 +313,24 @@ def partitions() -> None:
     Console().print(table)
 
 
+@app.command()
+def late(
+    minutes: Annotated[int, typer.Option(min=1, help="look back this many minutes")] = 60,
+) -> None:
+    """Reported minutes that have more events now than their report counted."""
+    from etar.late import late_minutes
+
+    try:
+        found = late_minutes(minutes)
+    except EtarError as exc:
+        _fail(exc)
+    table = Table("minute (UTC)", "in its report", "in ClickHouse now", "late events")
+    for item in found:
+        table.add_row(str(item.minute), str(item.reported), str(item.stored),
+                      str(item.late_events))
+    Console().print(table if found else f"no late events in the last {minutes} minutes")
+
+
 MinuteOption = Annotated[str, typer.Option(help="UTC minute, e.g. 2026-01-01T10:30")]
 
 
