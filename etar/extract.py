@@ -1,21 +1,21 @@
-"""Extract one minute: ClickHouse → pandas → Arrow → Parquet → the bucket.
+"""Extract one minute: ClickHouse → Parquet → the bucket.
 
-The minute is read with a bound parameter from its one partition (``warehouse.read_minute``),
-typed by an explicit Arrow schema that mirrors the Avro event and the ClickHouse table
-(UUIDs as their text form, since Parquet readers such as Spark have no UUID type), and
-streamed to ``YYYY-MM-DD_HH-MM.parquet``. Re-running a minute overwrites its object; a
-minute without rows writes nothing (and removes a stale object) and returns None.
+ClickHouse reads the minute's one partition (bound parameter, ``FINAL``) and writes it as
+zstd Parquet itself; the bytes stream through to ``YYYY-MM-DD_HH-MM.parquet`` without being
+decoded or held in Python, and no S3 credential ever reaches ClickHouse (or its query log).
+The Parquet schema is :data:`ARROW_SCHEMA`, derived from the Avro event (UUIDs and enums as
+text, since Parquet readers such as Spark have neither type). Re-running a minute overwrites
+its object; a minute without rows writes nothing (and removes a stale object) and returns
+None. :func:`to_arrow` gives the same table from a pandas DataFrame, for notebooks.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from etar import storage, warehouse
 from etar.config import Settings, get_settings
@@ -68,19 +68,13 @@ def extract_minute(minute: Minute, settings: Settings | None = None) -> str | No
     """Write the minute's events as Parquet to the bucket; the object name, or None if empty."""
     settings = settings or get_settings()
     name = minute.parquet_name
-    frame = warehouse.read_minute(minute, settings=settings, uuid_as_text=True)
-    if frame.empty:
+    rows = warehouse.count_minute(minute, settings=settings)
+    if rows == 0:
         if storage.exists(name, settings):
             storage.remove(name, settings)
         log.info("minute %s has no events; nothing extracted", minute)
         return None
-    table = to_arrow(frame)
-    with tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) as buffer:
-        pq.write_table(table, buffer, compression="zstd")
-        size = buffer.tell()
-        buffer.seek(0)
-        storage.upload(name, buffer, "application/vnd.apache.parquet", size,  # type: ignore[arg-type]
-                       settings=settings)
-    log.info("extracted %d events of %s to s3://%s/%s (%d bytes)", table.num_rows,
-             minute, settings.s3_bucket, name, size)
+    with warehouse.minute_parquet(minute, settings=settings) as parquet:
+        storage.upload(name, parquet, "application/vnd.apache.parquet", settings=settings)
+    log.info("extracted %d events of %s to s3://%s/%s", rows, minute, settings.s3_bucket, name)
     return name

@@ -7,9 +7,11 @@ runs against the native stack's chdb endpoint and a real ClickHouse server.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC
 from functools import lru_cache
-from typing import Any
+from typing import Any, BinaryIO
 
 import clickhouse_connect
 import pandas as pd
@@ -105,6 +107,29 @@ def minute_query(settings: Settings | None = None, uuid_as_text: bool = False) -
     columns = [f"toString({c}) AS {c}" if uuid_as_text and c in _UUIDS else c for c in COLUMNS]
     return (f"SELECT {', '.join(columns)} FROM `{settings.clickhouse_table}` FINAL "
             f"WHERE {_MINUTE_FILTER}")
+
+
+_AS_TEXT = (*_UUIDS, "event_type", "status", "device")
+"""Columns ClickHouse writes as text in the minute's Parquet (Spark has no UUID or enum)."""
+
+
+@contextmanager
+def minute_parquet(minute: Minute, ch: Client | None = None,
+                   settings: Settings | None = None) -> Iterator[BinaryIO]:
+    """The minute as zstd Parquet, written by ClickHouse and streamed (never held in Python).
+
+    Its schema is :data:`etar.extract.ARROW_SCHEMA`: UUIDs and enums as text, nullable
+    columns nullable, ``event_ts`` as UTC milliseconds.
+    """
+    settings = settings or get_settings()
+    ch = ch or client(settings)
+    columns = [f"toString({c}) AS {c}" if c in _AS_TEXT else c for c in COLUMNS]
+    query = (f"SELECT {', '.join(columns)} FROM `{settings.clickhouse_table}` FINAL "
+             f"WHERE {_MINUTE_FILTER}")
+    with ch.raw_stream(query, parameters={"minute": minute.sql_param}, fmt="Parquet",
+                       settings={**_READ_SETTINGS,
+                                 "output_format_parquet_compression_method": "zstd"}) as stream:
+        yield stream  # type: ignore[misc]  # urllib3 response: a binary stream
 
 
 def read_minute(minute: Minute, ch: Client | None = None,
