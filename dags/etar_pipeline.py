@@ -6,8 +6,10 @@ Every minute, the minute of the run's **data interval** (UTC) goes through the b
    its end plus the allowed lateness (`etar.completeness`); a sensor in reschedule mode.
 2. `extract` — the minute's partition → `YYYY-MM-DD_HH-MM.parquet` in the bucket; an empty
    minute is *skipped* (so are the tasks after it).
-3. `analyze` — the Spark job on that object (`SparkSubmitOperator` from etar's submit spec,
-   master from the `spark_default` connection) → `YYYY-MM-DD_HH-MM.json` next to it.
+3. `analyze` — `etar.analysis` on that object → `YYYY-MM-DD_HH-MM.json` next to it: on the
+   warm Spark Connect server (`ETAR_SPARK_MODE=connect`, the native stack), or as a
+   `SparkSubmitOperator` from etar's submit spec, master from the `spark_default` connection
+   (`submit`, the compose stack's Spark cluster).
 4. `report` — that JSON posted to the dashboard API.
 5. `late_events` — recently reported minutes whose events grew since (rows that arrived
    after their minute ran); logged with how to count them: clear that minute's run.
@@ -78,7 +80,16 @@ def etar_pipeline() -> None:
             raise AirflowSkipException(f"minute {minute} has no events: nothing to analyze")
         return name
 
-    analyze = SparkSubmitOperator(
+    @task(task_id="analyze", execution_timeout=timedelta(minutes=5))
+    def analyze_on_connect(data_interval_start: datetime | None = None,
+                           data_interval_end: datetime | None = None) -> str:
+        from etar.spark_connect import analyze_minute
+
+        run = analyze_minute(_minute(data_interval_start, data_interval_end))
+        print(f"report {run.report}: wall {run.wall_s:.2f}s, compute {run.compute_s:.2f}s")
+        return run.report
+
+    analyze = analyze_on_connect() if SETTINGS.spark_mode == "connect" else SparkSubmitOperator(
         task_id="analyze",
         conn_id="spark_default",
         execution_timeout=timedelta(minutes=5),

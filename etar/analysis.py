@@ -6,6 +6,7 @@ SparkSession; it returns the report body (the job adds ``source`` and ``generate
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pyspark.sql import DataFrame
@@ -13,6 +14,12 @@ from pyspark.sql import functions as F
 
 from etar.events import EventType, Status
 from etar.minute import Minute
+
+
+def finish(report: dict[str, Any], source: str) -> dict[str, Any]:
+    """The report as it is stored: the aggregation plus where it came from and when."""
+    return {**report, "source": source,
+            "generated_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def aggregate(events: DataFrame, minute: Minute) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -67,6 +68,9 @@ class Settings(BaseSettings):
     # Spark (the pyspark distribution; local master by default, or spark://host:7077)
     spark_master: str = "local[2]"
     spark_driver_memory: str = "1g"
+    spark_mode: Literal["connect", "submit"] = Field(
+        "connect", description="connect: the warm Spark Connect server; submit: spark-submit")
+    spark_connect_url: str = Field("sc://127.0.0.1:15002", description="Spark Connect server")
     spark_jars_dir: Path | None = Field(
         None, description="the S3A jars (images bake them); unset: <state>/lib/spark-s3a")
 
@@ -143,6 +147,11 @@ class Settings(BaseSettings):
     def s3_port(self) -> int:
         """Port of ``s3_endpoint``."""
         return urlsplit(self.s3_endpoint).port or 80
+
+    @property
+    def spark_connect_port(self) -> int:
+        """Port of ``spark_connect_url``."""
+        return urlsplit(self.spark_connect_url.replace("sc://", "http://", 1)).port or 15002
 
     @property
     def dashboard_api_port(self) -> int:

@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import UTC, datetime
 
 from pyspark.sql import SparkSession
 
-from etar.analysis import aggregate
+from etar.analysis import aggregate, finish
 from etar.errors import EtarError
 from etar.minute import Minute
 
@@ -59,8 +58,7 @@ def main(argv: list[str]) -> int:
             report = aggregate(spark.read.parquet(source), minute)
         except Exception as exc:
             return _fail(EXIT_UNREADABLE, f"cannot read {source} as Parquet: {exc}")
-        report["source"] = source
-        report["generated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        report = finish(report, source)
         target = jvm.org.apache.hadoop.fs.Path(source.removesuffix(".parquet") + ".json")
         stream = fs.create(target, True)
         try:

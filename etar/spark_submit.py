@@ -151,14 +151,18 @@ def run_job(source: str, settings: Settings | None = None) -> JobRun:
     require_s3a_jars(settings)
     spec = submit_spec(source, settings)
     started = time.perf_counter()
-    result = subprocess.run(spec.command(), env={**os.environ, **spec.env},
+    # A Spark Connect client in this process marks it "remote" in the environment; the
+    # submitted job must start a classic (JVM) session instead.
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
+    result = subprocess.run(spec.command(), env={**inherited, **spec.env},
                             capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if result.returncode != 0:
         output = (result.stdout + "\n" + result.stderr).splitlines()
         reason = [line for line in output if line.startswith("spark_job:")]
-        raise AnalysisFailed(result.returncode,
-                             reason[-1] if reason else result.stderr.strip()[-2000:])
+        raise AnalysisFailed(result.returncode, reason[-1] if reason else
+                             (result.stdout + result.stderr).strip()[-2000:])
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     return JobRun(summary["written"].rsplit("/", 1)[-1], wall, summary["compute_s"])
 

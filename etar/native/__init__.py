@@ -24,10 +24,12 @@ def all_services(settings: Settings) -> list[Service]:
         registry,
         s3,
         sink,
+        spark_connect,
     )
 
     return [kafka.service(settings), registry.service(settings), clickhouse.service(settings),
             sink.service(settings), s3.service(settings), *dashboard.services(settings),
+            *([spark_connect.service(settings)] if settings.spark_mode == "connect" else []),
             postgres.service(settings), redis.service(settings), *airflow.services(settings)]
 
 

@@ -29,10 +29,12 @@ NATIVE_TO_COMPOSE = {"kafka": "broker", "schema-registry": "schema-registry",
                      "airflow-api-server": "airflow-apiserver",
                      "airflow-scheduler": "airflow-scheduler",
                      "airflow-dag-processor": "airflow-dag-processor",
-                     "airflow-triggerer": "airflow-triggerer", "airflow-worker": "airflow-worker"}
-INTERNAL_ONLY = {"postgres", "redis"}
-"""Compose keeps these on its network; natively they use their own ports (5433, 6380) so they
-never meet a Postgres or Redis the machine already runs."""
+                     "airflow-triggerer": "airflow-triggerer", "airflow-worker": "airflow-worker",
+                     "spark-connect": "spark-master"}
+INTERNAL_ONLY = {"postgres", "redis", "spark-connect"}
+"""Compose keeps Postgres and Redis on its network; natively they use their own ports (5433,
+6380) so they never meet ones the machine already runs. Compose analyses minutes with
+spark-submit on its Spark cluster (ETAR_SPARK_MODE=submit) instead of a Connect server."""
 ONE_SHOT = {"kafka-init", "minio-init", "airflow-init", "connect-helper"}
 
 

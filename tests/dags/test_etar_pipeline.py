@@ -47,7 +47,8 @@ def test_the_dag_parses_with_the_specified_shape(stack_settings: Settings) -> No
     assert shape["tasks"] == {"wait_for_sink": ["extract"], "extract": ["analyze"],
                               "analyze": ["report"], "report": ["late_events"],
                               "late_events": []}
-    assert shape["types"]["analyze"] == "SparkSubmitOperator"
+    expected = {"connect": "_PythonDecoratedOperator", "submit": "SparkSubmitOperator"}
+    assert shape["types"]["analyze"] == expected[stack_settings.spark_mode]
     assert shape["sensor_mode"] == "reschedule"
     assert all(seconds > 0 for seconds in shape["timeouts"].values())
     assert all(shape["retries"][task] >= 1 for task in ("wait_for_sink", "extract", "analyze",

@@ -12,7 +12,9 @@ from etar import storage, warehouse
 from etar.config import Settings
 from etar.extract import ARROW_SCHEMA, extract_minute
 from etar.minute import Minute
+from etar.spark_connect import analyze_minute as analyze_on_connect
 from etar.spark_submit import AnalysisFailed, run_job
+from etar.spark_submit import analyze_minute as analyze_by_submit
 from tests.integration.lanes import produce, recent_minute, wait_for
 
 pytestmark = pytest.mark.integration
@@ -98,3 +100,24 @@ def test_spark_job_fails_clearly_when_s3_is_unreachable(lane: Settings) -> None:
     with pytest.raises(AnalysisFailed) as unreachable:
         run_job(storage.s3a_url("2020-01-01_00-00.parquet", offline), offline)
     assert unreachable.value.returncode == 4
+
+
+def test_spark_connect_and_spark_submit_give_the_same_report(
+        ingested: tuple[Settings, Minute]) -> None:
+    lane, minute = ingested
+    assert extract_minute(minute, lane) == minute.parquet_name
+    by_submit = analyze_by_submit(minute, lane)
+    submitted = storage.read_json(by_submit.report, lane)
+    on_connect = analyze_on_connect(minute, lane)
+    connected = storage.read_json(on_connect.report, lane)
+    assert on_connect.report == by_submit.report == minute.json_name
+    for report in (submitted, connected):
+        assert report.pop("generated_at")
+    assert connected == submitted
+    assert connected["total_events"] == 2_500
+
+
+def test_spark_connect_fails_like_the_job_on_a_missing_object(lane: Settings) -> None:
+    with pytest.raises(AnalysisFailed) as missing:
+        analyze_on_connect(Minute.parse("2020-01-01T00:00"), lane)
+    assert missing.value.returncode == 2 and "no such object" in str(missing.value)

@@ -15,6 +15,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from etar.config import Settings
 from etar.serde import UUIDKeyDeserializer, event_deserializer, registry_client
+from tests.integration.lanes import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +111,10 @@ def test_sigterm_flushes_and_leaves_no_producer_behind(stack_settings: Settings)
             [sys.executable, "-m", "etar", "produce", "--rate", "400", "--processes", "2",
              "--minute", datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(8)
+        # Stop it once it is producing (bounded: start-up is slower on a busy machine).
+        wait_for(lambda: sum(_end_offsets(consumer, topic).values()) > before, 90,
+                 "the producer to start sending")
+        time.sleep(2)
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
         assert process.returncode == 0, err
