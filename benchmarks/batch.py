@@ -1,9 +1,10 @@
-"""Batch-plane benchmarks: extract seconds per minute size, Spark job start-up vs compute.
+"""Batch-plane benchmarks: extract per minute size, Spark by spark-submit vs. Spark Connect.
 
-1. ``extract_minute`` (ClickHouse → pandas → Arrow → Parquet → S3) for minutes of 100k and
-   1M rows, generated inside ClickHouse into a table of their own.
-2. The Spark job on each extracted minute: wall time split into start-up (spark-submit, JVM,
-   SparkSession) and compute (read Parquet from S3, aggregate, write the JSON).
+1. ``extract_minute`` (ClickHouse writes the Parquet, streamed to S3) for minutes of 100k and
+   1M rows, generated inside ClickHouse into a table of their own; baseline in the same run:
+   the former path (ClickHouse → pandas → Arrow → Parquet in memory, no upload).
+2. The analysis of each extracted minute: ``spark-submit`` (wall time split into start-up —
+   JVM, SparkSession — and compute) and the warm Spark Connect server of the stack.
 
 Runs against the native stack (reused or started). Prints a table and writes
 ``benchmarks/results/batch.json``.
@@ -14,6 +15,7 @@ Runs against the native stack (reused or started). Prints a table and writes
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import time
@@ -21,11 +23,14 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from etar import storage, warehouse
 from etar.config import Settings, get_settings
-from etar.extract import extract_minute
+from etar.extract import extract_minute, to_arrow
 from etar.minute import Minute
 from etar.native import running
+from etar.spark_connect import analyze_minute as analyze_on_connect
 from etar.spark_submit import run_job
 
 RESULTS = Path(__file__).parent / "results"
@@ -50,6 +55,18 @@ def _fill(settings: Settings, minute: Minute, rows: int) -> None:
                                        parameters={"minute": minute.sql_param, "rows": rows})
 
 
+def _pandas_extract(minute: Minute, settings: Settings) -> tuple[float, int]:
+    """The former extract, as the baseline: pandas → Arrow → Parquet in memory."""
+    tracemalloc.start()
+    begin = time.perf_counter()
+    frame = warehouse.read_minute(minute, settings=settings, uuid_as_text=True)
+    pq.write_table(to_arrow(frame), io.BytesIO(), compression="zstd")
+    seconds = time.perf_counter() - begin
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return seconds, peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -67,6 +84,7 @@ def main() -> None:
             minute = Minute(now.start - timedelta(minutes=10 + index))
             _fill(settings, minute, size)
             assert warehouse.count_minute(minute, settings=settings) == size
+            baseline_s, baseline_peak = _pandas_extract(minute, settings)
             tracemalloc.start()
             begin = time.perf_counter()
             name = extract_minute(minute, settings)
@@ -78,22 +96,31 @@ def main() -> None:
             job = run_job(storage.s3a_url(name, settings), settings)
             report = storage.read_json(job.report, settings)
             assert report["total_events"] == size
+            connect = [analyze_on_connect(minute, settings) for _ in range(2)][-1]  # warm
+            assert storage.read_json(connect.report, settings)["total_events"] == size
             rows_out.append({"rows": size, "extract_s": extract_s,
                              "extract_rows_per_s": size / extract_s,
                              "extract_peak_python_mib": peak / 2**20,
+                             "baseline_pandas_extract_s": baseline_s,
+                             "baseline_pandas_peak_python_mib": baseline_peak / 2**20,
                              "parquet_mib": (size_bytes or 0) / 2**20,
                              "spark_wall_s": job.wall_s, "spark_startup_s": job.startup_s,
-                             "spark_compute_s": job.compute_s})
+                             "spark_compute_s": job.compute_s,
+                             "connect_wall_s": connect.wall_s})
         warehouse.client(settings).command("DROP TABLE IF EXISTS bench_batch")
 
     print(f"\n{os.cpu_count()} cores, Spark master {base.spark_master}\n")
-    print(f"{'rows':>10} {'extract s':>10} {'rows/s':>10} {'py peak MiB':>12} {'parquet MiB':>12}"
-          f" {'spark wall s':>13} {'start-up s':>11} {'compute s':>10}")
+    print(f"{'rows':>10} {'extract s':>10} {'py MiB':>7} {'pandas s':>9} {'pandas MiB':>11}"
+          f" {'vs pandas':>10} {'parquet MiB':>12} {'submit s':>9} {'start-up s':>11}"
+          f" {'connect s':>10} {'vs submit':>10}")
     for row in rows_out:
-        print(f"{row['rows']:>10,} {row['extract_s']:>10.2f} {row['extract_rows_per_s']:>10,.0f}"
-              f" {row['extract_peak_python_mib']:>12.0f} {row['parquet_mib']:>12.1f}"
-              f" {row['spark_wall_s']:>13.1f} {row['spark_startup_s']:>11.1f}"
-              f" {row['spark_compute_s']:>10.1f}")
+        print(f"{row['rows']:>10,} {row['extract_s']:>10.2f}"
+              f" {row['extract_peak_python_mib']:>7.0f} {row['baseline_pandas_extract_s']:>9.2f}"
+              f" {row['baseline_pandas_peak_python_mib']:>11.0f}"
+              f" {row['baseline_pandas_extract_s'] / row['extract_s']:>9.1f}x"
+              f" {row['parquet_mib']:>12.1f} {row['spark_wall_s']:>9.1f}"
+              f" {row['spark_startup_s']:>11.1f} {row['connect_wall_s']:>10.2f}"
+              f" {row['spark_wall_s'] / row['connect_wall_s']:>9.1f}x")
     if len(rows_out) > 1:
         first, last = rows_out[0], rows_out[-1]
         print(f"\n{last['rows'] // first['rows']}x the rows: extract "
