@@ -281,7 +281,7 @@ def demo(
             check.produced, check.clickhouse, check.spark, check.dashboard, check.dag_state)),
             f"{check.latency_s:.1f} s" if check.latency_s is not None else "-",
             "[green]ok[/]" if check.ok else "[red]MISMATCH[/]")
-    Console().print(table)
+    Console(width=max(Console().width, 130)).print(table)
     if as_json:
         print(json.dumps([{"minute": str(c.minute), "produced": c.produced,
                            "clickhouse": c.clickhouse, "spark": c.spark,

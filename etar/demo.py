@@ -30,6 +30,7 @@ from etar.storage import ObjectMissing
 
 log = logging.getLogger(__name__)
 
+FINISHED = ("success", "failed")
 PRODUCER_MARGIN_S = 2.5
 """Stop producing this long before a minute ends (start-up and flush of the producer)."""
 
@@ -115,6 +116,10 @@ def run_demo(minutes: int, rate: float, settings: Settings | None = None,
                     c.minute.start in watcher.seen for c in checks):
                 time.sleep(0.5)
             _observe(checks, watcher, api, settings)
+            while time.monotonic() < deadline and any(
+                    c.dag_state not in FINISHED for c in checks):
+                time.sleep(1)  # the runs' last task (late_events) may still be going
+                _observe(checks, watcher, api, settings)
         finally:
             watcher.stop()
     return checks
