@@ -91,6 +91,8 @@ def unreachable_folder(path: Path, user: str = SYSTEM_USER) -> Path | None:
     entry = pwd.getpwnam(user)
     groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
     for folder in reversed(path.parents):
+        if not folder.exists():  # created later by root, 0755: traversable
+            break
         info = folder.stat()
         if info.st_uid == entry.pw_uid:
             bit = stat.S_IXUSR

@@ -154,3 +154,22 @@ def test_unreachable_parent_is_found(tmp_path: Path) -> None:
 
 def test_default_jwt_secret_is_long_enough_for_hs512() -> None:
     assert len(Settings().airflow_jwt_secret.get_secret_value().encode()) >= 64
+
+
+def test_postgres_data_lives_where_the_postgres_user_can_reach_it() -> None:
+    import os
+    import shutil
+    import uuid
+
+    from etar.native.services import postgres
+
+    base = Path("/tmp") / f"etar-test-{uuid.uuid4().hex[:8]}"
+    fresh = Settings(_env_file=None, state_dir=base / "not-yet" / ".etar")
+    assert postgres.data_dir(fresh) == fresh.state_dir / "data" / "postgres"  # not created
+    if os.geteuid() == 0:
+        try:
+            (base / "closed").mkdir(mode=0o700, parents=True)
+            hidden = Settings(_env_file=None, state_dir=base / "closed" / ".etar")
+            assert postgres.data_dir(hidden).is_relative_to(postgres.FALLBACK_ROOT)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
