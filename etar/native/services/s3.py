@@ -29,7 +29,7 @@ from pathlib import Path
 
 from etar.config import Settings
 from etar.errors import StackError
-from etar.native.supervisor import Service
+from etar.native.supervisor import Service, port_open
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def _go() -> str:
     if go is None:
         raise StackError(
             f"Go (`go`, >= {GO_MIN[0]}.{GO_MIN[1]}) is needed once to build the native S3 server "
-            f"(versitygw {VERSION}, `go install {MODULE}@{VERSION}`); install Go from "
-            "https://go.dev/dl/ and run `etar stack install` again")
+            f"(versitygw {VERSION}, `go install {MODULE}@{VERSION}`); put Go on PATH and run "
+            "`etar stack install` again")
     version = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True,
                              check=False).stdout.strip()
     found = re.match(r"go(\d+)\.(\d+)", version)
@@ -115,7 +115,11 @@ def _xattr(path: Path, name: str) -> bytes | None:
 
 
 def _bucket_acl(settings: Settings) -> bytes:
-    return json.dumps({"Owner": settings.s3_access_key, "Grantees": []}).encode()
+    """What versitygw writes on a bucket it creates: owned by the root account, full control."""
+    owner = settings.s3_access_key
+    return json.dumps({"Owner": owner, "Grantees": [
+        {"Permission": "FULL_CONTROL", "Access": owner, "Type": "CanonicalUser"}]},
+        separators=(",", ":")).encode()
 
 
 def migrate(settings: Settings) -> tuple[int, int]:
@@ -154,9 +158,12 @@ def migrate(settings: Settings) -> tuple[int, int]:
 
 
 def ready(settings: Settings) -> bool:
-    """versitygw answers an authenticated request."""
+    """versitygw answers an authenticated request (not tried before the port is open, so the
+    client does not retry and warn while the server starts)."""
     from etar import storage
 
+    if not port_open(settings.bind_host, settings.s3_port):
+        return False
     storage.client(settings).list_buckets()
     return True
 
