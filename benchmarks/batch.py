@@ -76,38 +76,41 @@ def main() -> None:
                                        "s3_bucket": "etar-bench"})
     rows_out = []
     with running(base):
-        warehouse.client(settings).command("DROP TABLE IF EXISTS bench_batch")
-        warehouse.apply_schema(settings=settings)
-        storage.ensure_bucket(settings)
-        now = Minute.containing(datetime.now(UTC))
-        for index, size in enumerate(args.sizes):
-            minute = Minute(now.start - timedelta(minutes=10 + index))
-            _fill(settings, minute, size)
-            assert warehouse.count_minute(minute, settings=settings) == size
-            baseline_s, baseline_peak = _pandas_extract(minute, settings)
-            tracemalloc.start()
-            begin = time.perf_counter()
-            name = extract_minute(minute, settings)
-            extract_s = time.perf_counter() - begin
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            assert name is not None
-            size_bytes = storage.client(settings).stat_object(settings.s3_bucket, name).size
-            job = run_job(storage.s3a_url(name, settings), settings)
-            report = storage.read_json(job.report, settings)
-            assert report["total_events"] == size
-            connect = [analyze_on_connect(minute, settings) for _ in range(2)][-1]  # warm
-            assert storage.read_json(connect.report, settings)["total_events"] == size
-            rows_out.append({"rows": size, "extract_s": extract_s,
-                             "extract_rows_per_s": size / extract_s,
-                             "extract_peak_python_mib": peak / 2**20,
-                             "baseline_pandas_extract_s": baseline_s,
-                             "baseline_pandas_peak_python_mib": baseline_peak / 2**20,
-                             "parquet_mib": (size_bytes or 0) / 2**20,
-                             "spark_wall_s": job.wall_s, "spark_startup_s": job.startup_s,
-                             "spark_compute_s": job.compute_s,
-                             "connect_wall_s": connect.wall_s})
-        warehouse.client(settings).command("DROP TABLE IF EXISTS bench_batch")
+        try:
+            warehouse.client(settings).command("DROP TABLE IF EXISTS bench_batch")
+            warehouse.apply_schema(settings=settings)
+            storage.ensure_bucket(settings)
+            now = Minute.containing(datetime.now(UTC))
+            for index, size in enumerate(args.sizes):
+                minute = Minute(now.start - timedelta(minutes=10 + index))
+                _fill(settings, minute, size)
+                assert warehouse.count_minute(minute, settings=settings) == size
+                baseline_s, baseline_peak = _pandas_extract(minute, settings)
+                tracemalloc.start()
+                begin = time.perf_counter()
+                name = extract_minute(minute, settings)
+                extract_s = time.perf_counter() - begin
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
+                assert name is not None
+                size_bytes = storage.client(settings).stat_object(settings.s3_bucket, name).size
+                job = run_job(storage.s3a_url(name, settings), settings)
+                report = storage.read_json(job.report, settings)
+                assert report["total_events"] == size
+                connect = [analyze_on_connect(minute, settings) for _ in range(2)][-1]  # warm
+                assert storage.read_json(connect.report, settings)["total_events"] == size
+                rows_out.append({"rows": size, "extract_s": extract_s,
+                                 "extract_rows_per_s": size / extract_s,
+                                 "extract_peak_python_mib": peak / 2**20,
+                                 "baseline_pandas_extract_s": baseline_s,
+                                 "baseline_pandas_peak_python_mib": baseline_peak / 2**20,
+                                 "parquet_mib": (size_bytes or 0) / 2**20,
+                                 "spark_wall_s": job.wall_s, "spark_startup_s": job.startup_s,
+                                 "spark_compute_s": job.compute_s,
+                                 "connect_wall_s": connect.wall_s})
+        finally:
+            warehouse.client(settings).command("DROP TABLE IF EXISTS bench_batch")
+            storage.drop_bucket(settings)
 
     print(f"\n{os.cpu_count()} cores, Spark master {base.spark_master}\n")
     print(f"{'rows':>10} {'extract s':>10} {'py MiB':>7} {'pandas s':>9} {'pandas MiB':>11}"

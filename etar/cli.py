@@ -50,7 +50,7 @@ def _stack() -> Stack:
 
 @stack_app.command("install")
 def stack_install() -> None:
-    """Fetch the jars the services and Spark need (Kafka, S3Proxy, hadoop-aws) from Maven."""
+    """Fetch what the services need: Kafka and hadoop-aws jars (Maven), versitygw (Go)."""
     from etar.native import install
 
     _setup_logging()

@@ -1,4 +1,4 @@
-"""Objects in S3 (MinIO in the compose stack, S3Proxy in the native one) via ``minio``.
+"""Objects in S3 (MinIO in the compose stack, versitygw in the native one) via ``minio``.
 
 Objects of a minute are named by ``etar.minute.Minute``: ``YYYY-MM-DD_HH-MM.parquet``
 (extract) and ``YYYY-MM-DD_HH-MM.json`` (report). Writing a name again replaces the object.
@@ -45,6 +45,33 @@ def ensure_bucket(settings: Settings | None = None) -> None:
     s3 = client(settings)
     if not s3.bucket_exists(settings.s3_bucket):
         s3.make_bucket(settings.s3_bucket)
+
+
+def drop_bucket(settings: Settings | None = None) -> None:
+    """Delete the bucket and every object in it (what a test or a benchmark created)."""
+    from minio.deleteobjects import DeleteObject
+
+    settings = settings or get_settings()
+    s3 = client(settings)
+    if not s3.bucket_exists(settings.s3_bucket):
+        return
+    names = [DeleteObject(item.object_name) for item in
+             s3.list_objects(settings.s3_bucket, recursive=True) if item.object_name]
+    errors = list(s3.remove_objects(settings.s3_bucket, names))
+    if errors:
+        raise EtarError(f"could not empty bucket {settings.s3_bucket}: {errors[0]}")
+    s3.remove_bucket(settings.s3_bucket)
+
+
+def storage_options(settings: Settings | None = None) -> dict[str, Any]:
+    """fsspec/s3fs options for ``s3://`` paths in pandas and pyarrow.
+
+    ``pd.read_parquet("s3://etar/2026-11-27_10-30.parquet", storage_options=storage_options())``
+    """
+    settings = settings or get_settings()
+    return {"key": settings.s3_access_key, "secret": settings.s3_secret_key.get_secret_value(),
+            "client_kwargs": {"endpoint_url": settings.s3_endpoint,
+                              "region_name": settings.s3_region}}
 
 
 def s3a_url(name: str, settings: Settings | None = None) -> str:

@@ -2,7 +2,8 @@
 
 ``stack_settings``: one native stack for the whole session. It is reused when
 ``etar stack status`` finds every service up; otherwise it is started for the session and
-stopped at the end. ``lane``: a topic, table, consumer group and bucket of a test's own on it.
+stopped at the end. ``lane``: a topic, table, consumer group and bucket of a test's own on it;
+its table and bucket are dropped at teardown.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def lane(stack_settings: Settings, unique: str) -> Iterator[Settings]:
     storage.ensure_bucket(settings)
     yield settings
     warehouse.client(settings).command(f"DROP TABLE IF EXISTS {settings.clickhouse_table}")
+    storage.drop_bucket(settings)
 
 
 @pytest.fixture

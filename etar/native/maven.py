@@ -13,7 +13,7 @@ from etar.errors import StackError
 log = logging.getLogger(__name__)
 
 POMS = Path(__file__).parent / "poms"
-"""One pom per set of jars: ``kafka.xml``, ``s3proxy.xml``, ``spark-s3a.xml``."""
+"""One pom per set of jars: ``kafka.xml``, ``spark-s3a.xml``."""
 
 
 def resolve(pom: Path, target: Path) -> Path:
