@@ -29,6 +29,7 @@ down:
 lint: install
 	$(RUN) ruff check .
 	$(RUN) mypy
+	$(RUN) nbstripout --verify notebooks/*.ipynb
 
 unit: install
 	$(RUN) pytest tests/unit

@@ -363,3 +363,28 @@ def run_minute(minute: MinuteOption) -> None:
     else:
         print(f"minute={result.minute} parquet={result.parquet} "
               f"report={result.report} posted={json.dumps(result.posted)}")
+
+
+@app.command()
+def replay(minute: MinuteOption) -> None:
+    """Replay one closed minute through notebooks 03 → 04 → 05 with papermill; the executed
+    notebooks are kept under runs/<minute>/."""
+    from etar.replay import STAGES, replay as run_replay
+
+    _setup_logging(quiet=True)
+    try:
+        parsed = Minute.parse(minute)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(f"replay {parsed}", total=len(STAGES))
+
+            def step(index: int, notebook: str) -> None:
+                bar.update(task, completed=index, description=f"{parsed}: {notebook}")
+
+            result = run_replay(parsed, progress=step)
+            bar.update(task, completed=len(STAGES), description=f"{parsed}: done")
+    except EtarError as exc:
+        _fail(exc)
+    for path in result.notebooks:
+        print(path)
+    print(f"minute={result.minute} report={json.dumps(result.report, sort_keys=True)}")
