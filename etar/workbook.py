@@ -278,10 +278,12 @@ def recent_minute() -> Minute:
     return minute
 
 
-def demo_minute(count: int = 300, seed: int = 7, error_rate: float = 0.1,
+def demo_minute(count: int = 300, seed: int | None = None, error_rate: float = 0.1,
                 settings: Settings | None = None, timeout: float = 120.0) -> Minute:
-    """Produce ``count`` known events into a recent closed minute and wait until the sink
-    stored them; that minute (for notebooks run without a ``minute``, e.g. in CI)."""
+    """Produce ``count`` events into a recent closed minute and wait until the sink stored
+    them; that minute (for notebooks run without a ``minute``, e.g. in CI). Without a
+    ``seed`` the events are new each call (a repeated seed would repeat event ids, which the
+    table collapses)."""
     settings = settings or get_settings()
     minute = recent_minute()
     before = warehouse.count_minute(minute, settings=settings)

@@ -15,7 +15,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent.parent / "notebooks"
 AUTORELOAD = "%load_ext autoreload\n%autoreload 2"
-MINUTE = ('minute: str = ""  # UTC minute, e.g. 2026-01-01T10:30; empty = produce a small '
+MINUTE = ('minute: str = ""  # UTC minute, e.g. 2026-01-01T10:30; empty: produce a small '
           'known batch into a recent closed minute and use it')
 
 
@@ -90,9 +90,9 @@ incompatible change is refused with HTTP 409.
         """
 rate: float = 200.0  # events/s over all processes (> 0)
 duration: float = 5.0  # seconds to produce (> 0)
-processes: int = 1  # producer processes (>= 1)
+processes: int = 1  # producer processes (at least 1)
 error_rate: float = 0.05  # share of events with status ERROR, between 0 and 1
-minute: str = ""  # UTC minute the events are stamped in, e.g. 2026-01-01T10:30; empty = 3 minutes ago
+minute: str = ""  # UTC minute the events are stamped in, e.g. 2026-01-01T10:30; empty: 3 minutes ago
 decode: int = 5  # messages to read back and decode through the registry
 """,
         """
@@ -144,7 +144,7 @@ sink inserts batches grouped by minute (never more partitions per insert than Cl
 allows), and a TTL drops old partitions so their count stays bounded.
 """,
         """
-minute: str = ""  # UTC minute whose read plan is shown, e.g. 2026-01-01T10:30; empty = the latest closed minute holding rows
+minute: str = ""  # UTC minute whose read plan is shown, e.g. 2026-01-01T10:30; empty: the latest closed minute holding rows
 last: int = 30  # most recent partitions to chart
 """,
         """
