@@ -369,7 +369,8 @@ def run_minute(minute: MinuteOption) -> None:
 def replay(minute: MinuteOption) -> None:
     """Replay one closed minute through notebooks 03 → 04 → 05 with papermill; the executed
     notebooks are kept under runs/<minute>/."""
-    from etar.replay import STAGES, replay as run_replay
+    from etar.replay import STAGES
+    from etar.replay import replay as run_replay
 
     _setup_logging(quiet=True)
     try:

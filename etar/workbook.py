@@ -192,11 +192,11 @@ def decode_latest(count: int = 5, settings: Settings | None = None) -> pd.DataFr
             message = consumer.poll(1.0)
             if message is None or message.error():
                 continue
-            ctx = SerializationContext(message.topic(), MessageField.VALUE)
+            ctx = SerializationContext(settings.kafka_topic, MessageField.VALUE)
             schema_id = int.from_bytes((message.value() or b"\0\0\0\0\0")[1:5], "big")
-            record = values(message.value(), ctx)
+            record = dict(values(message.value(), ctx) or {})  # type: ignore[call-overload]
             rows.append({"offset": message.offset(), "key": keys(message.key()),
-                         "schema_id": schema_id, **(record or {})})
+                         "schema_id": schema_id, **record})
     finally:
         consumer.close()
     return pd.DataFrame(rows)
@@ -267,7 +267,7 @@ def table_ttl(settings: Settings | None = None) -> str:
     return match.group(1) if match else ""
 
 
-# --- 03–05: a minute to work on ------------------------------------------------------------
+# --- 03 to 05: a minute to work on ------------------------------------------------------------
 
 
 def recent_minute() -> Minute:

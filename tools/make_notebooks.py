@@ -15,8 +15,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = Path(__file__).resolve().parent.parent / "notebooks"
 AUTORELOAD = "%load_ext autoreload\n%autoreload 2"
-MINUTE = ('minute: str = ""  # UTC minute, e.g. 2026-01-01T10:30; empty: produce a small '
-          'known batch into a recent closed minute and use it')
+MINUTE = ('minute: str = ""  # UTC minute, e.g. 2026-01-01T10:30; '
+          'empty: a small batch produced 3 minutes ago')
 
 
 def notebook(title: str, narrative: str, parameters: str, *cells: str) -> nbformat.NotebookNode:
@@ -56,7 +56,8 @@ from etar.config import get_settings
 settings = get_settings()
 workbook.positive("max_subjects", max_subjects)
 """,
-        "## Services\nEach row is a service's own readiness probe (a metadata request, an HTTP call…).",
+        "## Services\nEach row is a service's own readiness probe (a metadata request, an "
+        "HTTP call…).",
         "services = workbook.services(settings)\nservices",
         "## Topic and partitions",
         "partitions = workbook.topic_partitions(settings)\npartitions",
@@ -92,7 +93,7 @@ rate: float = 200.0  # events/s over all processes (> 0)
 duration: float = 5.0  # seconds to produce (> 0)
 processes: int = 1  # producer processes (at least 1)
 error_rate: float = 0.05  # share of events with status ERROR, between 0 and 1
-minute: str = ""  # UTC minute the events are stamped in, e.g. 2026-01-01T10:30; empty: 3 minutes ago
+minute: str = ""  # UTC minute stamped on the events, e.g. 2026-01-01T10:30; empty: 3 min ago
 decode: int = 5  # messages to read back and decode through the registry
 """,
         """
@@ -144,7 +145,7 @@ sink inserts batches grouped by minute (never more partitions per insert than Cl
 allows), and a TTL drops old partitions so their count stays bounded.
 """,
         """
-minute: str = ""  # UTC minute whose read plan is shown, e.g. 2026-01-01T10:30; empty: the latest closed minute holding rows
+minute: str = ""  # UTC minute whose read is explained; empty: latest closed minute with rows
 last: int = 30  # most recent partitions to chart
 """,
         """
@@ -158,7 +159,8 @@ workbook.positive("last", last)
         "## Rows and parts per minute",
         """
 parts = warehouse.partitions(settings=settings)
-target = target or workbook.latest_closed_partition(parts) or workbook.demo_minute(settings=settings)
+target = (target or workbook.latest_closed_partition(parts)
+          or workbook.demo_minute(settings=settings))
 charts.partitions(parts.tail(last))
 """,
         "## A minute's read prunes to its partition",
