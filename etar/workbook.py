@@ -305,11 +305,20 @@ def wait_for_rows(minute: Minute, rows: int, settings: Settings | None = None,
     return stored
 
 
-def extracted(minute: Minute, settings: Settings | None = None) -> str:
-    """The minute's Parquet object name, extracting the minute first if it is missing."""
+def require_rows(frame: pd.DataFrame, minute: Minute) -> pd.DataFrame:
+    """The minute's rows; a clear error when it has none."""
+    if frame.empty:
+        raise EtarError(f"minute {minute} has no events: pick a minute that has some "
+                        "(`etar partitions`) or leave minute empty")
+    return frame
+
+
+def extracted(minute: Minute, settings: Settings | None = None, fresh: bool = False) -> str:
+    """The minute's Parquet object name, extracting the minute first if it is missing
+    (``fresh``: always, e.g. right after producing into the minute)."""
     from etar.extract import extract_minute
 
-    if storage.exists(minute.parquet_name, settings):
+    if not fresh and storage.exists(minute.parquet_name, settings):
         return minute.parquet_name
     name = extract_minute(minute, settings)
     if name is None:

@@ -202,7 +202,8 @@ target
 """,
         "## The minute as a DataFrame",
         """
-frame = warehouse.read_minute(target, settings=settings, uuid_as_text=True)
+frame = workbook.require_rows(
+    warehouse.read_minute(target, settings=settings, uuid_as_text=True), target)
 print(f"{len(frame)} events in {target}")
 frame.head(preview)
 """,
@@ -247,8 +248,9 @@ from etar.config import get_settings
 from etar.spark_submit import minute_source
 
 settings = get_settings()
-target = workbook.minute_param(minute) or workbook.demo_minute(settings=settings)
-parquet = workbook.extracted(target, settings)
+given = workbook.minute_param(minute)
+target = given or workbook.demo_minute(settings=settings)
+parquet = workbook.extracted(target, settings, fresh=given is None)
 target, parquet
 """,
         "## The aggregation, interactively",
@@ -287,8 +289,9 @@ from etar import charts, report, workbook
 from etar.config import get_settings
 
 settings = get_settings()
-target = workbook.minute_param(minute) or workbook.demo_minute(settings=settings)
-workbook.extracted(target, settings)
+given = workbook.minute_param(minute)
+target = given or workbook.demo_minute(settings=settings)
+workbook.extracted(target, settings, fresh=given is None)
 target
 """,
         "## The JSON",
