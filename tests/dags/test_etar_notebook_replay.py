@@ -21,7 +21,7 @@ tasks = {t.task_id: {"type": type(t).__name__, "down": sorted(t.downstream_task_
          for t in dag.tasks}
 out = {t.task_id: t.output_nb for t in dag.tasks if type(t).__name__ == "PapermillOperator"}
 print("RESULT " + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
-                             "schedule": str(dag.timetable.summary), "tasks": tasks,
+                             "schedule": type(dag.timetable).__name__, "tasks": tasks,
                              "outputs": {k: str(getattr(v, "url", v)) for k, v in out.items()}}))
 """
 
@@ -46,7 +46,7 @@ def test_the_replay_dag_parses_with_its_shape(stack_settings: Settings) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     shape = _result(result.stdout)
     assert shape["errors"] == {}
-    assert shape["schedule"] in ("None", "")
+    assert shape["schedule"] == "NullTimetable"  # schedule=None
     tasks = shape["tasks"]
     assert tasks == {
         "minute": {"type": "_PythonDecoratedOperator", "down": ["extract"]},

@@ -8,6 +8,7 @@ once ``GET /api/status`` answers with that token. ``JUPYTER_CONFIG_DIR`` / ``JUP
 
 from __future__ import annotations
 
+import os
 import sys
 
 import httpx
@@ -42,7 +43,9 @@ def command(settings: Settings) -> list[str]:
     return [sys.executable, "-m", "jupyter", "lab", "--no-browser",
             f"--ServerApp.ip={settings.bind_host}", f"--ServerApp.port={settings.jupyter_port}",
             "--ServerApp.port_retries=0",
-            f"--ServerApp.root_dir={settings.project_dir / 'notebooks'}"]
+            f"--ServerApp.root_dir={settings.project_dir / 'notebooks'}",
+            # the server refuses root unless told; the stack runs as whoever starts it
+            *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else [])]
 
 
 def service(settings: Settings) -> Service:
