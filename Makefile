@@ -29,12 +29,13 @@ down:
 lint: install
 	$(RUN) ruff check .
 	$(RUN) mypy
+	$(RUN) nbstripout --verify notebooks/*.ipynb
 
 unit: install
 	$(RUN) pytest tests/unit
 
 test: lint
-	$(RUN) pytest
+	$(RUN) etar stack exec -- pytest
 
 bench: install
 	$(RUN) python benchmarks/producer.py

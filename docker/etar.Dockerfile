@@ -22,6 +22,7 @@ RUN uv sync --frozen --no-dev --no-install-project
 COPY etar etar
 COPY spark spark
 COPY dashboard dashboard
+COPY --chown=10001 notebooks notebooks
 RUN uv sync --frozen --no-dev
 COPY --from=s3a-jars /jars /opt/etar/jars
 RUN useradd --uid 10001 --create-home etar && mkdir -p /var/lib/etar && chown etar /var/lib/etar

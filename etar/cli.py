@@ -117,6 +117,26 @@ def stack_status(
     raise typer.Exit(0 if all(row["up"] for row in rows) else 1)
 
 
+@stack_app.command("exec", context_settings={"allow_extra_args": True,
+                                              "ignore_unknown_options": True})
+def stack_exec(ctx: typer.Context) -> None:
+    """Run a command (after `--`) with the stack up: reused if running, else started for it
+    and stopped after. Its exit code is this command's. `make test` runs pytest this way."""
+    import subprocess
+
+    from etar.native import running
+
+    if not ctx.args:
+        _fail(ConfigError("name the command to run, e.g. `etar stack exec -- pytest`"))
+    _setup_logging()
+    try:
+        with running(get_settings()):
+            code = subprocess.call(ctx.args)
+    except EtarError as exc:
+        _fail(exc)
+    raise typer.Exit(code)
+
+
 @stack_app.command("logs")
 def stack_logs(
     service: Annotated[str | None, typer.Argument(help="one service; all when omitted")] = None,
@@ -221,7 +241,11 @@ def _print_urls() -> None:
     table.add_row("dashboard", f"http://{settings.bind_host}:{settings.dashboard_ui_port}", "")
     table.add_row("dashboard API docs", f"{settings.dashboard_api_url}/docs",
                   "POST /report: bearer ETAR_DASHBOARD_TOKEN")
-    Console().print(table)
+    token = settings.jupyter_token.get_secret_value()
+    table.add_row("JupyterLab (the workbook)",
+                  f"http://{settings.bind_host}:{settings.jupyter_port}/lab?token={token}",
+                  "token in the URL")
+    Console(width=max(Console().width, 140)).print(table)
 
 
 @app.command()
@@ -381,3 +405,29 @@ def run_minute(minute: MinuteOption) -> None:
     else:
         print(f"minute={result.minute} parquet={result.parquet} "
               f"report={result.report} posted={json.dumps(result.posted)}")
+
+
+@app.command()
+def replay(minute: MinuteOption) -> None:
+    """Replay one closed minute through notebooks 03 → 04 → 05 with papermill; the executed
+    notebooks are kept under runs/<minute>/."""
+    from etar.replay import STAGES
+    from etar.replay import replay as run_replay
+
+    _setup_logging(quiet=True)
+    try:
+        parsed = Minute.parse(minute)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(f"replay {parsed}", total=len(STAGES))
+
+            def step(index: int, notebook: str) -> None:
+                bar.update(task, completed=index, description=f"{parsed}: {notebook}")
+
+            result = run_replay(parsed, progress=step)
+            bar.update(task, completed=len(STAGES), description=f"{parsed}: done")
+    except EtarError as exc:
+        _fail(exc)
+    for path in result.notebooks:
+        print(path)
+    print(f"minute={result.minute} report={json.dumps(result.report, sort_keys=True)}")

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     airflow_dags_folder: Path | None = Field(
         None, description="the DAG files; unset: <project dir>/dags")
 
+    # JupyterLab (the workbook: <project dir>/notebooks) -------------------------------------
+    jupyter_port: int = Field(8888, ge=1, le=65535, description="JupyterLab's port")
+    jupyter_token: SecretStr = Field(SecretStr("etar-jupyter-token"),
+                                     description="JupyterLab's access token")
+
     @field_validator("spark_jars_dir", "airflow_dags_folder", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:

@@ -18,6 +18,7 @@ def all_services(settings: Settings) -> list[Service]:
         airflow,
         clickhouse,
         dashboard,
+        jupyter,
         kafka,
         postgres,
         redis,
@@ -30,7 +31,8 @@ def all_services(settings: Settings) -> list[Service]:
     return [kafka.service(settings), registry.service(settings), clickhouse.service(settings),
             sink.service(settings), s3.service(settings), *dashboard.services(settings),
             *([spark_connect.service(settings)] if settings.spark_mode == "connect" else []),
-            postgres.service(settings), redis.service(settings), *airflow.services(settings)]
+            postgres.service(settings), redis.service(settings), *airflow.services(settings),
+            jupyter.service(settings)]
 
 
 def install(settings: Settings) -> None:
@@ -51,7 +53,9 @@ def stack(settings: Settings) -> Stack:
 def running(settings: Settings) -> Iterator[Stack]:
     """The native stack: reused when every service is up, else started here and stopped after."""
     native = stack(settings)
-    started = not native.is_up()
+    # A running stack is reused even when it was started by older code that lacks a newer
+    # service (e.g. jupyter); a second one could not start anyway: its ports are taken.
+    started = native.read_state() is None and not native.is_up()
     if started:
         native.up_detached()
     try:

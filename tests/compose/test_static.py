@@ -30,7 +30,7 @@ NATIVE_TO_COMPOSE = {"kafka": "broker", "schema-registry": "schema-registry",
                      "airflow-scheduler": "airflow-scheduler",
                      "airflow-dag-processor": "airflow-dag-processor",
                      "airflow-triggerer": "airflow-triggerer", "airflow-worker": "airflow-worker",
-                     "spark-connect": "spark-master"}
+                     "spark-connect": "spark-master", "jupyter": "jupyter"}
 INTERNAL_ONLY = {"postgres", "redis", "spark-connect"}
 """Compose keeps Postgres and Redis on its network; natively they use their own ports (5433,
 6380) so they never meet ones the machine already runs. Compose analyses minutes with

@@ -1,0 +1,88 @@
+"""Replay a minute through the workbook: notebooks 03 → 04 → 05 executed by papermill.
+
+Each run writes new output notebooks under ``runs/<minute stem>/`` (the record of that run:
+code, parameters, logs, errors and charts); the source notebooks are never modified. The
+minute is checked before any notebook starts; a failing cell is reported with its notebook,
+cell number and error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from etar.config import Settings, get_settings
+from etar.errors import EtarError
+from etar.minute import Minute
+
+STAGES = ("03_extract.ipynb", "04_analyze.ipynb", "05_report.ipynb")
+"""The notebooks a replay runs, in order."""
+KERNEL = "python3"
+
+
+class ReplayFailed(EtarError):
+    """A notebook of the replay raised."""
+
+
+@dataclass
+class Replay:
+    """A finished replay: its executed notebooks and the report the last one posted."""
+
+    minute: Minute
+    notebooks: list[Path]
+    report: dict[str, Any]
+
+
+def notebooks_dir(settings: Settings | None = None) -> Path:
+    """The source notebooks (``<project>/notebooks``)."""
+    return (settings or get_settings()).project_dir / "notebooks"
+
+
+def run_dir(minute: Minute, settings: Settings | None = None) -> Path:
+    """Where a replay of ``minute`` keeps its executed notebooks: ``runs/<stem>/``."""
+    return (settings or get_settings()).project_dir / "runs" / minute.stem
+
+
+def execute(notebook: Path, output: Path, parameters: dict[str, Any]) -> None:
+    """Run one notebook with papermill; ReplayFailed naming the notebook and cell."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
+                                   kernel_name=KERNEL, progress_bar=False,
+                                   cwd=str(notebook.parent))
+    except PapermillExecutionError as exc:
+        raise ReplayFailed(f"{notebook.name} failed in cell [{exc.exec_count}] "
+                           f"(cell #{exc.cell_index}): {exc.ename}: {exc.evalue} — "
+                           f"the executed notebook is {output}") from None
+
+
+def replay(minute: str | Minute, settings: Settings | None = None,
+           output_dir: Path | None = None,
+           progress: Callable[[int, str], None] | None = None) -> Replay:
+    """Run 03 → 04 → 05 for a closed minute (refused before any notebook starts otherwise).
+
+    ``progress(index, notebook)`` is called before each notebook starts.
+    """
+    from etar.workbook import records
+
+    settings = settings or get_settings()
+    parsed = Minute.parse(minute)
+    source = notebooks_dir(settings)
+    missing = [name for name in STAGES if not (source / name).exists()]
+    if missing:
+        raise EtarError(f"notebooks missing in {source}: {', '.join(missing)} "
+                        "(set ETAR_PROJECT_DIR to the checkout)")
+    target = output_dir or run_dir(parsed, settings)
+    executed = []
+    for index, name in enumerate(STAGES):
+        if progress is not None:
+            progress(index, name)
+        execute(source / name, target / name, {"minute": str(parsed)})
+        executed.append(target / name)
+    report: dict[str, Any] = records(executed[-1]).get("report", {})
+    return Replay(parsed, executed, report)

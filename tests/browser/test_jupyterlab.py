@@ -1,0 +1,88 @@
+"""JupyterLab in a real browser: the workbook's notebooks are listed.
+
+Uses the stack's `jupyter` service when it answers; otherwise (a stack started by code that
+predates it) starts the same service definition on a free port for this test.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from etar.config import Settings
+from etar.native.services import jupyter
+from tests import REPO_ROOT
+from tests.browser.test_dashboard_ui import ARTIFACTS, CHROMIUM, FLAGS
+
+pytestmark = pytest.mark.integration
+NOTEBOOKS = sorted(p.name for p in (REPO_ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(settings: Settings) -> bool:
+    try:
+        return jupyter.ready(settings)
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def jupyter_settings(stack_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    if _answers(stack_settings) and (stack_settings.project_dir / "notebooks").is_dir():
+        yield stack_settings
+        return
+    settings = stack_settings.model_copy(update={
+        "jupyter_port": _free_port(), "project_dir": REPO_ROOT, "state_dir": tmp_path})
+    service = jupyter.service(settings)
+    log = (tmp_path / "jupyter.log").open("wb")
+    process = subprocess.Popen(service.command, env={**os.environ, **service.env},
+                               stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 90
+        while not _answers(settings):
+            assert process.poll() is None, (tmp_path / "jupyter.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "JupyterLab did not start in 90 s"
+            time.sleep(0.5)
+        yield settings
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def test_the_token_is_not_on_the_command_line(jupyter_settings: Settings) -> None:
+    secret = jupyter_settings.jupyter_token.get_secret_value()
+    assert not any(secret in part for part in jupyter.command(jupyter_settings))
+    assert jupyter.environment(jupyter_settings)["JUPYTER_TOKEN"] == secret
+
+
+def test_jupyterlab_lists_the_notebooks(jupyter_settings: Settings) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make install` installs Debian's chromium package")
+    token = jupyter_settings.jupyter_token.get_secret_value()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{jupyter.url(jupyter_settings)}/lab?token={token}")
+            listing = page.locator(".jp-DirListing-content")
+            for name in NOTEBOOKS:
+                expect(listing.get_by_text(name, exact=True)).to_be_visible(timeout=90_000)
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"), full_page=True)
+        finally:
+            browser.close()
+    assert NOTEBOOKS == ["00_stack.ipynb", "01_produce.ipynb", "02_partitions.ipynb",
+                         "03_extract.ipynb", "04_analyze.ipynb", "05_report.ipynb"]

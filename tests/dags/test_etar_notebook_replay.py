@@ -1,0 +1,69 @@
+"""The notebook replay DAG: its shape, and a bad minute failing before any notebook runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from etar.config import Settings
+from tests import REPO_ROOT
+from tests.dags.airflow_runner import run_python
+
+pytestmark = pytest.mark.integration
+
+SHAPE = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags["etar_notebook_replay"]
+tasks = {t.task_id: {"type": type(t).__name__, "down": sorted(t.downstream_task_ids)}
+         for t in dag.tasks}
+out = {t.task_id: t.output_nb for t in dag.tasks if type(t).__name__ == "PapermillOperator"}
+print("RESULT " + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
+                             "schedule": type(dag.timetable).__name__, "tasks": tasks,
+                             "outputs": {k: str(getattr(v, "url", v)) for k, v in out.items()}}))
+"""
+
+BAD_CONF = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+dag = DagBag(dag_folder=sys.argv[1]).dags["etar_notebook_replay"]
+run = dag.test(run_conf={"minute": sys.argv[2]})
+print("RESULT " + json.dumps({ti.task_id: str(ti.state) for ti in run.get_task_instances()}))
+"""
+
+
+def _result(stdout: str) -> dict[str, object]:
+    line = next(x for x in stdout.splitlines() if x.startswith("RESULT "))
+    loaded: dict[str, object] = json.loads(line[len("RESULT "):])
+    return loaded
+
+
+def test_the_replay_dag_parses_with_its_shape(stack_settings: Settings) -> None:
+    settings = stack_settings.model_copy(update={"project_dir": REPO_ROOT})
+    result = run_python(SHAPE, settings, str(REPO_ROOT / "dags"), timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shape = _result(result.stdout)
+    assert shape["errors"] == {}
+    assert shape["schedule"] == "NullTimetable"  # schedule=None
+    tasks = shape["tasks"]
+    assert tasks == {
+        "minute": {"type": "_PythonDecoratedOperator", "down": ["extract"]},
+        "extract": {"type": "PapermillOperator", "down": ["analyze"]},
+        "analyze": {"type": "PapermillOperator", "down": ["report"]},
+        "report": {"type": "PapermillOperator", "down": []}}
+    runs = str(stack_settings.state_dir / "airflow" / "runs")
+    assert all(str(url).startswith(runs) for url in shape["outputs"].values())  # type: ignore[union-attr]
+
+
+def test_a_malformed_minute_fails_the_first_task_only(stack_settings: Settings) -> None:
+    settings = stack_settings.model_copy(update={"project_dir": REPO_ROOT})
+    result = run_python(BAD_CONF, settings, str(REPO_ROOT / "dags"), "not-a-minute",
+                        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    states = _result(result.stdout)
+    assert states["minute"] == "failed"
+    assert all(states.get(t) in (None, "upstream_failed") for t in ("extract", "analyze",
+                                                                    "report"))
+    assert "is not a minute" in result.stdout + result.stderr
