@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from etar.config import Settings
 from etar.events import EventType
 from etar.report import post_report
-from tests import REPO_ROOT
+from tests.browser.chromium import ARTIFACTS, open_page
 
 pytestmark = pytest.mark.integration
 
-ARTIFACTS = REPO_ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 
 def test_ui_shows_the_posted_report(stack_settings: Settings, tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make install` installs Debian's chromium package")
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
     by_type = {t.value: {"success": 100 + i, "error": i} for i, t in enumerate(EventType)}
     total = sum(c["success"] + c["error"] for c in by_type.values())
@@ -33,19 +25,12 @@ def test_ui_shows_the_posted_report(stack_settings: Settings, tmp_path: Path) ->
                  "error_rate": errors / total, "unique_users": 77, "revenue": 1234.5,
                  "by_event_type": by_type}, stack_settings)
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"http://{stack_settings.bind_host}:{stack_settings.dashboard_ui_port}")
-            metrics = page.locator("[data-testid='stMetric']")
-            expect(metrics.filter(has_text="Total events")).to_contain_text(str(total),
-                                                                           timeout=60_000)
-            expect(metrics.filter(has_text="Total errors")).to_contain_text(str(errors))
-            expect(metrics.filter(has_text="Minute (UTC)")).to_contain_text(f"{minute:%H:%M}")
-            expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-        finally:
-            browser.close()
+    url = f"http://{stack_settings.bind_host}:{stack_settings.dashboard_ui_port}"
+    with open_page(url, "dashboard.png") as page:
+        metrics = page.locator("[data-testid='stMetric']")
+        expect(metrics.filter(has_text="Total events")).to_contain_text(str(total),
+                                                                       timeout=60_000)
+        expect(metrics.filter(has_text="Total errors")).to_contain_text(str(errors))
+        expect(metrics.filter(has_text="Minute (UTC)")).to_contain_text(f"{minute:%H:%M}")
+        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from etar.config import Settings
 from etar.native.services import jupyter
 from tests import REPO_ROOT
-from tests.browser.test_dashboard_ui import ARTIFACTS, CHROMIUM, FLAGS
+from tests.browser.chromium import open_page
 
 pytestmark = pytest.mark.integration
 NOTEBOOKS = sorted(p.name for p in (REPO_ROOT / "notebooks").glob("*.ipynb"))
@@ -69,20 +69,11 @@ def test_the_token_is_not_on_the_command_line(jupyter_settings: Settings) -> Non
 
 
 def test_jupyterlab_lists_the_notebooks(jupyter_settings: Settings) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make install` installs Debian's chromium package")
     token = jupyter_settings.jupyter_token.get_secret_value()
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{jupyter.url(jupyter_settings)}/lab?token={token}")
-            listing = page.locator(".jp-DirListing-content")
-            for name in NOTEBOOKS:
-                expect(listing.get_by_text(name, exact=True)).to_be_visible(timeout=90_000)
-            page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"), full_page=True)
-        finally:
-            browser.close()
+    url = f"{jupyter.url(jupyter_settings)}/lab?token={token}"
+    with open_page(url, "jupyterlab.png") as page:
+        listing = page.locator(".jp-DirListing-content")
+        for name in NOTEBOOKS:
+            expect(listing.get_by_text(name, exact=True)).to_be_visible(timeout=90_000)
     assert NOTEBOOKS == ["00_stack.ipynb", "01_produce.ipynb", "02_partitions.ipynb",
                          "03_extract.ipynb", "04_analyze.ipynb", "05_report.ipynb"]
