@@ -8,6 +8,7 @@ directory: etar runs the same from a checkout and as an installed wheel.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -181,5 +182,11 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once.
+
+    Besides ``./.env``, the ``.env`` of ``ETAR_PROJECT_DIR`` when that is set: notebook kernels
+    run in ``notebooks/``, and the stack hands every process the project folder.
+    """
+    project = os.environ.get("ETAR_PROJECT_DIR")
+    files = (Path(project) / ".env", Path(".env")) if project else (Path(".env"),)
+    return Settings(_env_file=files)  # later files win

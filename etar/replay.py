@@ -8,6 +8,7 @@ cell number and error.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ def execute(notebook: Path, output: Path, parameters: dict[str, Any]) -> None:
     from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    # The kernel runs in notebooks/ (as in JupyterLab): it finds the stack by these two.
+    os.environ.update(get_settings().environ("state_dir", "project_dir"))
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters,
                                    kernel_name=KERNEL, progress_bar=False,

@@ -105,6 +105,9 @@ def submit_spec(source: str, settings: Settings | None = None,
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.scheme == "https").lower(),
         "spark.hadoop.fs.s3a.aws.credentials.provider": ENV_CREDENTIALS,
+        # The classic stream: hadoop-aws 3.5's default ("analytics") caches object metadata
+        # across reads, so a long-lived server read a rewritten minute with a stale length.
+        "spark.hadoop.fs.s3a.input.stream.type": "classic",
         "spark.hadoop.fs.s3a.attempts.maximum": "3",
         "spark.hadoop.fs.s3a.retry.limit": "3",
         "spark.ui.enabled": "false",

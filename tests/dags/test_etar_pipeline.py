@@ -91,7 +91,7 @@ def test_a_failing_spark_job_fails_analyze_with_its_message(lane: Settings) -> N
     minute = recent_minute(8)  # nothing extracted: the job finds no object
     run = dag_test(lane, minute.end.isoformat(), mark_success="^(wait_for_sink|extract)$")
     assert run["tasks"]["analyze"] == "failed" and run["tasks"]["report"] == "upstream_failed"
-    assert f"spark_job: no such object: s3a://{lane.s3_bucket}/{minute.parquet_name}" \
+    assert f"no such object: s3a://{lane.s3_bucket}/{minute.parquet_name}" \
         in run["output"]
 
 

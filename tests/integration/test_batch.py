@@ -10,7 +10,7 @@ import pytest
 
 from etar import storage, warehouse
 from etar.config import Settings
-from etar.extract import ARROW_SCHEMA, extract_minute
+from etar.extract import ARROW_SCHEMA, extract_minute, to_arrow
 from etar.minute import Minute
 from etar.spark_connect import analyze_minute as analyze_on_connect
 from etar.spark_submit import AnalysisFailed, run_job
@@ -121,3 +121,16 @@ def test_spark_connect_fails_like_the_job_on_a_missing_object(lane: Settings) ->
     with pytest.raises(AnalysisFailed) as missing:
         analyze_on_connect(Minute.parse("2020-01-01T00:00"), lane)
     assert missing.value.returncode == 2 and "no such object" in str(missing.value)
+
+
+def test_the_clickhouse_written_parquet_equals_the_pandas_path(
+        ingested: tuple[Settings, Minute]) -> None:
+    """The extract ClickHouse writes holds what the former pandas → Arrow path wrote."""
+    lane, minute = ingested
+    name = extract_minute(minute, lane)
+    assert name is not None
+    written = _parquet(name, lane).read()
+    former = to_arrow(warehouse.read_minute(minute, settings=lane, uuid_as_text=True))
+    assert written.schema.remove_metadata() == former.schema == ARROW_SCHEMA
+    order = [("event_id", "ascending")]
+    assert written.sort_by(order).to_pylist() == former.sort_by(order).to_pylist()

@@ -48,8 +48,8 @@ def test_env_example_lists_every_setting() -> None:
 
 def test_relative_paths_and_env_file_come_from_the_working_directory(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ETAR_STATE_DIR", raising=False)
-    monkeypatch.delenv("ETAR_KAFKA_TOPIC", raising=False)
+    for name in ("ETAR_STATE_DIR", "ETAR_KAFKA_TOPIC", "ETAR_PROJECT_DIR"):
+        monkeypatch.delenv(name, raising=False)
     (tmp_path / ".env").write_text("ETAR_KAFKA_TOPIC=from_dotenv\nETAR_STATE_DIR=state\n")
     monkeypatch.chdir(tmp_path)
     settings = Settings()
@@ -62,3 +62,19 @@ def test_the_retention_has_one_source() -> None:
     hours = resources.table_retention_hours()
     assert Settings(_env_file=None).clickhouse_retention_hours == hours
     assert f"toIntervalHour({hours})" in resources.text(resources.TABLE_SQL)
+
+
+def test_a_kernel_in_notebooks_finds_the_project_env_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from etar.config import get_settings
+
+    (tmp_path / ".env").write_text("ETAR_KAFKA_TOPIC=from_project\n")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.delenv("ETAR_KAFKA_TOPIC", raising=False)
+    monkeypatch.setenv("ETAR_PROJECT_DIR", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "notebooks")
+    get_settings.cache_clear()
+    try:
+        assert get_settings().kafka_topic == "from_project"
+    finally:
+        get_settings.cache_clear()
