@@ -34,7 +34,7 @@ def analyze_minute(minute: Minute, settings: Settings | None = None) -> JobRun:
     source = minute_source(minute, settings)
     started = time.perf_counter()
     try:
-        spark = SparkSession.builder.remote(settings.spark_connect_url).getOrCreate()
+        spark = SparkSession.builder.remote(settings.spark_connect_url).create()
     except SparkConnectGrpcException as exc:
         raise ServiceUnavailable(f"Spark Connect at {settings.spark_connect_url} is "
                                  f"unreachable ({exc})") from exc

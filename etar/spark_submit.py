@@ -130,6 +130,16 @@ def submit_spec(source: str, settings: Settings | None = None,
                       driver_memory=settings.spark_driver_memory, conf=conf, env=env)
 
 
+REMOTE_MARKERS = ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")
+"""Set in the environment by a Spark Connect client; they turn a later classic session (or a
+child process's) into a Connect one that has no server to reach."""
+
+
+def classic_environ() -> dict[str, str]:
+    """This process's environment without the Spark Connect markers."""
+    return {k: v for k, v in os.environ.items() if k not in REMOTE_MARKERS}
+
+
 def minute_source(minute: Minute, settings: Settings | None = None) -> str:
     """The ``s3a://`` URL of the minute's Parquet object."""
     return storage.s3a_url(minute.parquet_name, settings)
@@ -154,11 +164,7 @@ def run_job(source: str, settings: Settings | None = None) -> JobRun:
     require_s3a_jars(settings)
     spec = submit_spec(source, settings)
     started = time.perf_counter()
-    # A Spark Connect client in this process marks it "remote" in the environment; the
-    # submitted job must start a classic (JVM) session instead.
-    inherited = {k: v for k, v in os.environ.items()
-                 if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
-    result = subprocess.run(spec.command(), env={**inherited, **spec.env},
+    result = subprocess.run(spec.command(), env={**classic_environ(), **spec.env},
                             capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if result.returncode != 0:

@@ -359,15 +359,21 @@ def same_events(frame: pd.DataFrame, table: pa.Table) -> bool:
 
 
 def spark_session(minute: Minute, settings: Settings | None = None) -> SparkSession:
-    """A local SparkSession configured like the job for ``minute`` (the S3A conf of
-    ``submit_spec``; credentials through the environment, as the job gets them)."""
+    """An interactive SparkSession where production analyses ``minute``: a session on the
+    stack's warm Spark Connect server (``ETAR_SPARK_MODE=connect``), else a local one
+    configured like the job (the S3A conf of ``submit_spec``; credentials through the
+    environment, as the job gets them)."""
     from pyspark.sql import SparkSession
 
-    from etar.spark_submit import minute_source, require_s3a_jars, submit_spec
+    from etar.spark_submit import REMOTE_MARKERS, minute_source, require_s3a_jars, submit_spec
 
     settings = settings or get_settings()
+    if settings.spark_mode == "connect":
+        return SparkSession.builder.remote(settings.spark_connect_url).getOrCreate()
     require_s3a_jars(settings)
     spec = submit_spec(minute_source(minute, settings), settings)
+    for marker in REMOTE_MARKERS:  # a Connect client earlier in this kernel (or its parent)
+        os.environ.pop(marker, None)
     os.environ.update(spec.env)  # the driver JVM inherits the S3 credentials from here
     builder = (SparkSession.builder.master(spec.master).appName(f"{spec.name}-notebook")
                .config("spark.driver.memory", spec.driver_memory))
@@ -379,8 +385,8 @@ def spark_session(minute: Minute, settings: Settings | None = None) -> SparkSess
 def job_report(minute: Minute, settings: Settings | None = None) -> dict[str, Any]:
     """The production job's JSON for the minute; the job is run first when the JSON is
     missing or older than the minute's Parquet object."""
+    from etar.pipeline import analyze as analyze_minute
     from etar.report import read_report
-    from etar.spark_submit import analyze_minute
 
     settings = settings or get_settings()
     s3 = storage.client(settings)

@@ -8,7 +8,6 @@ its table and bucket are dropped at teardown.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,13 +19,7 @@ from etar import storage, warehouse
 from etar.config import Settings, get_settings
 from etar.native import running
 from etar.topics import ensure_topic
-from tests import REPO_ROOT
 from tests.integration.lanes import start_sink
-
-# Notebook kernels (nbval, papermill) run in notebooks/ and inherit this environment: point
-# them at the checkout and its stack, as the stack's own JupyterLab does.
-os.environ.setdefault("ETAR_PROJECT_DIR", str(REPO_ROOT))
-os.environ.setdefault("ETAR_STATE_DIR", str(REPO_ROOT / ".etar"))
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ def ready(settings: Settings) -> bool:
     """A client session runs a query."""
     from pyspark.sql import SparkSession
 
-    spark = SparkSession.builder.remote(settings.spark_connect_url).getOrCreate()
+    spark = SparkSession.builder.remote(settings.spark_connect_url).create()
     try:
         return bool(spark.range(3).count() == 3)
     finally:
@@ -46,7 +46,7 @@ def warm_up(settings: Settings) -> None:
     from pyspark.errors.exceptions.connect import AnalysisException
     from pyspark.sql import SparkSession
 
-    spark = SparkSession.builder.remote(settings.spark_connect_url).getOrCreate()
+    spark = SparkSession.builder.remote(settings.spark_connect_url).create()
     try:
         spark.read.parquet(f"s3a://{settings.s3_bucket}/1970-01-01_00-00.parquet").count()
     except AnalysisException:
