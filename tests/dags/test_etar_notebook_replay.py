@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from etar import warehouse
 from etar.config import Settings
 from tests import REPO_ROOT
 from tests.dags.airflow_runner import run_python
@@ -67,3 +68,38 @@ def test_a_malformed_minute_fails_the_first_task_only(stack_settings: Settings) 
     assert all(states.get(t) in (None, "upstream_failed") for t in ("extract", "analyze",
                                                                     "report"))
     assert "is not a minute" in result.stdout + result.stderr
+
+
+def test_a_triggered_replay_on_the_celery_worker_equals_run_minute(
+        stack_settings: Settings) -> None:
+    """The replay DAG run by the stack's scheduler and Celery worker, end to end."""
+    from etar.airflow_api import REPLAY_DAG, AirflowApi
+    from etar.pipeline import run_minute
+    from etar.report import read_report
+    from tests.integration.lanes import produce, wait_for
+    from tests.notebooks.conftest import empty_minute
+
+    minute = empty_minute(stack_settings)
+    produce(stack_settings, 300, minute, seed=73)
+    wait_for(lambda: warehouse.count_minute(minute, settings=stack_settings) == 300, 90,
+             "ingestion")
+    run_minute(minute, stack_settings)
+    expected = read_report(minute, stack_settings)
+    with AirflowApi(stack_settings) as api:
+        api.set_paused(REPLAY_DAG, False)
+        run = api.trigger(REPLAY_DAG, conf={"minute": str(minute)})
+
+        def finished() -> bool:
+            return api.run(REPLAY_DAG, run["dag_run_id"])["state"] in ("success", "failed")
+
+        wait_for(finished, 600, "the replay run")
+        states = api.task_states(REPLAY_DAG, run["dag_run_id"])
+    assert states == {"minute": "success", "extract": "success", "analyze": "success",
+                      "report": "success"}, states
+    replayed = read_report(minute, stack_settings)
+    for report in (expected, replayed):
+        report.pop("generated_at")
+    assert replayed == expected and replayed["total_events"] == 300
+    kept = stack_settings.state_dir / "airflow" / "runs" / minute.stem
+    assert sorted(p.name for p in kept.glob("*.ipynb")) == [
+        "03_extract.ipynb", "04_analyze.ipynb", "05_report.ipynb"]
