@@ -8,9 +8,12 @@ the ``spark-submit`` job writes (``ETAR_SPARK_MODE`` picks the way; both give eq
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
 import time
+from urllib.parse import urlsplit
 
 from etar import storage
 from etar.analysis import aggregate, finish
@@ -19,6 +22,22 @@ from etar.errors import ServiceUnavailable
 from etar.minute import Minute
 from etar.spark_job import EXIT_MISSING, EXIT_UNREADABLE
 from etar.spark_submit import AnalysisFailed, JobRun, minute_source
+
+
+def server_listening(settings: Settings, timeout: float = 1.0) -> bool:
+    """The server's port accepts connections (a client would otherwise retry for minutes)."""
+    host = urlsplit(settings.spark_connect_url.replace("sc://", "http://", 1)).hostname
+    with contextlib.suppress(OSError), socket.create_connection(
+            (host or "127.0.0.1", settings.spark_connect_port), timeout=timeout):
+        return True
+    return False
+
+
+def require_server(settings: Settings) -> None:
+    if not server_listening(settings):
+        raise ServiceUnavailable(f"Spark Connect at {settings.spark_connect_url} is not "
+                                 "listening; start the stack (`etar stack up --detach`) or set "
+                                 "ETAR_SPARK_MODE=submit")
 
 
 def analyze_minute(minute: Minute, settings: Settings | None = None) -> JobRun:
@@ -32,6 +51,7 @@ def analyze_minute(minute: Minute, settings: Settings | None = None) -> JobRun:
 
     settings = settings or get_settings()
     source = minute_source(minute, settings)
+    require_server(settings)
     started = time.perf_counter()
     try:
         spark = SparkSession.builder.remote(settings.spark_connect_url).create()

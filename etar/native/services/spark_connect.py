@@ -31,8 +31,13 @@ def command(settings: Settings) -> list[str]:
 
 
 def ready(settings: Settings) -> bool:
-    """A client session runs a query."""
+    """The port listens, then a client session runs a query."""
     from pyspark.sql import SparkSession
+
+    from etar.spark_connect import server_listening
+
+    if not server_listening(settings):
+        return False
 
     spark = SparkSession.builder.remote(settings.spark_connect_url).create()
     try:
