@@ -115,6 +115,10 @@ class Settings(BaseSettings):
         SecretStr("dnOCZa6aBxg4FZ8vsNNb52zXjgH13frimo9AxJTF0Ys="),
         description="encrypts connection passwords in the metadata DB (Fernet key)")
     airflow_worker_concurrency: int = Field(2, ge=1, description="Celery worker slots")
+    airflow_worker_log_port: int = Field(8793, ge=1, le=65535,
+                                         description="the Celery worker's log server")
+    airflow_triggerer_log_port: int = Field(8794, ge=1, le=65535,
+                                            description="the triggerer's log server")
     airflow_dags_folder: Path | None = Field(
         None, description="the DAG files; unset: <project dir>/dags")
 
