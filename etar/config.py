@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path(".etar"), description="all native-stack state")
     project_dir: Path = Field(Path("."), description="the checkout: dags/, dashboard/, notebooks/")
     bind_host: str = Field("127.0.0.1", description="address the native services listen on")
+    stack_services: str = Field(
+        "", description="comma-separated services `etar stack` runs (empty: all of them)")
 
     # Kafka (KRaft)
     kafka_bootstrap_servers: str = "127.0.0.1:9092"

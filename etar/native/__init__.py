@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from etar.config import Settings
+from etar.errors import ConfigError
 from etar.native import s3a_jars
 from etar.native.supervisor import Service, Stack
 
@@ -44,9 +45,20 @@ def install(settings: Settings) -> None:
     s3a_jars.install(settings)
 
 
+def selected_services(settings: Settings) -> list[Service]:
+    """``all_services``, or the ones ``stack_services`` names (a developer's partial stack)."""
+    services = all_services(settings)
+    wanted = {name.strip() for name in settings.stack_services.split(",") if name.strip()}
+    unknown = wanted - {service.name for service in services}
+    if unknown:
+        raise ConfigError(f"ETAR_STACK_SERVICES names unknown services {sorted(unknown)}; "
+                          f"known: {', '.join(service.name for service in services)}")
+    return [service for service in services if not wanted or service.name in wanted]
+
+
 def stack(settings: Settings) -> Stack:
     """The native stack for ``settings``."""
-    return Stack(settings, all_services(settings))
+    return Stack(settings, selected_services(settings))
 
 
 @contextmanager
