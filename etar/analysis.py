@@ -23,18 +23,27 @@ def finish(report: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def aggregate(events: DataFrame, minute: Minute) -> dict[str, Any]:
-    """Totals, errors and success/error counts per event type (every type, zeros included)."""
-    counts = events.groupBy("event_type", "status").count().collect()
+    """Totals, errors and success/error counts per event type (every type, zeros included).
+
+    One Spark action, so one scan of the minute: grouping sets give the (type, status) counts
+    and, in the same pass, the minute's distinct users and revenue (``grouping_id`` 3 is the
+    whole-minute row).
+    """
+    revenue = F.when((F.col("event_type") == EventType.PURCHASE.value)
+                     & (F.col("status") == Status.SUCCESS.value),
+                     F.col("price") * F.coalesce(F.col("quantity"), F.lit(1)))
+    rows = (events.groupingSets([["event_type", "status"], []], "event_type", "status")
+            .agg(F.grouping_id().alias("level"), F.count(F.lit(1)).alias("count"),
+                 F.countDistinct("user_id").alias("unique_users"), F.sum(revenue).alias("revenue"))
+            .collect())
     by_type = {t.value: {"success": 0, "error": 0} for t in EventType}
-    for row in counts:
+    whole = None
+    for row in rows:
+        if row["level"] != 0:
+            whole = row
+            continue
         key = "error" if row["status"] == Status.ERROR.value else "success"
         by_type.setdefault(row["event_type"], {"success": 0, "error": 0})[key] += row["count"]
-    extra = events.agg(
-        F.countDistinct("user_id").alias("unique_users"),
-        F.sum(F.when((F.col("event_type") == EventType.PURCHASE.value)
-                     & (F.col("status") == Status.SUCCESS.value),
-                     F.col("price") * F.coalesce(F.col("quantity"), F.lit(1)))).alias("revenue"),
-    ).first()
     total = sum(v["success"] + v["error"] for v in by_type.values())
     errors = sum(v["error"] for v in by_type.values())
     return {
@@ -42,7 +51,7 @@ def aggregate(events: DataFrame, minute: Minute) -> dict[str, Any]:
         "total_events": total,
         "total_errors": errors,
         "error_rate": round(errors / total, 6) if total else 0.0,
-        "unique_users": int(extra["unique_users"] or 0) if extra else 0,
-        "revenue": round(float(extra["revenue"] or 0.0), 2) if extra else 0.0,
+        "unique_users": int(whole["unique_users"] or 0) if whole else 0,
+        "revenue": round(float(whole["revenue"] or 0.0), 2) if whole else 0.0,
         "by_event_type": by_type,
     }

@@ -89,6 +89,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CELERY__BROKER_URL": redis.broker_url(settings),
         "AIRFLOW__CELERY__RESULT_BACKEND": _db_url(settings, "db+postgresql"),
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(settings.airflow_worker_concurrency),
+        # Airflow's Celery defaults plus etar's task modules, imported before the pool forks.
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS":
+            "etar.native.services.airflow_celery.CELERY_CONFIG",
         # Redis redelivers a task not acknowledged within this time (default 24 h, warned).
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.airflow_worker_log_port),
