@@ -24,6 +24,7 @@ BLOCK_SIZE = 1024 * 1024
 MAX_BLOCK_SIZE = 1024 * 1024 * 1024
 """Sizes above this in a header are taken as corruption, not allocated."""
 _HEADER = struct.Struct("<BII")
+_LOW = (1 << 64) - 1
 
 
 class BlockError(ValueError):
@@ -36,7 +37,8 @@ class BlockError(ValueError):
 
 def checksum(data: bytes | memoryview) -> bytes:
     """ClickHouse's block checksum of ``data`` (header and payload)."""
-    return int(CityHash128(bytes(data))).to_bytes(16, "little")
+    value = int(CityHash128(bytes(data)))  # (low 64 bits << 64) | high 64 bits
+    return (value >> 64).to_bytes(8, "little") + (value & _LOW).to_bytes(8, "little")
 
 
 def compress_block(data: bytes, method: int = LZ4) -> bytes:
@@ -71,44 +73,39 @@ class BlockDecoder:
     """Incremental reader of a block stream: ``decompress`` pieces, then ``finish``."""
 
     def __init__(self, verify: bool = True) -> None:
-        self._buffer = bytearray()
+        self._pending = b""
         self._verify = verify
 
     def decompress(self, data: bytes) -> bytes:
         """The data of every block completed by ``data``; checksums verified."""
-        self._buffer += data
+        buffer = self._pending + data if self._pending else data
         out = bytearray()
-        view, start = memoryview(self._buffer), 0
-        try:
-            while len(view) - start >= CHECKSUM_SIZE + HEADER_SIZE:
-                method, size, raw = _HEADER.unpack_from(view, start + CHECKSUM_SIZE)
-                if size < HEADER_SIZE or size > MAX_BLOCK_SIZE or raw > MAX_BLOCK_SIZE:
-                    raise BlockError(271, "CANNOT_DECOMPRESS",
-                                     f"Too large size of a compressed block: {size}")
-                end = start + CHECKSUM_SIZE + size
-                if len(view) < end:
-                    break
-                block = view[start + CHECKSUM_SIZE:end]
-                if self._verify:
-                    actual = checksum(block)
-                    if actual != view[start:start + CHECKSUM_SIZE]:
-                        raise BlockError(
-                            40, "CHECKSUM_DOESNT_MATCH",
-                            "Checksum doesn't match: corrupted data. Reference: "
-                            f"{bytes(view[start:start + CHECKSUM_SIZE]).hex()}. Actual: "
-                            f"{actual.hex()}. Size of compressed block: {size}")
-                out += _decompress(method, bytes(block[HEADER_SIZE:]), raw)
-                start = end
-        finally:
-            view.release()
-        del self._buffer[:start]
+        start = 0
+        while len(buffer) - start >= CHECKSUM_SIZE + HEADER_SIZE:
+            method, size, raw = _HEADER.unpack_from(buffer, start + CHECKSUM_SIZE)
+            if size < HEADER_SIZE or size > MAX_BLOCK_SIZE or raw > MAX_BLOCK_SIZE:
+                raise BlockError(271, "CANNOT_DECOMPRESS",
+                                 f"Too large size of a compressed block: {size}")
+            end = start + CHECKSUM_SIZE + size
+            if len(buffer) < end:
+                break
+            reference = buffer[start:start + CHECKSUM_SIZE]
+            block = buffer[start + CHECKSUM_SIZE:end]
+            if self._verify and (actual := checksum(block)) != reference:
+                raise BlockError(
+                    40, "CHECKSUM_DOESNT_MATCH",
+                    f"Checksum doesn't match: corrupted data. Reference: {reference.hex()}. "
+                    f"Actual: {actual.hex()}. Size of compressed block: {size}")
+            out += _decompress(method, block[HEADER_SIZE:], raw)
+            start = end
+        self._pending = buffer[start:]
         return bytes(out)
 
     def finish(self) -> None:
         """Raise when the stream ended inside a block."""
-        if self._buffer:
+        if self._pending:
             raise BlockError(33, "CANNOT_READ_ALL_DATA",
-                             f"Cannot read all data: the body ends {len(self._buffer)} bytes "
+                             f"Cannot read all data: the body ends {len(self._pending)} bytes "
                              "into a compressed block")
 
 

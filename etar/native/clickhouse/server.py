@@ -228,7 +228,7 @@ async def _read_body(request: Request, native_blocks: bool = False, verify: bool
                         spool.write(piece)
                     except blocks.BlockError as exc:
                         failure.append(_block_error(exc))
-                    except (OSError, ValueError, RuntimeError) as exc:
+                    except Exception as exc:  # any codec's failure is the body's
                         failure.append(EngineError(
                             354, f"Code: 354. DB::Exception: Cannot decompress the body "
                             f"({encoding}): {exc}. (CANNOT_DECOMPRESS)"))
