@@ -45,7 +45,6 @@ from starlette.routing import Route
 
 from etar.native.clickhouse import blocks, codecs, native
 from etar.native.clickhouse.engine import (
-    SPOOL_BYTES,
     Connection,
     Engine,
     EngineError,
@@ -66,6 +65,8 @@ TRANSPORT_PARAMS = frozenset({
 })
 _BODY_BATCH = 1024 * 1024
 """Received bytes handed to the decompressing thread at a time."""
+BODY_SPOOL_BYTES = 256 * 1024 * 1024
+"""Request bodies up to this stay in memory (an insert batch of a few hundred MB is common)."""
 _READ_ONLY = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "(",
                         "SET", "USE"})
 _INSERT = re.compile(rb"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)[ \t]*(\r?\n)?", re.S | re.I)
@@ -199,7 +200,7 @@ async def _read_body(request: Request, native_blocks: bool = False, verify: bool
     Decompression runs in a worker thread fed batches of what arrives, so the event loop only
     receives; a bad block ends the request before anything reached the engine.
     """
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+    spool = tempfile.SpooledTemporaryFile(max_size=BODY_SPOOL_BYTES)  # noqa: SIM115
     encoding = request.headers.get("content-encoding")
     try:
         decoders: list[codecs.Decoder] = [codecs.decoder(encoding)] if encoding else []
