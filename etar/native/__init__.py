@@ -38,11 +38,12 @@ def all_services(settings: Settings) -> list[Service]:
 
 def install(settings: Settings) -> None:
     """Fetch every service's binaries (idempotent; nothing is downloaded when a service starts)."""
-    from etar.native.services import kafka, s3
+    from etar.native.services import clickhouse, kafka, s3
 
     kafka.install(settings)
     s3.install(settings)
     s3a_jars.install(settings)
+    clickhouse.install(settings)
 
 
 def selected_services(settings: Settings) -> list[Service]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
 import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -25,6 +27,7 @@ from pydantic import SecretStr
 
 from etar import warehouse
 from etar.config import Settings
+from etar.native.clickhouse import blocks
 
 pytestmark = pytest.mark.integration
 
@@ -134,11 +137,69 @@ def test_wrong_password_gets_authentication_error(stack_settings: Settings) -> N
     assert denied.value.code == 516
 
 
-def test_sessions_keep_settings_and_are_exclusive(ch: Client) -> None:
+def test_sessions_keep_settings(ch: Client) -> None:
     ch.command("SET max_threads = 1")
     assert ch.command("SELECT getSetting('max_threads')") == 1
     other = warehouse.client(database=ch.database)
     assert other.command("SELECT getSetting('max_threads')") != 1
+
+
+SLOW = b"SELECT sum(sleepEachRow(0.3)) FROM numbers(6) SETTINGS max_block_size = 1"
+"""About 1.8 s in the engine."""
+
+
+def _in_background(call: Callable[[], httpx.Response]) -> tuple[threading.Thread,
+                                                                list[httpx.Response]]:
+    out: list[httpx.Response] = []
+    thread = threading.Thread(target=lambda: out.append(call()))
+    thread.start()
+    return thread, out
+
+
+def test_a_session_serves_one_request_at_a_time(url: str, auth: tuple[str, str]) -> None:
+    session = {"session_id": f"excl-{uuid.uuid4().hex}"}
+    thread, first = _in_background(
+        lambda: httpx.post(url, params=session, content=SLOW, auth=auth, timeout=30))
+    time.sleep(0.6)  # the slow statement holds the session
+    second = httpx.post(url, params=session, content=b"SELECT 1", auth=auth, timeout=10)
+    third = httpx.post(url, params=session, content=b"SELECT 1", auth=auth, timeout=10)
+    thread.join(30)
+    assert second.status_code == 423 and second.headers["X-ClickHouse-Exception-Code"] == "373"
+    # the refused request must not have released the lock the first one holds
+    assert third.headers.get("X-ClickHouse-Exception-Code") == "373", third.text
+    assert first[0].status_code == 200 and first[0].text == "0\n"
+    after = httpx.post(url, params=session, content=b"SELECT 1", auth=auth, timeout=10)
+    assert after.text == "1\n"
+
+
+def test_a_long_extract_does_not_block_inserts(url: str, auth: tuple[str, str],
+                                               database: str) -> None:
+    table = f"{database}.during_extract"
+    httpx.post(url, content=f"CREATE TABLE {table} (a UInt32) ENGINE = MergeTree "
+               "ORDER BY a".encode(), auth=auth).raise_for_status()
+    thread, extract = _in_background(
+        lambda: httpx.post(url, content=SLOW, auth=auth, timeout=30))
+    time.sleep(0.6)
+    started = time.monotonic()
+    inserted = httpx.post(url, params={"query": f"INSERT INTO {table} FORMAT CSV"},
+                          content=b"1\n2\n3\n", auth=auth, timeout=30)
+    took = time.monotonic() - started
+    still_running = thread.is_alive()
+    thread.join(30)
+    assert inserted.status_code == 200, inserted.text
+    assert took < 0.9, f"the insert waited {took:.2f} s behind the extract"
+    assert still_running, "the extract ended before the insert: the test saw nothing"
+    assert extract[0].status_code == 200
+
+
+def test_session_temporary_tables_and_use_last(url: str, auth: tuple[str, str],
+                                               database: str) -> None:
+    session = {"session_id": f"tmp-{uuid.uuid4().hex}"}
+    for sql in (f"USE {database}", "CREATE TEMPORARY TABLE scratch (a UInt8)",
+                "INSERT INTO scratch VALUES (7)"):
+        httpx.post(url, params=session, content=sql.encode(), auth=auth).raise_for_status()
+    assert httpx.post(url, params=session, content=b"SELECT a, currentDatabase() FROM scratch",
+                      auth=auth).text == f"7\t{database}\n"
 
 
 def test_set_without_a_session_changes_nothing_for_anyone(url: str,
@@ -273,3 +334,80 @@ def test_insert_statement_and_data_in_body(url: str, auth: tuple[str, str], data
     response = httpx.post(url, params={"database": database},
                           content=b"SELECT sum(a) FROM body_insert", auth=auth)
     assert response.text == "6\n"
+
+
+# --- what the JDBC and Go drivers rely on ---------------------------------------------------
+
+def test_format_and_database_headers_take_precedence(url: str, auth: tuple[str, str],
+                                                     database: str) -> None:
+    response = httpx.post(url, params={"default_format": "CSV", "database": "default"},
+                          content=b"SELECT 1 AS x, currentDatabase() AS db", auth=auth,
+                          headers={"X-ClickHouse-Format": "JSONEachRow",
+                                   "X-ClickHouse-Database": database,
+                                   "X-ClickHouse-Quota": "anything"})
+    assert response.json() == {"x": 1, "db": database}
+    assert response.headers["X-ClickHouse-Format"] == "JSONEachRow"
+    named = httpx.post(url, content=b"SELECT 1 AS x FORMAT TSVWithNames", auth=auth,
+                       headers={"X-ClickHouse-Format": "JSONEachRow"})
+    assert named.text == "x\n1\n" and named.headers["X-ClickHouse-Format"] == "TSVWithNames"
+
+
+def test_display_name_header_matches_display_name(url: str, auth: tuple[str, str]) -> None:
+    response = httpx.post(url, content=b"SELECT displayName()", auth=auth)
+    assert response.headers["X-ClickHouse-Server-Display-Name"] == response.text.strip()
+
+
+@pytest.mark.parametrize("method", [blocks.LZ4, blocks.ZSTD, blocks.NONE])
+def test_native_block_compression_both_ways(url: str, auth: tuple[str, str], database: str,
+                                            method: int) -> None:
+    table = f"{database}.blocks_{method}"
+    httpx.post(url, content=f"CREATE TABLE {table} (a UInt32, s String) ENGINE = MergeTree "
+               "ORDER BY a".encode(), auth=auth).raise_for_status()
+    csv = "".join(f"{i},row{i}\n" for i in range(50_000)).encode()
+    body = b"".join(blocks.compress_block(csv[i:i + 100_000], method)
+                    for i in range(0, len(csv), 100_000))
+    inserted = httpx.post(url, params={"query": f"INSERT INTO {table} FORMAT CSV",
+                                       "decompress": "1"}, content=body, auth=auth)
+    assert inserted.status_code == 200, inserted.text
+    name = {blocks.LZ4: "lz4", blocks.ZSTD: "zstd", blocks.NONE: "none"}[method]
+    response = httpx.post(url, params={"compress": "1", "network_compression_method": name},
+                          content=f"SELECT a, s FROM {table} ORDER BY a".encode(), auth=auth)
+    raw = response.content
+    assert raw[blocks.CHECKSUM_SIZE] == method
+    decoder = blocks.BlockDecoder()
+    assert decoder.decompress(raw) == csv.replace(b",", b"\t")
+    decoder.finish()
+
+
+def test_a_wrong_checksum_gets_code_40_and_changes_nothing(url: str, auth: tuple[str, str],
+                                                           database: str) -> None:
+    table = f"{database}.checksummed"
+    httpx.post(url, content=f"CREATE TABLE {table} (a UInt32) ENGINE = MergeTree "
+               "ORDER BY a".encode(), auth=auth).raise_for_status()
+    good = blocks.compress_block(b"1\n2\n")
+    bad = bytearray(blocks.compress_block(b"3\n4\n"))
+    bad[0] ^= 0xFF
+    response = httpx.post(url, params={"query": f"INSERT INTO {table} FORMAT TSV",
+                                       "decompress": "1"}, content=good + bytes(bad), auth=auth)
+    assert response.headers["X-ClickHouse-Exception-Code"] == "40"
+    assert "CHECKSUM_DOESNT_MATCH" in response.text
+    truncated = httpx.post(url, params={"query": f"INSERT INTO {table} FORMAT TSV",
+                                        "decompress": "1"}, content=good[:-3], auth=auth)
+    assert truncated.status_code != 200
+    count = httpx.post(url, content=f"SELECT count() FROM {table}".encode(), auth=auth)
+    assert count.text == "0\n"
+
+
+def test_native_output_shaped_by_client_protocol_version(url: str, auth: tuple[str, str]
+                                                         ) -> None:
+    sql = b"SELECT number AS n, toString(number) AS s FROM numbers(3)"
+    plain = httpx.post(url, params={"default_format": "Native"}, content=sql, auth=auth).content
+    shaped = httpx.post(url, params={"default_format": "Native",
+                                     "client_protocol_version": "54460"},
+                        content=sql, auth=auth).content
+    # block info (is_overflows = 0, bucket_num = -1), then the counts as before
+    assert shaped[:8] == b"\x01\x00\x02" + struct.pack("<i", -1) + b"\x00"
+    assert shaped[8:10] == plain[:2] == b"\x02\x03"
+    # after each column's type, one byte: no custom serialization
+    n_type = plain.index(b"UInt64") + len(b"UInt64")
+    assert shaped[8 + n_type] == 0 and len(shaped) == len(plain) + 8 + 2

@@ -1,10 +1,13 @@
 """The one owner of the chdb data folder: runs statements for every HTTP client.
 
-chdb keeps one connection per process, and that connection runs one statement at a time (a
-streaming read is broken by any other statement), so every statement takes ``_lock``. Results
-are spooled (memory up to ``SPOOL_BYTES``, then a temporary file) while the lock is held and
-streamed to the client after it is released, so a slow reader never stalls the sink's inserts.
-Per-request settings and the database are applied with ``SET`` / ``USE`` and undone after.
+chdb hosts one engine per process; any number of connections to its folder run statements in
+parallel, but each connection runs one at a time (a streaming read is broken by any other
+statement on it). So a request without a session runs on a connection of its own, opened for
+it and closed after, and a session has one connection that its lock serialises: a long
+extract never holds up the sink's inserts. Results are spooled (memory up to ``SPOOL_BYTES``,
+then a temporary file) and streamed to the client after the statement ended. Per-request
+settings and the database are applied with ``SET`` / ``USE`` and undone after on a session's
+connection.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -25,6 +28,8 @@ import pyarrow as pa
 log = logging.getLogger(__name__)
 
 SPOOL_BYTES = 32 * 1024 * 1024
+INSERT_CHUNK = 8 * 1024 * 1024
+"""Bytes handed to chdb's streaming insert at a time."""
 _STREAMED = ("SELECT", "WITH", "(")
 """Statements chdb can stream; the rest (SHOW, DESCRIBE, DDL…) run in one piece."""
 _CONCATENABLE = frozenset({
@@ -126,41 +131,61 @@ def first_keyword(sql: str) -> str:
     return match.group(0).upper() if match else ""
 
 
-class Engine:
-    """chdb behind a lock, with ClickHouse-like statement execution."""
+class Connection:
+    """One chdb connection: a ClickHouse session of its own, one statement at a time.
 
-    def __init__(self, path: str) -> None:
-        self._conn = chdb.connect(path)
-        self._lock = threading.Lock()
-        self.version = self._scalar("SELECT version()")
-        self.timezone = self._scalar("SELECT timezone()")
+    ``settings`` and ``database`` are its lasting state (a session's ``SET`` / ``USE``);
+    per-request ones are applied over them and undone after.
+    """
 
-    def _scalar(self, sql: str) -> str:
-        with self._lock:
-            return str(self._conn.query(sql, "TabSeparated").bytes().decode().strip())
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.settings: dict[str, str] = {}
+        self.database = "default"
 
     def close(self) -> None:
         """Close the connection (parts already written stay intact)."""
-        with self._lock:
+        try:
             self._conn.close()
+        except Exception as exc:  # closing must not hide the request's outcome
+            log.warning("closing a connection: %s", exc)
 
     @contextmanager
-    def _context(self, settings: Mapping[str, str], database: str | None) -> Iterator[None]:
-        """Hold the lock with ``settings`` and ``database`` applied, undoing both after."""
-        with self._lock:
-            applied: list[str] = []
-            try:
-                for name, value in settings.items():
-                    self._run(f"SET {_identifier(name)} = {_quote(str(value))}")
-                    applied.append(name)
-                if database and database != "default":
-                    self._run(f"USE {_identifier(database)}")
-                yield
-            finally:
-                for name in applied:
+    def applied(self, settings: Mapping[str, str], database: str | None) -> Iterator[None]:
+        """Run with ``settings`` and ``database`` in force, back to the lasting state after."""
+        applied: list[str] = []
+        switched = bool(database) and database != self.database
+        try:
+            for name, value in settings.items():
+                if self.settings.get(name) == str(value):
+                    continue
+                self._run(f"SET {_identifier(name)} = {_quote(str(value))}")
+                applied.append(name)
+            if switched:
+                self._run(f"USE {_identifier(str(database))}")
+            yield
+        finally:
+            for name in applied:
+                if name in self.settings:
+                    self._run_quietly(
+                        f"SET {_identifier(name)} = {_quote(self.settings[name])}")
+                else:
                     self._run_quietly(f"SET {_identifier(name)} = DEFAULT")
-                if database and database != "default":
-                    self._run_quietly("USE default")
+            if switched:
+                self._run_quietly(f"USE {_identifier(self.database)}")
+
+    def keep(self, settings: Mapping[str, str]) -> None:
+        """Make ``settings`` lasting (a session's ``SET``); ClickHouse's error if one is bad."""
+        with self.applied(settings, None):
+            pass
+        for name, value in settings.items():
+            self._run(f"SET {_identifier(name)} = {_quote(str(value))}")
+            self.settings[name] = str(value)
+
+    def use(self, database: str) -> None:
+        """Make ``database`` the lasting current one (a session's ``USE``)."""
+        self._run(f"USE {_identifier(database)}")
+        self.database = database
 
     def _run(self, sql: str) -> Any:
         try:
@@ -175,24 +200,24 @@ class Engine:
             log.warning("%s: %s", sql, exc)
 
     def execute(self, sql: str, fmt: str, params: Mapping[str, str] | None = None,
-                settings: Mapping[str, str] | None = None, database: str | None = None
-                ) -> Result:
-        """Run one statement; its output (in ``fmt`` unless it names a FORMAT) is spooled."""
+                settings: Mapping[str, str] | None = None, database: str | None = None,
+                shape: Callable[[bytes], bytes] | None = None) -> Result:
+        """Run one statement; its output in ``fmt`` (through ``shape`` if given) is spooled."""
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         stats = Stats()
         started = time.perf_counter_ns()
         try:
-            with self._context(settings or {}, database):
+            with self.applied(settings or {}, database):
                 streamable = fmt in _CONCATENABLE or fmt in _ARROW
                 if first_keyword(sql) in _STREAMED and streamable:
-                    self._stream_into(spool, sql, fmt, dict(params or {}), stats)
+                    self._stream_into(spool, sql, fmt, dict(params or {}), stats, shape)
                 else:
                     try:
                         result = self._conn.query(sql, fmt, params=dict(params or {}) or None)
                     except Exception as exc:
                         raise EngineError.from_engine(exc) from None
                     data = result.bytes()
-                    spool.write(data)
+                    spool.write(shape(data) if shape else data)
                     stats.written_rows = result.rows_written()
                     stats.written_bytes = result.bytes_written()
                     stats.read_rows = result.storage_rows_read()
@@ -207,7 +232,7 @@ class Engine:
         return Result(spool, size, stats)  # type: ignore[arg-type]
 
     def _stream_into(self, spool: IO[bytes], sql: str, fmt: str, params: dict[str, str],
-                     stats: Stats) -> None:
+                     stats: Stats, shape: Callable[[bytes], bytes] | None) -> None:
         arrow = _ArrowJoiner(spool, fmt) if fmt in _ARROW else None
         try:
             stream = self._conn.send_query(sql, "ArrowStream" if arrow else fmt,
@@ -217,7 +242,7 @@ class Engine:
                 if arrow is not None:
                     arrow.add(data)
                 else:
-                    spool.write(data)
+                    spool.write(shape(data) if shape else data)
                 stats.result_rows += chunk.rows_read()
                 stats.read_rows += chunk.storage_rows_read()
                 stats.read_bytes += chunk.storage_bytes_read()
@@ -234,13 +259,13 @@ class Engine:
         """Stream ``data`` (in input format ``fmt``) into ``statement`` (``INSERT INTO t …``)."""
         stats = Stats()
         started = time.perf_counter_ns()
-        with self._context(settings or {}, database):
+        with self.applied(settings or {}, database):
             try:
                 inserter = self._conn.send_insert(statement, fmt)
             except Exception as exc:
                 raise EngineError.from_engine(exc) from None
             try:
-                while chunk := data.read(1024 * 1024):
+                while chunk := data.read(INSERT_CHUNK):
                     inserter.append(chunk)
                 result = inserter.finish()
             except Exception as exc:
@@ -254,7 +279,64 @@ class Engine:
         stats.elapsed_ns = time.perf_counter_ns() - started
         return stats
 
+
+class Engine:
+    """The chdb engine of one data folder, handing out connections to it."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._root = chdb.connect(path)  # keeps the engine open between requests
+        self._root_lock = threading.Lock()
+        self.version = self._scalar("SELECT version()")
+        self.timezone = self._scalar("SELECT timezone()")
+        self.revision = int(self._scalar("SELECT revision()"))
+        self.display_name = self._scalar("SELECT displayName()")
+        """What ``displayName()`` answers, sent as ``X-ClickHouse-Server-Display-Name``."""
+
+    def _scalar(self, sql: str) -> str:
+        with self._root_lock:
+            return str(self._root.query(sql, "TabSeparated").bytes().decode().strip())
+
+    def connect(self) -> Connection:
+        """A new connection of its own (a fresh session: default settings and database)."""
+        try:
+            return Connection(chdb.connect(self._path))
+        except Exception as exc:
+            raise EngineError.from_engine(exc) from None
+
+    @contextmanager
+    def connection(self, session: Connection | None = None) -> Iterator[Connection]:
+        """``session`` when given, else a connection for this statement alone."""
+        if session is not None:
+            yield session
+            return
+        conn = self.connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        """Close the engine's own connection (the engine shuts down with the last one)."""
+        with self._root_lock:
+            self._root.close()
+
+    def execute(self, sql: str, fmt: str, params: Mapping[str, str] | None = None,
+                settings: Mapping[str, str] | None = None, database: str | None = None,
+                session: Connection | None = None,
+                shape: Callable[[bytes], bytes] | None = None) -> Result:
+        """Run one statement on ``session`` or a connection of its own (``Connection.execute``)."""
+        with self.connection(session) as conn:
+            return conn.execute(sql, fmt, params, settings, database, shape)
+
+    def insert(self, statement: str, fmt: str, data: Readable,
+               settings: Mapping[str, str] | None = None, database: str | None = None,
+               session: Connection | None = None) -> Stats:
+        """Stream ``data`` into ``statement`` (``Connection.insert``)."""
+        with self.connection(session) as conn:
+            return conn.insert(statement, fmt, data, settings, database)
+
     def check_settings(self, settings: Mapping[str, str]) -> None:
         """Raise ClickHouse's error when a setting is unknown or its value invalid."""
-        with self._context(settings, None):
+        with self.connection() as conn, conn.applied(settings, None):
             pass

@@ -7,8 +7,16 @@ compressed responses (``enable_http_compression=1`` + ``Accept-Encoding``); ``da
 ``default_format``, ``query_id``, ``session_id``, ``param_<name>`` and any other parameter as
 a setting; errors as ClickHouse sends them. GET is read-only, as in ClickHouse.
 
-Sessions keep their ``SET`` settings and ``USE`` database between requests; temporary tables
-are shared by all clients, since one chdb connection serves everyone.
+ClickHouse's request headers as it reads them: ``X-ClickHouse-Format`` over ``default_format``
+and ``X-ClickHouse-Database`` over ``database`` (the query's own ``FORMAT`` clause over both),
+``X-ClickHouse-User`` / ``X-ClickHouse-Key``; ``X-ClickHouse-Quota`` is ignored. Native block
+compression (``decompress=1`` bodies, ``compress=1`` responses; ``blocks``) and Native output
+shaped by ``client_protocol_version`` (``native``) serve the JDBC and Go drivers.
+
+Sessions have a connection of their own, so ``SET`` settings, the ``USE`` database and
+temporary tables last between their requests; one request at a time per session (a second
+gets SESSION_IS_LOCKED). Request bodies are decompressed in a worker thread, never on the
+event loop.
 """
 
 from __future__ import annotations
@@ -17,24 +25,33 @@ import base64
 import hmac
 import json
 import logging
+import queue
 import re
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import IO
 
+import anyio
 from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from etar.native.clickhouse import codecs
-from etar.native.clickhouse.engine import SPOOL_BYTES, Engine, EngineError, first_keyword
+from etar.native.clickhouse import blocks, codecs, native
+from etar.native.clickhouse.engine import (
+    Connection,
+    Engine,
+    EngineError,
+    Result,
+    Stats,
+    first_keyword,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +61,19 @@ TRANSPORT_PARAMS = frozenset({
     "enable_http_compression", "http_zlib_compression_level", "wait_end_of_query",
     "send_progress_in_http_headers", "http_headers_progress_interval_ms", "buffer_size",
     "http_response_buffer_size", "cancel_http_readonly_queries_on_client_close",
-    "add_http_cors_header", "readonly", "client_protocol_version", "role",
+    "add_http_cors_header", "readonly", "client_protocol_version", "role", "close_session",
 })
+_BODY_BATCH = 1024 * 1024
+"""Received bytes handed to the decompressing thread at a time."""
+BODY_SPOOL_BYTES = 256 * 1024 * 1024
+"""Request bodies up to this stay in memory (an insert batch of a few hundred MB is common)."""
 _READ_ONLY = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "(",
                         "SET", "USE"})
 _INSERT = re.compile(rb"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)[ \t]*(\r?\n)?", re.S | re.I)
 _FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.I)
 _SET = re.compile(r"^\s*SET\s+(.*?)\s*;?\s*$", re.S | re.I)
 _USE = re.compile(r"^\s*USE\s+`?([\w.]+)`?\s*;?\s*$", re.I)
-_STATUS = {194: 401, 516: 403, 192: 403, 193: 403, 164: 403, 373: 423,
+_STATUS = {40: 400, 89: 400, 271: 400, 194: 401, 516: 403, 192: 403, 193: 403, 164: 403, 373: 423,
            60: 404, 81: 404, 16: 404, 47: 404, 73: 400, 62: 400, 36: 400, 27: 400, 115: 400,
            456: 400, 457: 400, 26: 400, 6: 400, 38: 400, 41: 400, 53: 400, 70: 400, 33: 400}
 _CONTENT_TYPES = (("TabSeparated", "text/tab-separated-values; charset=UTF-8"),
@@ -71,11 +92,22 @@ class Credentials:
 
 @dataclass
 class _Session:
-    settings: dict[str, str] = field(default_factory=dict)
-    database: str | None = None
     timeout: float = 60.0
     last_used: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held by the one request the session serves at a time."""
+    connection: Connection | None = None
+    """Opened by its first statement (in a worker thread); closed when the session expires."""
+
+    def open(self, engine: Engine) -> Connection:
+        if self.connection is None:
+            self.connection = engine.connect()
+        return self.connection
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
 
 
 class _Sessions:
@@ -86,8 +118,10 @@ class _Sessions:
     def get(self, session_id: str, timeout: float, check: bool) -> _Session:
         now = time.monotonic()
         with self._guard:
-            for key in [k for k, s in self._items.items() if now - s.last_used > s.timeout]:
-                del self._items[key]
+            for key, old in list(self._items.items()):
+                if now - old.last_used > old.timeout and old.lock.acquire(blocking=False):
+                    del self._items[key]
+                    old.close()
             if session_id not in self._items:
                 if check:
                     raise EngineError(372, f"Code: 372. DB::Exception: Session {session_id} "
@@ -97,14 +131,40 @@ class _Sessions:
             session.last_used = now
             return session
 
+    def close_all(self) -> None:
+        with self._guard:
+            for session in self._items.values():
+                session.close()
+            self._items.clear()
 
-def _error_response(error: EngineError, engine: Engine, query_id: str) -> Response:
+
+def _error_response(error: EngineError, engine: Engine, query_id: str,
+                    method: int | None = None) -> Response:
+    """ClickHouse's error: the text, in native blocks when the request asked ``compress=1``."""
     text = error.message
     if "(version " not in text:
         text = f"{text} (version {engine.version})"
-    return PlainTextResponse(f"{text}\n", status_code=_STATUS.get(error.code, 500), headers={
+    body = f"{text}\n".encode()
+    if method is not None:
+        body = blocks.compress_block(body, method)
+    return Response(body, status_code=_STATUS.get(error.code, 500), headers={
         "X-ClickHouse-Exception-Code": str(error.code), "X-ClickHouse-Query-Id": query_id,
-        "X-ClickHouse-Timezone": engine.timezone})
+        "X-ClickHouse-Timezone": engine.timezone,
+        "X-ClickHouse-Server-Display-Name": engine.display_name},
+        media_type="text/plain; charset=UTF-8")
+
+
+def _block_error(error: blocks.BlockError) -> EngineError:
+    return EngineError(error.code, f"Code: {error.code}. DB::Exception: {error}. ({error.name})")
+
+
+def _block_method(settings: dict[str, str]) -> int:
+    """The method of ``compress=1`` responses: ``network_compression_method``, LZ4 by default."""
+    name = settings.get("network_compression_method", "lz4").strip().lower()
+    if name not in blocks.METHODS:
+        raise EngineError(89, f"Code: 89. DB::Exception: Unknown compression method: {name}. "
+                              "(UNKNOWN_COMPRESSION_METHOD)")
+    return blocks.METHODS[name]
 
 
 def _content_type(fmt: str) -> str:
@@ -132,23 +192,76 @@ def _authenticate(request: Request, credentials: Credentials) -> None:
                               "(AUTHENTICATION_FAILED)")
 
 
-async def _read_body(request: Request) -> IO[bytes]:
-    """The request body, decompressed per ``Content-Encoding``, spooled and rewound."""
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+async def _read_body(request: Request, native_blocks: bool = False, verify: bool = True
+                     ) -> IO[bytes]:
+    """The request body, decompressed per ``Content-Encoding`` and then (``decompress=1``) from
+    native blocks, spooled and rewound.
+
+    Decompression runs in a worker thread fed batches of what arrives, so the event loop only
+    receives; a bad block ends the request before anything reached the engine.
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=BODY_SPOOL_BYTES)  # noqa: SIM115
     encoding = request.headers.get("content-encoding")
     try:
-        decoder = codecs.decoder(encoding) if encoding else None
+        decoders: list[codecs.Decoder] = [codecs.decoder(encoding)] if encoding else []
     except ValueError as exc:
-        raise EngineError(
-            36, f"Code: 36. DB::Exception: {exc}. (BAD_ARGUMENTS)") from None
-    try:
-        async for chunk in request.stream():
-            spool.write(decoder.decompress(chunk) if decoder else chunk)
-    except (OSError, ValueError, RuntimeError) as exc:
         spool.close()
         raise EngineError(
-            354, f"Code: 354. DB::Exception: Cannot decompress the body ({encoding}): {exc}. "
-            "(CANNOT_DECOMPRESS)") from None
+            36, f"Code: 36. DB::Exception: {exc}. (BAD_ARGUMENTS)") from None
+    block_decoder = blocks.BlockDecoder(verify) if native_blocks else None
+    if block_decoder is not None:
+        decoders.append(block_decoder)
+    try:
+        if not decoders:
+            async for chunk in request.stream():
+                spool.write(chunk)
+        else:
+            pieces: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+            failure: list[EngineError] = []
+
+            def decode() -> None:
+                while (piece := pieces.get()) is not None:
+                    if failure:
+                        continue  # drain what still arrives
+                    try:
+                        for decoder in decoders:
+                            piece = decoder.decompress(piece)
+                        spool.write(piece)
+                    except blocks.BlockError as exc:
+                        failure.append(_block_error(exc))
+                    except Exception as exc:  # any codec's failure is the body's
+                        failure.append(EngineError(
+                            354, f"Code: 354. DB::Exception: Cannot decompress the body "
+                            f"({encoding}): {exc}. (CANNOT_DECOMPRESS)"))
+                if not failure and block_decoder is not None:
+                    try:
+                        block_decoder.finish()
+                    except blocks.BlockError as exc:
+                        failure.append(_block_error(exc))
+
+            async def feed() -> None:
+                batch: list[bytes] = []
+                size = 0
+                try:
+                    async for chunk in request.stream():
+                        batch.append(chunk)
+                        size += len(chunk)
+                        if size >= _BODY_BATCH:
+                            pieces.put(b"".join(batch))
+                            batch, size = [], 0
+                    if batch:
+                        pieces.put(b"".join(batch))
+                finally:
+                    pieces.put(None)
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(feed)
+                await to_thread.run_sync(decode)
+            if failure:
+                raise failure[0]
+    except BaseException:
+        spool.close()
+        raise
     spool.seek(0)
     return spool  # type: ignore[return-value]
 
@@ -166,15 +279,38 @@ class _Prefixed:
         return self._tail.read(size)
 
 
-def _stream(body: IO[bytes], encoding: str | None) -> Iterator[bytes]:
+def _stream(body: IO[bytes], encoding: str | None, method: int | None) -> Iterator[bytes]:
+    """The spooled result, in native blocks (``method``) and/or HTTP-compressed."""
+    packer = blocks.BlockEncoder(method) if method is not None else None
     encoder = codecs.encoder(encoding) if encoding else None
     try:
         while chunk := body.read(256 * 1024):
-            yield encoder.compress(chunk) if encoder else chunk
+            if packer:
+                chunk = packer.compress(chunk)
+            if encoder and chunk:
+                chunk = encoder.compress(chunk)
+            if chunk:
+                yield chunk
+        tail = packer.flush() if packer else b""
         if encoder:
-            yield encoder.flush()
+            tail = (encoder.compress(tail) if tail else b"") + encoder.flush()
+        if tail:
+            yield tail
     finally:
         body.close()
+
+
+def _shaper(fmt: str, revision: int) -> native.Shaper | None:
+    return native.Shaper(revision) if fmt == "Native" and revision > 0 else None
+
+
+def _shaped(shaper: native.Shaper) -> Callable[[bytes], bytes]:
+    def shape(data: bytes) -> bytes:
+        try:
+            return shaper(data)
+        except native.Unsupported as exc:
+            raise EngineError(48, f"Code: 48. DB::Exception: {exc}. (NOT_IMPLEMENTED)") from None
+    return shape
 
 
 def create_app(path: str, credentials: Credentials) -> Starlette:
@@ -189,6 +325,7 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         try:
             yield
         finally:
+            sessions.close_all()
             state.pop("engine").close()
             log.info("engine closed")
 
@@ -200,17 +337,21 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         params = request.query_params
         query_id = params.get("query_id") or str(uuid.uuid4())
         session: _Session | None = None
-        body: IO[bytes] | None = None
+        locked = False
+        method: int | None = None
         try:
             _authenticate(request, credentials)
-            if params.get("compress") == "1" or params.get("decompress") == "1":
-                raise EngineError(48, "Code: 48. DB::Exception: ClickHouse's native block "
-                                      "compression (compress/decompress=1) is not served here; "
-                                      "use HTTP compression. (NOT_IMPLEMENTED)")
             settings = {k: v for k, v in params.items()
                         if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
+            if params.get("compress") == "1":
+                method = blocks.LZ4  # errors about the method itself come compressed too
+                method = _block_method(settings)
             bind = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
-            database = params.get("database")
+            # ClickHouse's precedence: a header over its URL parameter
+            database = request.headers.get("x-clickhouse-database") or params.get("database")
+            default_format = (request.headers.get("x-clickhouse-format")
+                              or params.get("default_format") or "TabSeparated")
+            revision = int(params.get("client_protocol_version") or 0)
             if params.get("session_id"):
                 session = sessions.get(params["session_id"],
                                        float(params.get("session_timeout", 60)),
@@ -219,27 +360,34 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
                     raise EngineError(373, f"Code: 373. DB::Exception: Session "
                                           f"{params['session_id']} is locked by a concurrent "
                                           "client. (SESSION_IS_LOCKED)")
-                settings = {**session.settings, **settings}
-                database = database or session.database
-            body = await _read_body(request)
-            response = await _run(engine, request, params.get("query", ""), body, settings,
-                                  bind, database, session)
-        except EngineError as error:
-            if body is not None:
+                locked = True
+            verify = settings.get(
+                "http_native_compression_disable_checksumming_on_decompress", "0") in ("0", "false")
+            body = await _read_body(request, params.get("decompress") == "1", verify)
+            try:
+                response = await _run(engine, request, params.get("query", ""), body, settings,
+                                      bind, database, default_format, revision, method, session)
+            finally:
                 body.close()
-            return _error_response(error, engine, query_id)
+        except EngineError as error:
+            return _error_response(error, engine, query_id, method)
+        except ValueError as error:  # a malformed number in a transport parameter
+            return _error_response(EngineError(
+                27, f"Code: 27. DB::Exception: {error}. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"),
+                engine, query_id, method)
         finally:
-            if session is not None and session.lock.locked():
+            if locked and session is not None:
                 session.lock.release()
         response.headers["X-ClickHouse-Query-Id"] = query_id
         response.headers["X-ClickHouse-Timezone"] = engine.timezone
-        response.headers["X-ClickHouse-Server-Display-Name"] = "etar-chdb"
+        response.headers["X-ClickHouse-Server-Display-Name"] = engine.display_name
         if params.get("session_id"):
             response.headers["X-ClickHouse-Session-Id"] = params["session_id"]
         return response
 
     async def _run(engine: Engine, request: Request, url_query: str, body: IO[bytes],
                    settings: dict[str, str], bind: dict[str, str], database: str | None,
+                   default_format: str, revision: int, method: int | None,
                    session: _Session | None) -> Response:
         head = url_query.encode() if url_query else body.read(64 * 1024)
         insert = _INSERT.match(head)
@@ -248,12 +396,14 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
             data = _Prefixed(inline, body)
             statement, fmt = insert.group(1).decode(), insert.group(2).decode()
             _check_method(request, statement)
-            stats = await to_thread.run_sync(engine.insert, statement, fmt, data, settings,
-                                             database)
-            body.close()
+
+            def run_insert() -> Stats:
+                conn = session.open(engine) if session else None
+                return engine.insert(statement, fmt, data, settings, database, conn)
+
+            stats = await to_thread.run_sync(run_insert)
             return Response(b"", headers={"X-ClickHouse-Summary": json.dumps(stats.summary())})
         rest = body.read()
-        body.close()
         if url_query:
             sql = url_query + ("\n" + rest.decode() if rest.strip() else "")
         else:
@@ -264,10 +414,20 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         if await to_thread.run_sync(_remember, engine, session, sql):
             return Response(b"")
         named = _FORMAT.search(sql)
-        fmt = request.query_params.get("default_format", "TabSeparated")
+        fmt = default_format
         if named:  # the engine gets the format apart, so it can stream it block by block
             sql, fmt = sql[:named.start()], named.group(1)
-        result = await to_thread.run_sync(engine.execute, sql, fmt, bind, settings, database)
+        shaper = _shaper(fmt, revision)
+
+        def run_query() -> Result:
+            conn = session.open(engine) if session else None
+            result = engine.execute(sql, fmt, bind, settings, database, conn,
+                                    _shaped(shaper) if shaper else None)
+            if shaper is not None:
+                shaper.finish()
+            return result
+
+        result = await to_thread.run_sync(run_query)
         encoding = None
         if request.query_params.get("enable_http_compression") == "1":
             encoding = codecs.negotiate(request.headers.get("accept-encoding", ""))
@@ -275,8 +435,8 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
                    "X-ClickHouse-Summary": json.dumps(result.stats.summary())}
         if encoding:
             headers["Content-Encoding"] = encoding
-        return StreamingResponse(_stream(result.body, encoding), media_type=_content_type(fmt),
-                                 headers=headers)
+        return StreamingResponse(_stream(result.body, encoding, method),
+                                 media_type=_content_type(fmt), headers=headers)
 
     return Starlette(routes=[
         Route("/", query, methods=["GET", "POST"]),
@@ -293,10 +453,9 @@ def _check_method(request: Request, sql: str) -> None:
 
 
 def _remember(engine: Engine, session: _Session | None, sql: str) -> bool:
-    """Validate a ``SET`` / ``USE`` and keep it for the session's later requests.
+    """Validate a ``SET`` / ``USE`` and keep it on the session's connection.
 
-    True when ``sql`` was one. Without a session it has no lasting effect, as in ClickHouse:
-    it must never reach the engine, whose one connection serves every client.
+    True when ``sql`` was one. Without a session it has no lasting effect, as in ClickHouse.
     """
     use = _USE.match(sql)
     if use:
@@ -305,7 +464,7 @@ def _remember(engine: Engine, session: _Session | None, sql: str) -> bool:
             raise EngineError(81, f"Code: 81. DB::Exception: Database {use.group(1)} does "
                                   "not exist. (UNKNOWN_DATABASE)")
         if session is not None:
-            session.database = use.group(1)
+            session.open(engine).use(use.group(1))
         return True
     match = _SET.match(sql)
     if not match or first_keyword(sql) != "SET":
@@ -317,7 +476,8 @@ def _remember(engine: Engine, session: _Session | None, sql: str) -> bool:
         if len(value) >= 2 and value[0] == value[-1] == "'":
             value = value[1:-1].replace("\\'", "'").replace("\\\\", "\\")
         assignments[name.strip().strip("`")] = value
-    engine.check_settings(assignments)
     if session is not None:
-        session.settings.update(assignments)
+        session.open(engine).keep(assignments)
+    else:
+        engine.check_settings(assignments)
     return True

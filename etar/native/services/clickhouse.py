@@ -19,6 +19,13 @@ def ready(settings: Settings) -> bool:
     return httpx.get(f"{url(settings)}/ping", timeout=2).text == "Ok.\n"
 
 
+def install(settings: Settings) -> None:
+    """Build the JDBC and Go driver checks ahead, so their tests download nothing."""
+    from etar.native.clickhouse import drivers
+
+    drivers.install(settings)
+
+
 def service(settings: Settings) -> Service:
     """The endpoint as a supervised service; the table is applied once it is ready."""
     from etar import warehouse

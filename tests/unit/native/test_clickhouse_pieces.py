@@ -1,12 +1,20 @@
-"""Pure pieces of the ClickHouse HTTP endpoint: statement parsing and body codecs."""
+"""Pure pieces of the ClickHouse HTTP endpoint: statement parsing, body codecs, native block
+compression, Native reshaping, and where request bodies are decompressed."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
+import threading
+import zlib
 
+import anyio
 import pytest
+from clickhouse_cityhash.cityhash import CityHash128
+from starlette.requests import Request
 
-from etar.native.clickhouse import codecs
+from etar.native.clickhouse import blocks, codecs, native, server
 from etar.native.clickhouse.engine import EngineError, first_keyword
 from etar.native.clickhouse.server import _FORMAT, _INSERT
 
@@ -56,3 +64,88 @@ def test_codecs_round_trip_in_pieces(encoding: str) -> None:
 def test_negotiate_takes_the_clients_first_known_encoding() -> None:
     assert codecs.negotiate("identity, zstd;q=0.9, gzip") == "zstd"
     assert codecs.negotiate("identity") is None
+
+
+def test_native_blocks_round_trip_in_pieces_and_checksums() -> None:
+    data = os.urandom(3_000) + b"abc" * 500_000
+    for method in (blocks.LZ4, blocks.ZSTD, blocks.NONE):
+        encoder = blocks.BlockEncoder(method, block_size=100_000)
+        stream = encoder.compress(data) + encoder.flush()
+        decoder = blocks.BlockDecoder()
+        out = b"".join(decoder.decompress(stream[i:i + 7_777])
+                       for i in range(0, len(stream), 7_777))
+        decoder.finish()
+        assert out == data
+
+
+def test_native_blocks_reject_a_wrong_checksum_and_a_cut_stream() -> None:
+    block = bytearray(blocks.compress_block(b"payload" * 100))
+    block[5] ^= 1
+    with pytest.raises(blocks.BlockError) as wrong:
+        blocks.BlockDecoder().decompress(bytes(block))
+    assert wrong.value.code == 40 and wrong.value.name == "CHECKSUM_DOESNT_MATCH"
+    assert blocks.BlockDecoder(verify=False).decompress(bytes(block)) == b"payload" * 100
+    cut = blocks.BlockDecoder()
+    assert cut.decompress(blocks.compress_block(b"x" * 100)[:-1]) == b""
+    with pytest.raises(blocks.BlockError) as short:
+        cut.finish()
+    assert short.value.code == 33
+
+
+def test_checksum_is_low_half_first() -> None:
+    value = int(CityHash128(b"abc"))
+    assert blocks.checksum(b"abc") == struct.pack("<QQ", value >> 64, value & (2**64 - 1))
+
+
+REVISION_0 = (b"\x02\x02"  # 2 columns, 2 rows
+              b"\x01a\x05UInt8" b"\x01\x02"
+              b"\x01b\x16LowCardinality(String)" + struct.pack("<QQQ", 1, 0x600, 2)
+              + b"\x00\x01z" + struct.pack("<Q", 2) + b"\x01\x00")
+
+
+def test_native_shaper_adds_block_info_and_serialization_kinds_across_chunks() -> None:
+    shaper = native.Shaper(54460)
+    stream = REVISION_0 * 2
+    out = b"".join(shaper(stream[i:i + 5]) for i in range(0, len(stream), 5))
+    shaper.finish()
+    block = (b"\x01\x00\x02\xff\xff\xff\xff\x00" b"\x02\x02" b"\x01a\x05UInt8\x00\x01\x02"
+             b"\x01b\x16LowCardinality(String)\x00" + REVISION_0[REVISION_0.index(b")") + 1:])
+    assert out == block * 2
+    assert native.Shaper(51903)(REVISION_0) == b"\x01\x00\x02\xff\xff\xff\xff\x00" + REVISION_0
+
+
+def test_native_shaper_refuses_types_it_cannot_walk() -> None:
+    with pytest.raises(native.Unsupported):
+        native.Shaper(54460)(b"\x01\x01\x01j\x04JSON\x00")
+
+
+def test_request_bodies_are_decompressed_off_the_event_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[int] = []
+
+    class Recording:
+        def __init__(self) -> None:
+            self._inner = zlib.decompressobj(wbits=31)
+
+        def decompress(self, data: bytes) -> bytes:
+            threads.append(threading.get_ident())
+            return self._inner.decompress(data)
+
+    monkeypatch.setattr(codecs, "decoder", lambda encoding: Recording())
+    payload = b"1,row\n" * 200_000
+    body = gzip.compress(payload)
+    chunks = [body[i:i + 65_536] for i in range(0, len(body), 65_536)]
+
+    async def receive() -> dict[str, object]:
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    async def read() -> tuple[bytes, int]:
+        request = Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
+                           "headers": [(b"content-encoding", b"gzip")]}, receive)
+        spool = await server._read_body(request)
+        return spool.read(), threading.get_ident()
+
+    data, loop_thread = anyio.run(read)
+    assert data == payload
+    assert threads and loop_thread not in threads
