@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,11 +36,63 @@ def _setup_logging(quiet: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # A client's retries (minio's urllib3) are not news: the final error is printed once.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def _error(message: str) -> None:
+    """``error: …`` on stderr, one line however long (no wrapping, no markup in the text)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
 
 
 def _fail(exc: EtarError) -> NoReturn:
-    console.print(f"[bold red]error:[/] {exc}")
+    _error(str(exc))
     raise typer.Exit(1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
+def describe(exc: Exception) -> str:
+    """One line saying which service or input failed, for an exception etar did not raise
+    itself (a client library's: ClickHouse, S3, Kafka, HTTP, JSON…)."""
+    settings = get_settings()
+    module = type(exc).__module__.split(".")[0]
+    where = {
+        "clickhouse_connect": f"ClickHouse at {settings.clickhouse_host}:"
+                              f"{settings.clickhouse_port}",
+        "minio": f"S3 at {settings.s3_endpoint}",
+        "urllib3": f"S3 at {settings.s3_endpoint}",
+        "confluent_kafka": f"Kafka at {settings.kafka_bootstrap_servers}",
+        "httpx": "an HTTP service",
+        "pyspark": f"Spark ({settings.spark_mode} mode)",
+        "grpc": f"Spark Connect at {settings.spark_connect_url}",
+    }.get(module)
+    if isinstance(exc, json.JSONDecodeError):
+        return f"a document is not valid JSON ({exc})"
+    if where is not None:
+        return f"{where} failed: {_first_line(exc)}"
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {_first_line(exc)}"
+    return (f"unexpected {type(exc).__name__}: {_first_line(exc)} "
+            "(set ETAR_DEBUG=1 for the traceback)")
+
+
+def run() -> None:
+    """The ``etar`` entry point: the CLI, where an unexpected exception is one line on stderr
+    and exit code 1, never a traceback (``ETAR_DEBUG=1`` shows it)."""
+    import os
+
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("ETAR_DEBUG"):
+            raise
+        message = str(exc) if isinstance(exc, EtarError) else describe(exc)
+        _error(message)
+        sys.exit(1)
 
 
 def _stack() -> Stack:

@@ -69,7 +69,8 @@ def _server_gone(exc: BaseException) -> bool:
     if callable(code) and str(code()) == "StatusCode.UNAVAILABLE":
         return True
     return any(mark in text for mark in ("UNAVAILABLE", "failed to connect", "Connection refused",
-                                         "SESSION_NOT_FOUND", "Socket closed"))
+                                         "SESSION_NOT_FOUND", "NO_ACTIVE_SESSION",
+                                         "Socket closed", "Connection reset"))
 
 
 def analyze_minute(minute: Minute, settings: Settings | None = None) -> JobRun:
@@ -78,7 +79,7 @@ def analyze_minute(minute: Minute, settings: Settings | None = None) -> JobRun:
     Fails like the job: AnalysisFailed (code 2: no such object, 3: unreadable Parquet, 5: bad
     data, 1: internal); ServiceUnavailable when the server cannot be reached or went away.
     """
-    from pyspark.errors.exceptions.connect import AnalysisException, SparkConnectGrpcException
+    from pyspark.errors.exceptions.connect import AnalysisException, SparkConnectException
     from pyspark.sql import SparkSession
     from pyspark.sql.connect.client.retries import DefaultPolicy
 
@@ -89,7 +90,7 @@ def analyze_minute(minute: Minute, settings: Settings | None = None) -> JobRun:
     try:
         spark = SparkSession.builder.remote(settings.spark_connect_url).create()
         spark.client.set_retry_policies([DefaultPolicy(**RETRY_POLICY)])  # type: ignore[arg-type]
-    except SparkConnectGrpcException as exc:
+    except SparkConnectException as exc:
         raise ServiceUnavailable(f"Spark Connect at {settings.spark_connect_url} is "
                                  f"unreachable ({exc})") from exc
     session_s = time.perf_counter() - started
@@ -107,7 +108,7 @@ def analyze_minute(minute: Minute, settings: Settings | None = None) -> JobRun:
             raise AnalysisFailed(EXIT_BAD_DATA, f"{source} is not a minute of events: "
                                                 + "; ".join(problems))
         report = finish(aggregate(events, minute), source)
-    except (SparkConnectGrpcException, _grpc_error()) as exc:
+    except (SparkConnectException, _grpc_error()) as exc:
         if _server_gone(exc):
             raise ServiceUnavailable(f"Spark Connect at {settings.spark_connect_url} went away "
                                      f"during the analysis ({_first(exc)})") from exc

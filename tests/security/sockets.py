@@ -28,10 +28,8 @@ class Listener:
 def _address(hex_address: str) -> tuple[str, int]:
     host, port = hex_address.split(":")
     raw = bytes.fromhex(host)
-    if len(raw) == 4:
-        packed = raw[::-1]
-    else:  # IPv6: four 32-bit words, each in host (little-endian) order
-        packed = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    # IPv4: one little-endian word; IPv6: four 32-bit words, each in host (little-endian) order
+    packed = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
     address = ipaddress.ip_address(packed)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
