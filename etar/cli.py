@@ -50,36 +50,6 @@ def _fail(exc: EtarError) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:500] if text else type(exc).__name__
-
-
-def describe(exc: Exception) -> str:
-    """One line saying which service or input failed, for an exception etar did not raise
-    itself (a client library's: ClickHouse, S3, Kafka, HTTP, JSON…)."""
-    settings = get_settings()
-    module = type(exc).__module__.split(".")[0]
-    where = {
-        "clickhouse_connect": f"ClickHouse at {settings.clickhouse_host}:"
-                              f"{settings.clickhouse_port}",
-        "minio": f"S3 at {settings.s3_endpoint}",
-        "urllib3": f"S3 at {settings.s3_endpoint}",
-        "confluent_kafka": f"Kafka at {settings.kafka_bootstrap_servers}",
-        "httpx": "an HTTP service",
-        "pyspark": f"Spark ({settings.spark_mode} mode)",
-        "grpc": f"Spark Connect at {settings.spark_connect_url}",
-    }.get(module)
-    if isinstance(exc, json.JSONDecodeError):
-        return f"a document is not valid JSON ({exc})"
-    if where is not None:
-        return f"{where} failed: {_first_line(exc)}"
-    if isinstance(exc, OSError):
-        return f"{type(exc).__name__}: {_first_line(exc)}"
-    return (f"unexpected {type(exc).__name__}: {_first_line(exc)} "
-            "(set ETAR_DEBUG=1 for the traceback)")
-
-
 def run() -> None:
     """The ``etar`` entry point: the CLI, where an unexpected exception is one line on stderr
     and exit code 1, never a traceback (``ETAR_DEBUG=1`` shows it)."""
@@ -90,8 +60,9 @@ def run() -> None:
     except Exception as exc:
         if os.environ.get("ETAR_DEBUG"):
             raise
-        message = str(exc) if isinstance(exc, EtarError) else describe(exc)
-        _error(message)
+        from etar.failures import describe
+
+        _error(describe(exc))
         sys.exit(1)
 
 

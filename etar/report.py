@@ -105,6 +105,10 @@ class MinuteReport(BaseModel):
 class ReportRejected(EtarError):
     """The dashboard API refused the report."""
 
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"dashboard API answered {status_code}: {message}")
+        self.status_code = status_code
+
 
 def post_report(report: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
     """POST one report (bearer token from settings); the API's answer."""
@@ -117,7 +121,7 @@ def post_report(report: dict[str, Any], settings: Settings | None = None) -> dic
         raise ServiceUnavailable(f"dashboard API at {settings.dashboard_api_url} is "
                                  f"unreachable ({exc})") from exc
     if response.status_code >= 400:
-        raise ReportRejected(f"dashboard API answered {response.status_code}: {response.text}")
+        raise ReportRejected(response.status_code, response.text[:1000])
     answer: dict[str, Any] = response.json()
     return answer
 
