@@ -99,6 +99,13 @@ class MinuteReport(BaseModel):
         if (events, errors) != (self.total_events, self.total_errors):
             raise ValueError(f"totals ({self.total_events} events, {self.total_errors} errors) "
                              f"differ from by_event_type ({events}, {errors})")
+        expected_rate = errors / events if events else 0.0
+        if "error_rate" in self.model_fields_set and abs(self.error_rate - expected_rate) > 1e-4:
+            raise ValueError(f"error_rate {self.error_rate} is not total_errors / total_events "
+                             f"({expected_rate:.6f})")
+        if self.unique_users > self.total_events:
+            raise ValueError(f"unique_users ({self.unique_users}) exceeds total_events "
+                             f"({self.total_events})")
         return self
 
 
