@@ -190,3 +190,12 @@ def assert_reconciled(row: FaultRow) -> None:
     assert row.ok, (f"{row.fault}: produced {row.produced}, ClickHouse {row.in_clickhouse}, "
                     f"report {row.in_report}, lost {row.lost}, doubled {row.doubled}, "
                     f"dead letters {row.dead_letters}; {row.note}")
+
+
+def ingested_minute(settings: Settings, count: int, seed: int) -> Minute:
+    """A minute of the test's own holding ``count`` produced (seeded) events in ClickHouse."""
+    minute = own_minute()
+    assert stored(settings, minute) == (0, 0), f"minute {minute} is not unused"
+    produce(settings, count, minute, seed)
+    wait_until(lambda: stored(settings, minute)[0] == count, 90, f"{count} events of {minute}")
+    return minute

@@ -18,28 +18,19 @@ from tests.faults.harness import (
     FaultRow,
     assert_reconciled,
     dead_letter_offsets,
+    ingested_minute,
     kill,
-    own_minute,
     reconcile,
-    stored,
     wait_restarted,
     wait_until,
 )
-from tests.integration.lanes import env_for, produce
+from tests.integration.lanes import env_for
 from tests.security.sockets import connected_to, descendants
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 RUN_TIMEOUT = 150.0
 """A minute's run that lost a service must end (fail) within this long, never hang."""
-
-
-def _ingested_minute(settings: Settings, count: int, seed: int) -> Minute:
-    minute = own_minute()
-    assert stored(settings, minute) == (0, 0), f"minute {minute} is not unused"
-    produce(settings, count, minute, seed)
-    wait_until(lambda: stored(settings, minute)[0] == count, 90, f"{count} events of {minute}")
-    return minute
 
 
 def _run_minute(settings: Settings, minute: Minute,
@@ -54,7 +45,9 @@ def _finish(run: subprocess.Popen[str]) -> tuple[int, str]:
     out, err = run.communicate(timeout=RUN_TIMEOUT)
     assert "Traceback" not in err, err[-3000:]
     assert time.monotonic() - started < RUN_TIMEOUT
-    return run.returncode, (out + err).strip().splitlines()[-1] if (out + err).strip() else ""
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    lines = errors or out.strip().splitlines() or [""]
+    return run.returncode, lines[-1]
 
 
 def _rerun(settings: Settings, minute: Minute) -> int:
@@ -65,7 +58,7 @@ def _rerun(settings: Settings, minute: Minute) -> int:
 
 def _kill_during_run(settings: Settings, row: FaultRow, service: str, port: int,
                      count: int, seed: int, extra_env: dict[str, str] | None = None) -> None:
-    minute = _ingested_minute(settings, count, seed)
+    minute = ingested_minute(settings, count, seed)
     dlq = dead_letter_offsets(settings)
     run = _run_minute(settings, minute, extra_env)
     wait_until(lambda: connected_to(run.pid, port) or run.poll() is not None, 120,
@@ -101,7 +94,7 @@ def test_spark_submit_killed_during_analysis(stack_settings: Settings, fault_row
                                              scale: tuple[int, float]) -> None:
     """The submit mode: the job's JVM (a child of the run) dies; the run says so, exit 1."""
     settings = stack_settings
-    minute = _ingested_minute(settings, scale[0], seed=1303)
+    minute = ingested_minute(settings, scale[0], seed=1303)
     dlq = dead_letter_offsets(settings)
     run = _run_minute(settings, minute, {"ETAR_SPARK_MODE": "submit"})
 
