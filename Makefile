@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install up down test unit lint bench clean
+.PHONY: install up down test unit lint bench clean chaos
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -36,6 +36,10 @@ unit: install
 
 test: lint
 	$(RUN) etar stack exec -- pytest
+
+# The fault suite's longer variants (more events per fault); its table: test-artifacts/faults.md
+chaos: install
+	ETAR_CHAOS=1 $(RUN) etar stack exec -- pytest tests/faults tests/security
 
 bench: install
 	$(RUN) python benchmarks/producer.py

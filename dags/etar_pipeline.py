@@ -12,7 +12,11 @@ Every minute, the minute of the run's **data interval** (UTC) goes through the b
    (`submit`, the compose stack's Spark cluster).
 4. `report` — that JSON posted to the dashboard API.
 5. `late_events` — recently reported minutes whose events grew since (rows that arrived
-   after their minute ran); logged with how to count them: clear that minute's run.
+   after their minute ran) are re-run (extract → analyze → report), so their reports count
+   them.
+
+Any failure fails its task with one line naming the service or input (`etar.failures`):
+a service down or restarting is retried by Airflow; bad data or a bad report is not.
 
 Every task is idempotent for its interval: clearing or backfilling a minute rewrites the same
 two objects and replaces the dashboard's report of that minute. This file only wires `etar`.
@@ -20,19 +24,36 @@ two objects and replaces the dashboard's report of that minute. This file only w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import CronDataIntervalTimetable, PokeReturnValue, dag, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from etar.config import get_settings
 from etar.minute import Minute
 from etar.spark_submit import minute_source, submit_spec
 
 SETTINGS = get_settings()
+T = TypeVar("T")
+
+
+def _guarded(stage: str, work: Callable[[], T]) -> T:
+    """Run a task's work; any exception becomes a one-line failure, retried when transient."""
+    from etar.failures import describe, transient
+
+    try:
+        return work()
+    except AirflowException:
+        raise
+    except Exception as exc:
+        message = f"{stage} failed: {describe(exc)}"
+        if transient(exc):
+            raise AirflowException(f"{message} (transient: retried)") from exc
+        raise AirflowFailException(f"{message} (not retried)") from exc
 
 
 def _minute(data_interval_start: datetime | None, data_interval_end: datetime | None) -> Minute:
@@ -65,7 +86,8 @@ def etar_pipeline() -> None:
                       data_interval_end: datetime | None = None) -> PokeReturnValue:
         from etar.completeness import wait_briefly_for_minute
 
-        state = wait_briefly_for_minute(_minute(data_interval_start, data_interval_end))
+        minute = _minute(data_interval_start, data_interval_end)
+        state = _guarded("wait_for_sink", lambda: wait_briefly_for_minute(minute))
         print(f"minute {state.minute}: {state.reason}")
         return PokeReturnValue(is_done=state.complete)
 
@@ -75,7 +97,7 @@ def etar_pipeline() -> None:
         from etar.extract import extract_minute
 
         minute = _minute(data_interval_start, data_interval_end)
-        name = extract_minute(minute)
+        name = _guarded("extract", lambda: extract_minute(minute))
         if name is None:
             raise AirflowSkipException(f"minute {minute} has no events: nothing to analyze")
         return name
@@ -85,7 +107,8 @@ def etar_pipeline() -> None:
                            data_interval_end: datetime | None = None) -> str:
         from etar.spark_connect import analyze_minute
 
-        run = analyze_minute(_minute(data_interval_start, data_interval_end))
+        minute = _minute(data_interval_start, data_interval_end)
+        run = _guarded("analyze", lambda: analyze_minute(minute))
         print(f"report {run.report}: wall {run.wall_s:.2f}s, compute {run.compute_s:.2f}s")
         return run.report
 
@@ -103,16 +126,17 @@ def etar_pipeline() -> None:
                data_interval_end: datetime | None = None) -> dict[str, Any]:
         from etar.report import report_minute
 
-        return report_minute(_minute(data_interval_start, data_interval_end))
+        minute = _minute(data_interval_start, data_interval_end)
+        return _guarded("report", lambda: report_minute(minute))
 
-    @task(execution_timeout=timedelta(minutes=1), trigger_rule="none_failed", retries=0)
+    @task(execution_timeout=timedelta(minutes=4), trigger_rule="none_failed", retries=1)
     def late_events() -> dict[str, int]:
-        from etar.late import late_minutes
+        from etar.late import redo_late_minutes
 
-        late = {str(m.minute): m.late_events for m in late_minutes()}
+        late = {str(m.minute): m.late_events
+                for m in _guarded("late_events", redo_late_minutes)}
         for minute, count in late.items():
-            print(f"minute {minute}: {count} events arrived after its report; clear its run "
-                  "to count them")
+            print(f"minute {minute}: {count} events arrived after its report; re-ran it")
         return late
 
     wait_for_sink() >> extract() >> analyze >> report() >> late_events()

@@ -17,9 +17,14 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from etar.config import Settings, get_settings
 from etar.report import MinuteReport
+from etar.security import refuse_default_secrets
+
+MAX_BODY = 64 * 1024
+"""Largest request body accepted (a minute's report is about 1 KB); larger ones get 413."""
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -53,12 +58,63 @@ class ReportStore:
 
 
 
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, by Content-Length or as they
+    stream in (chunked), before anything parses them (at most ``limit`` bytes are held)."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay(message, receive), send)
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        whole: Message = {"type": "http.request", "body": bytes(body), "more_body": False}
+        await self.app(scope, _replay(whole, receive), send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body larger than {self.limit} bytes"},
+                                status_code=status.HTTP_413_CONTENT_TOO_LARGE)
+        await response(scope, receive, send)
+
+
+def _replay(first: Message, receive: Receive) -> Receive:
+    """A receive channel that gives ``first`` once, then the real channel's messages."""
+    pending = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API for ``settings`` (token, history size); routes only wire the store."""
+    """The API for ``settings`` (token, history size); routes only wire the store.
+
+    Refuses (ConfigError) to serve a non-loopback ``bind_host`` with the default token.
+    """
     settings = settings or get_settings()
+    refuse_default_secrets(settings, settings.bind_host, "dashboard_token")
     store = ReportStore(settings.dashboard_history)
     app = FastAPI(title="etar dashboard API", version="1",
                   description="Minute reports of the etar pipeline, kept in memory.")
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
 
     def authorized(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -83,7 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.post("/report", status_code=status.HTTP_201_CREATED,
               dependencies=[Depends(authorized)],
               responses={400: {"description": "the body cannot be read as JSON"},
-                         401: {"description": "missing or wrong bearer token"}})
+                         401: {"description": "missing or wrong bearer token"},
+                         413: {"description": f"a body over {MAX_BODY} bytes"}})
     def post_report(report: MinuteReport) -> dict[str, object]:
         """Keep a minute's report (a re-sent minute replaces the earlier one)."""
         store.add(report)

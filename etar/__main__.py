@@ -1,5 +1,5 @@
 """``python -m etar`` runs the CLI."""
 
-from etar.cli import app
+from etar.cli import run
 
-app()
+run()

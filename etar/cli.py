@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,11 +36,34 @@ def _setup_logging(quiet: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # A client's retries (minio's urllib3) are not news: the final error is printed once.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+def _error(message: str) -> None:
+    """``error: …`` on stderr, one line however long (no wrapping, no markup in the text)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
 
 
 def _fail(exc: EtarError) -> NoReturn:
-    console.print(f"[bold red]error:[/] {exc}")
+    _error(str(exc))
     raise typer.Exit(1)
+
+
+def run() -> None:
+    """The ``etar`` entry point: the CLI, where an unexpected exception is one line on stderr
+    and exit code 1, never a traceback (``ETAR_DEBUG=1`` shows it)."""
+    import os
+
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("ETAR_DEBUG"):
+            raise
+        from etar.failures import describe
+
+        _error(describe(exc))
+        sys.exit(1)
 
 
 def _stack() -> Stack:

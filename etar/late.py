@@ -9,6 +9,7 @@ minute's report (the JSON in the bucket) with ClickHouse now; re-running such a 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,8 @@ from etar.config import Settings, get_settings
 from etar.errors import ConfigError
 from etar.minute import Minute
 from etar.report import read_report
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,18 @@ def late_minutes(lookback_minutes: int = 60, settings: Settings | None = None,
         if stored.get(minute, 0) > reported:
             late.append(LateMinute(minute, reported, stored[minute]))
     return late
+
+
+def redo_late_minutes(lookback_minutes: int = 60, settings: Settings | None = None,
+                      limit: int = 5) -> list[LateMinute]:
+    """Re-run (extract → analyze → report) the late minutes, oldest first, at most ``limit``
+    per call (the next call takes the rest); the minutes as they were found."""
+    from etar.pipeline import run_minute
+
+    settings = settings or get_settings()
+    found = late_minutes(lookback_minutes, settings)[:limit]
+    for late in found:
+        log.info("minute %s: %d events arrived after its report; re-running it", late.minute,
+                 late.late_events)
+        run_minute(late.minute, settings)
+    return found

@@ -99,11 +99,22 @@ class MinuteReport(BaseModel):
         if (events, errors) != (self.total_events, self.total_errors):
             raise ValueError(f"totals ({self.total_events} events, {self.total_errors} errors) "
                              f"differ from by_event_type ({events}, {errors})")
+        expected_rate = errors / events if events else 0.0
+        if "error_rate" in self.model_fields_set and abs(self.error_rate - expected_rate) > 1e-4:
+            raise ValueError(f"error_rate {self.error_rate} is not total_errors / total_events "
+                             f"({expected_rate:.6f})")
+        if self.unique_users > self.total_events:
+            raise ValueError(f"unique_users ({self.unique_users}) exceeds total_events "
+                             f"({self.total_events})")
         return self
 
 
 class ReportRejected(EtarError):
     """The dashboard API refused the report."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(f"dashboard API answered {status_code}: {message}")
+        self.status_code = status_code
 
 
 def post_report(report: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
@@ -117,7 +128,7 @@ def post_report(report: dict[str, Any], settings: Settings | None = None) -> dic
         raise ServiceUnavailable(f"dashboard API at {settings.dashboard_api_url} is "
                                  f"unreachable ({exc})") from exc
     if response.status_code >= 400:
-        raise ReportRejected(f"dashboard API answered {response.status_code}: {response.text}")
+        raise ReportRejected(response.status_code, response.text[:1000])
     answer: dict[str, Any] = response.json()
     return answer
 

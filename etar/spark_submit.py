@@ -9,8 +9,10 @@ environment, never in ``--conf`` (which ends up in logs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,7 +26,13 @@ from etar import resources, storage
 from etar.config import Settings, get_settings
 from etar.errors import ConfigError, EtarError
 from etar.minute import Minute
+from etar.spark_job import EXIT_INTERNAL, RESULT_MARKER
 
+SUBMIT_TIMEOUT_S = 600.0
+"""Longest a ``spark-submit`` of one minute may take before it is killed (the DAG's analyze
+task allows 5 minutes; the CLI and tests get a little more)."""
+EXIT_TIMEOUT = 124
+"""AnalysisFailed's code for a job killed at its timeout (as coreutils ``timeout`` says)."""
 JOB = Path(__file__).with_name("spark_job.py")
 """The job, shipped in the package (``spark/spark.py`` is the same under the seed name)."""
 ENV_CREDENTIALS = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
@@ -158,22 +166,56 @@ class JobRun:
         return self.wall_s - self.compute_s
 
 
-def run_job(source: str, settings: Settings | None = None) -> JobRun:
+def run_submit(command: list[str], env: dict[str, str],
+               timeout: float = SUBMIT_TIMEOUT_S) -> dict[str, Any]:
+    """Run a ``spark-submit`` command; the job's result (its marked stdout line).
+
+    The submit runs in a process group of its own, so a timeout kills the JVM and the Python
+    worker it started, not just the launcher. AnalysisFailed with the job's reason (its
+    ``spark_job:`` line) on a non-zero exit, a timeout or a missing result line.
+    """
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise AnalysisFailed(EXIT_TIMEOUT, f"spark-submit did not finish within "
+                                               f"{timeout:.0f}s and was killed") from None
+    if process.returncode != 0:
+        output = (stdout + "\n" + stderr).splitlines()
+        reason = [line for line in output if line.startswith("spark_job:")]
+        if reason:
+            message = reason[-1]
+        elif process.returncode < 0:
+            message = f"spark-submit was killed by {signal.Signals(-process.returncode).name}"
+        else:
+            message = (stdout + stderr).strip()[-2000:] or "no output"
+        raise AnalysisFailed(process.returncode, message)
+    results = [line for line in stdout.splitlines() if line.startswith(RESULT_MARKER)]
+    if not results:
+        raise AnalysisFailed(EXIT_INTERNAL, "the job exited 0 without its result line "
+                                            f"({RESULT_MARKER.strip()}); output: "
+                                            f"{stdout.strip()[-500:]!r}")
+    try:
+        result: dict[str, Any] = json.loads(results[-1].removeprefix(RESULT_MARKER))
+    except ValueError as exc:
+        raise AnalysisFailed(EXIT_INTERNAL, f"the job's result line is not JSON: {exc}") from exc
+    return result
+
+
+def run_job(source: str, settings: Settings | None = None,
+            timeout: float = SUBMIT_TIMEOUT_S) -> JobRun:
     """Run the job on an s3a:// Parquet URL; AnalysisFailed with its reason on failure."""
     settings = settings or get_settings()
     require_s3a_jars(settings)
     spec = submit_spec(source, settings)
     started = time.perf_counter()
-    result = subprocess.run(spec.command(), env={**classic_environ(), **spec.env},
-                            capture_output=True, text=True, check=False)
+    summary = run_submit(spec.command(), {**classic_environ(), **spec.env}, timeout)
     wall = time.perf_counter() - started
-    if result.returncode != 0:
-        output = (result.stdout + "\n" + result.stderr).splitlines()
-        reason = [line for line in output if line.startswith("spark_job:")]
-        raise AnalysisFailed(result.returncode, reason[-1] if reason else
-                             (result.stdout + result.stderr).strip()[-2000:])
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    return JobRun(summary["written"].rsplit("/", 1)[-1], wall, summary["compute_s"])
+    return JobRun(str(summary["written"]).rsplit("/", 1)[-1], wall, float(summary["compute_s"]))
 
 
 def analyze_minute(minute: Minute, settings: Settings | None = None) -> JobRun:

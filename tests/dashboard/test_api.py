@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,8 +13,9 @@ from hypothesis import settings
 from pydantic import SecretStr
 from schemathesis.checks import positive_data_acceptance
 
-from dashboard.api import create_app
+from dashboard.api import MAX_BODY, create_app
 from etar.config import Settings
+from etar.errors import ConfigError
 from etar.events import EventType
 
 TOKEN = "test-token"
@@ -62,6 +64,12 @@ def test_post_needs_the_bearer_token(client: TestClient) -> None:
     (lambda r: r.update(minute="2026-05-01T10:30:15Z"), "start of a minute"),
     (lambda r: r.pop("by_event_type"), "missing"),
     (lambda r: r.update(surprise=1), "extra"),
+    (lambda r: r.update(minute="not-a-minute"), "not an ISO 8601 date-time"),
+    (lambda r: r.update(minute=1767225600), "expected an ISO 8601"),
+    (lambda r: r.update(total_errors=-2), "greater than or equal"),
+    (lambda r: r["by_event_type"]["PAGE_VIEW"].update(success=-10), "greater than or equal"),
+    (lambda r: r.update(error_rate=0.5), "error_rate 0.5 is not total_errors / total_events"),
+    (lambda r: r.update(unique_users=10_000), "exceeds total_events"),
 ])
 def test_invalid_reports_get_422_and_are_not_kept(client: TestClient, change: Any,
                                                   reason: str) -> None:
@@ -110,3 +118,45 @@ def test_api_conforms_to_its_openapi(case: schemathesis.Case) -> None:
     # A report's totals must add up to its per-type counts: a rule OpenAPI cannot state, so
     # schema-valid bodies that break it are rightly refused (422); that one check is off.
     case.call_and_validate(headers=auth(), excluded_checks=[positive_data_acceptance])
+
+
+def test_a_huge_body_gets_413_before_it_is_parsed(client: TestClient) -> None:
+    body = report()
+    body["source"] = "x" * (MAX_BODY + 1)
+    response = client.post("/report", json=body, headers=auth())
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams in
+        yield b'{"source": "'
+        for _ in range(MAX_BODY // 1024 + 1):
+            yield b"y" * 1024
+        yield b'"}'
+
+    streamed = client.post("/report", content=chunks(), headers={
+        **auth(), "Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    assert client.get("/reports").json() == []
+    assert client.post("/report", json=report(), headers=auth()).status_code == 201
+
+
+def test_a_body_that_is_not_json_gets_a_4xx_with_a_message(client: TestClient) -> None:
+    response = client.post("/report", content=b"{not json", headers={
+        **auth(), "Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500 and "json" in response.text.lower()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "dashboard.example"])
+def test_the_default_token_is_refused_off_loopback(host: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ETAR_ALLOW_DEFAULT_SECRETS", raising=False)
+    with pytest.raises(ConfigError, match="ETAR_DASHBOARD_TOKEN"):
+        create_app(Settings(_env_file=None, bind_host=host))
+    assert create_app(Settings(_env_file=None, bind_host=host,
+                               dashboard_token=SecretStr("a-token-of-our-own")))
+    monkeypatch.setenv("ETAR_ALLOW_DEFAULT_SECRETS", "1")
+    assert create_app(Settings(_env_file=None, bind_host=host))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_the_default_token_is_fine_on_loopback(host: str) -> None:
+    assert create_app(Settings(_env_file=None, bind_host=host))

@@ -104,6 +104,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         # A per-minute DAG: the scheduler loops every 0.5 s when idle, so a run is created
         # and queued within about a second of its minute's end.
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+        # A task whose worker died (kill -9, OOM) is failed and retried after this long
+        # without a heartbeat instead of the default 5 minutes: a per-minute DAG cannot wait.
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         **connections(settings),
