@@ -114,8 +114,6 @@ def test_the_dashboard_api_refuses_the_default_token_off_loopback(tmp_path: Path
     assert "ETAR_DASHBOARD_TOKEN" in output
 
 
-@pytest.mark.xfail(strict=True, reason="the ClickHouse endpoint does not check its credentials "
-                   "before listening yet (etar/native/clickhouse/__main__.py)")
 def test_the_clickhouse_endpoint_refuses_the_default_password_off_loopback(
         tmp_path: Path) -> None:
     started = time.monotonic()

@@ -9,11 +9,13 @@ import uvicorn
 
 from etar.config import get_settings
 from etar.native.clickhouse.server import Credentials, create_app
+from etar.security import refuse_default_secrets
 
 
 def main() -> None:
     os.environ["TZ"] = "UTC"  # the server timezone clients see, whatever the machine's
     settings = get_settings()
+    refuse_default_secrets(settings, settings.bind_host, "clickhouse_password")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     path = settings.state_dir / "data" / "clickhouse"
     path.mkdir(parents=True, exist_ok=True)
