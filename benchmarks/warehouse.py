@@ -6,8 +6,8 @@
    timed from the first rows in ClickHouse (the sink's start-up and group join excluded;
    the time including them is reported beside it).
 3. Sustained load: events sent at a fixed rate for a while; event → queryable latency
-   (p50/p95/max of ``ingested_at`` − ``event_ts``: ClickHouse stamps ``ingested_at`` at insert,
-   the sender stamps ``event_ts`` when it sends) and the group's lag (broker end offsets −
+   (p50/p95/max of ``ingested_at`` - ``event_ts``: ClickHouse stamps ``ingested_at`` at insert,
+   the sender stamps ``event_ts`` when it sends) and the group's lag (broker end offsets -
    committed offsets) sampled over time, beside the lag the sink itself reports
    (``etar stack status``).
 
@@ -139,7 +139,7 @@ def _templates(settings: Settings, count: int = 5_000) -> list[tuple[bytes, byte
 
 def _replay(settings: Settings, rate: float, count: int, seconds: float,
             done: Any) -> None:
-    """Send ``count`` events (or ``seconds`` × ``rate``) re-stamped now, at ``rate`` (0 = max)."""
+    """Send ``count`` events (or ``seconds`` x ``rate``) re-stamped now, at ``rate`` (0 = max)."""
     templates = _templates(settings)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers,
                          "linger.ms": 5, "batch.size": 256 * 1024, "acks": "all",
@@ -225,7 +225,7 @@ def _count(lane: Settings) -> int:
 
 
 def _group_lag(lane: Settings, consumer: Consumer, partitions: int) -> int:
-    """End offsets − the sink group's committed offsets, over the lane's partitions."""
+    """End offsets - the sink group's committed offsets, over the lane's partitions."""
     tps = [TopicPartition(lane.kafka_topic, p) for p in range(partitions)]
     committed = consumer.committed(tps, timeout=10)
     lag = 0
@@ -268,7 +268,8 @@ def sink_throughput(settings: Settings, rows: int, source: str,
         _stop(sink, lane)
     return {"rows": rows, "seconds": ended - started, "first_rows": first,
             "rows_per_s": (rows - first) / (ended - started),
-            "with_startup_s": ended - launched, "with_startup_rows_per_s": rows / (ended - launched)}
+            "with_startup_s": ended - launched,
+            "with_startup_rows_per_s": rows / (ended - launched)}
 
 
 def sustained(settings: Settings, rate: float, seconds: float, source: str,
@@ -334,7 +335,7 @@ def _report(name: str, drain: dict[str, float], sus: dict[str, Any]) -> None:
     _print(f"[{name}] sink draining a backlog, rows/s (start-up excluded)",
            f"{drain['rows_per_s']:,.0f}")
     _print(f"[{name}]   including start-up, rows/s", f"{drain['with_startup_rows_per_s']:,.0f}")
-    _print(f"[{name}] sustained {sus['rate']:,.0f} ev/s × {sus['seconds']:.0f}s ({sus['source']}),"
+    _print(f"[{name}] sustained {sus['rate']:,.0f} ev/s x {sus['seconds']:.0f}s ({sus['source']}),"
            " achieved ev/s", f"{sus['achieved_rate']:,.0f}")
     _print(f"[{name}]   event → queryable p50 / p95 / max, ms",
            f"{sus['p50_ms']:,.0f} / {sus['p95_ms']:,.0f} / {sus['max_ms']:,.0f}")

@@ -6,10 +6,13 @@ Python only pre-checks a few bytes per message (:func:`etar.sink_batch.precheck`
 
 Pipeline: the main thread consumes and batches while one worker thread inserts the previous
 batch (a hand-over queue of one). A batch is cut into segments, one per partition, each
-inserted as a block with a deduplication token (see :mod:`etar.sink_batch`); for each
-partition the worker commits the plan (where its segments end) → inserts → waits until the
-dead letters are acknowledged → commits the end offsets. A crash or a rebalance replays at
-most the uncommitted segments, cut at the same offsets, which ClickHouse then ignores
+inserted as a block with a deduplication token (see :mod:`etar.sink_batch`). The main thread
+commits the plan (where the segments end, as offset metadata) and hands the segments over; the
+worker inserts them and waits until their dead letters are acknowledged; the main thread then
+commits their end offsets (with the next plan when one is due). Only the main thread calls the
+consumer: confluent-kafka serialises calls from several threads, and a commit from the worker
+waited seconds behind ``consume()``. A crash or a rebalance replays at most the uncommitted
+segments, cut at the same offsets, which ClickHouse then drops
 (``non_replicated_deduplication_window`` on the table); the ReplacingMergeTree on event_id
 stays as a second line.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -342,13 +346,14 @@ class Sink:
             return set()
         gone = self._commit({tp: (o, m) for tp, (o, m, _) in offsets.items()},
                             {tp: e for tp, (_, _, e) in offsets.items()})
-        for tp, (offset, metadata, _) in offsets.items():
-            if tp not in gone and not metadata:
+        for tp, (offset, _, _) in offsets.items():
+            if tp not in gone:  # a plan's offset too: everything before it is in ClickHouse
                 self._committed[tp] = offset
         return gone
 
     def _hand_over(self, wait: bool = False) -> None:
         """Commit the plan of the ready segments (and what finished), then insert them."""
+        age = time.monotonic() - (self.batch.started or time.monotonic())
         segments = [s for s in self.batch.take_ready(lambda tp: bool(self._cuts.get(tp)))
                     if self._owned(s)]
         by_tp: dict[TopicPartitionKey, list[Segment]] = {}
@@ -360,6 +365,8 @@ class Sink:
         segments = [s for s in segments if s.tp not in gone]
         if not segments:
             return
+        log.debug("hand-over of %d rows in %d segments (batch age %.3fs)",
+                  sum(len(s.values) for s in segments), len(segments), age)
         if wait:
             self._finished.update(self.insert(segments))
             self._commit_finished()
@@ -520,8 +527,11 @@ class Sink:
 
 
 def main() -> None:
-    """Run the sink until SIGTERM / Ctrl-C (``etar sink``, ``python -m etar.sink``)."""
-    logging.basicConfig(level=logging.INFO,
+    """Run the sink until SIGTERM / Ctrl-C (``etar sink``, ``python -m etar.sink``).
+
+    ``ETAR_SINK_LOG_LEVEL=DEBUG`` logs every insert and hand-over with its timing.
+    """
+    logging.basicConfig(level=os.environ.get("ETAR_SINK_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("httpx", "httpx2", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
