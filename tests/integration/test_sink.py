@@ -1,7 +1,8 @@
 """Kafka → ClickHouse: the stack's sink, and sinks on lanes of their own (topic, table, group).
 
-Events are stamped in recent minutes (inside the table's retention TTL); counts read with
-FINAL, since the table collapses replayed rows by event_id.
+Events are stamped in recent minutes (inside the table's retention TTL). "Doubles nothing" is
+checked by counting rows without FINAL (which sees duplicates) once the sink has settled, as
+well as with FINAL and by distinct event_id.
 """
 
 from __future__ import annotations
