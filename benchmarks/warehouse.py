@@ -2,20 +2,34 @@
 
 1. Insert rows/s of the same Arrow table through the native stack's ClickHouse HTTP endpoint
    (clickhouse-connect) vs chdb in-process (the baseline): the endpoint's overhead as a ratio.
-2. Sink throughput: a backlog of events already in Kafka drained into ClickHouse, rows/s.
-3. Event → queryable latency (p50/p95/max) while the producer runs at a fixed rate:
-   ``ingested_at`` (set by ClickHouse at insert) minus ``event_ts`` (set when produced).
+2. Sink throughput: a backlog of events already in Kafka drained into ClickHouse, rows/s,
+   timed from the first rows in ClickHouse (the sink's start-up and group join excluded;
+   the time including them is reported beside it).
+3. Sustained load: events sent at a fixed rate for a while; event → queryable latency
+   (p50/p95/max of ``ingested_at`` - ``event_ts``: ClickHouse stamps ``ingested_at`` at insert,
+   the sender stamps ``event_ts`` when it sends) and the group's lag (broker end offsets -
+   committed offsets) sampled over time, beside the lag the sink itself reports
+   (``etar stack status``).
+
+Events come from ``etar produce`` (``--source produce``) or from a replay of pre-encoded
+messages (``--source replay``, the default): real events serialized once through the registry,
+re-stamped (``event_ts`` is the last Avro field) with a fresh ``event_id`` per message, sent at
+the rate by a plain producer — the sink's load without the producer's Python cost.
+
+``--sink-dir DIR`` runs the sink from another checkout (e.g. ``git archive main``), for a
+before/after comparison on the same stack in the same run.
 
 Runs against the native stack (reused or started) on topics and tables of its own.
 Prints a table and writes ``benchmarks/results/warehouse.json``.
 
-    uv run python benchmarks/warehouse.py [--rows 200000] [--rate 2000] [--seconds 30]
+    uv run python benchmarks/warehouse.py [--rows 200000] [--rate 20000] [--seconds 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -23,17 +37,24 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import chdb
 import pyarrow as pa
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from etar import warehouse
 from etar.config import Settings, get_settings
 from etar.events import EventGenerator, GeneratorConfig
 from etar.native import running
+from etar.native.services.sink import ready as sink_ready
+from etar.serde import event_serializer, registry_client
+from etar.sink import read_progress
 from etar.topics import ensure_topic
 
 RESULTS = Path(__file__).parent / "results"
+LOGS = Path(tempfile.gettempdir()) / "etar-bench-warehouse"
 
 
 def _arrow_events(rows: int) -> pa.Table:
@@ -90,6 +111,93 @@ def insert_http_vs_inprocess(settings: Settings, rows: int, repeat: int = 3
             "http_vs_inprocess": local / http}
 
 
+# --- sending events -----------------------------------------------------------------------
+def _zigzag_long(value: int) -> bytes:
+    """Avro's encoding of a long (zig-zag varint)."""
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _templates(settings: Settings, count: int = 5_000) -> list[tuple[bytes, bytes]]:
+    """(key, value without its trailing event_ts) of real events, framed by the registry."""
+    serializer = event_serializer(registry_client(settings))
+    ctx = SerializationContext(settings.kafka_topic, MessageField.VALUE)
+    templates = []
+    for event in EventGenerator(GeneratorConfig(seed=7)).take(count):
+        value = serializer(event, ctx)
+        assert value is not None
+        ts = _zigzag_long(int(event.event_ts.timestamp() * 1000))
+        assert value.endswith(ts)
+        templates.append((event.user_id.bytes, value[:-len(ts)]))
+    return templates
+
+
+def _replay(settings: Settings, rate: float, count: int, seconds: float,
+            done: Any) -> None:
+    """Send ``count`` events (or ``seconds`` x ``rate``) re-stamped now, at ``rate`` (0 = max)."""
+    templates = _templates(settings)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "linger.ms": 5, "batch.size": 256 * 1024, "acks": "all",
+                         "enable.idempotence": True, "compression.type": "lz4",
+                         "queue.buffering.max.messages": 1_000_000})
+    total = count or int(rate * seconds)
+    run = uuid.uuid4().hex[:6].encode()
+    started = time.monotonic()
+    sent = 0
+    while sent < total:
+        if rate > 0:
+            due = int((time.monotonic() - started) * rate) + 1
+            if due <= sent:
+                producer.poll(0.002)
+                continue
+            upto = min(total, due)
+        else:
+            upto = min(total, sent + 5_000)
+        now_ms = _zigzag_long(int(time.time() * 1000))
+        while sent < upto:
+            key, head = templates[sent % len(templates)]
+            # event_id's last 12 characters become this run and message's number: unique
+            value = head[:30] + run + b"%06x" % (sent & 0xFFFFFF) + head[42:] + now_ms
+            try:
+                producer.produce(settings.kafka_topic, value=value, key=key)
+            except BufferError:
+                producer.poll(0.05)
+                continue
+            sent += 1
+        producer.poll(0)
+    producer.flush(60)
+    done.value = sent
+
+
+def send(settings: Settings, source: str, rate: float, count: int = 0,
+         seconds: float = 0) -> tuple[mp.process.BaseProcess | subprocess.Popen[bytes], Any]:
+    """Start sending in the background; returns the process and a shared sent counter."""
+    ctx = mp.get_context("spawn")
+    done = ctx.Value("q", 0)
+    if source == "replay":
+        process = ctx.Process(target=_replay, args=(settings, rate, count, seconds, done))
+        process.start()
+        return process, done
+    args = ["produce", "--rate", str(rate), "--processes", "2"]
+    args += ["--count", str(count)] if count else ["--duration", str(seconds)]
+    done.value = count or int(rate * seconds)
+    return _etar(settings, *args), done
+
+
+def _wait(process: mp.process.BaseProcess | subprocess.Popen[bytes], timeout: float) -> None:
+    if isinstance(process, subprocess.Popen):
+        assert process.wait(timeout) == 0
+    else:
+        process.join(timeout)
+        assert process.exitcode == 0
+
+
+# --- the sink -------------------------------------------------------------------------
 def _lane(settings: Settings, tag: str) -> Settings:
     lane = settings.model_copy(update={
         "kafka_topic": f"bench_{tag}", "kafka_dlq_topic": f"bench_{tag}_dlq",
@@ -101,85 +209,184 @@ def _lane(settings: Settings, tag: str) -> Settings:
     return lane
 
 
-def _etar(lane: Settings, *args: str) -> subprocess.Popen[bytes]:
+def _etar(lane: Settings, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, **lane.environ("kafka_topic", "kafka_dlq_topic", "clickhouse_table",
-                                        "sink_group_id")}
-    return subprocess.Popen([sys.executable, "-m", "etar", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        "sink_group_id", "state_dir")}
+    env.pop("PYTHONPATH", None)
+    log = LOGS / f"{lane.kafka_topic}-{args[0]}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "etar", *args], env=env, cwd=cwd,
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def _count(lane: Settings) -> int:
     return int(warehouse.client(lane).command(f"SELECT count() FROM {lane.clickhouse_table}"))
 
 
-def sink_throughput(settings: Settings, rows: int) -> dict[str, float]:
+def _group_lag(lane: Settings, consumer: Consumer, partitions: int) -> int:
+    """End offsets - the sink group's committed offsets, over the lane's partitions."""
+    tps = [TopicPartition(lane.kafka_topic, p) for p in range(partitions)]
+    committed = consumer.committed(tps, timeout=10)
+    lag = 0
+    for tp in committed:
+        _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                 timeout=10)
+        lag += high - max(tp.offset, 0)
+    return lag
+
+
+def _stop(sink: subprocess.Popen[bytes], lane: Settings) -> None:
+    sink.terminate()
+    try:
+        sink.wait(30)
+    except subprocess.TimeoutExpired:
+        sink.kill()
+        sink.wait(10)
+    warehouse.client(lane).command(f"DROP TABLE IF EXISTS {lane.clickhouse_table}")
+
+
+def sink_throughput(settings: Settings, rows: int, source: str,
+                    sink_dir: Path | None) -> dict[str, float]:
+    """Drain a backlog of ``rows`` events; rows/s from the first rows in ClickHouse."""
     lane = _lane(settings, f"drain_{uuid.uuid4().hex[:6]}")
-    producer = _etar(lane, "produce", "--count", str(rows), "--rate", "0", "--processes", "2")
-    assert producer.wait() == 0
-    sink = _etar(lane, "sink")
-    started = time.perf_counter()
+    process, _ = send(lane, source, 0, count=rows)
+    _wait(process, 600)
+    launched = time.perf_counter()
+    sink = _etar(lane, "sink", cwd=sink_dir)
     try:
-        while _count(lane) < rows:
-            time.sleep(0.2)
-        elapsed = time.perf_counter() - started
+        first = 0
+        deadline = time.monotonic() + 600
+        while (first := _count(lane)) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.perf_counter()
+        while (stored := _count(lane)) < rows and time.monotonic() < deadline:
+            time.sleep(0.1)
+        ended = time.perf_counter()
+        assert stored == rows, f"{stored} rows of {rows}"
     finally:
-        sink.terminate()
-        sink.wait(30)
-        warehouse.client(lane).command(f"DROP TABLE {lane.clickhouse_table}")
-    return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed}
+        _stop(sink, lane)
+    return {"rows": rows, "seconds": ended - started, "first_rows": first,
+            "rows_per_s": (rows - first) / (ended - started),
+            "with_startup_s": ended - launched,
+            "with_startup_rows_per_s": rows / (ended - launched)}
 
 
-def latency(settings: Settings, rate: float, seconds: float) -> dict[str, float]:
+def sustained(settings: Settings, rate: float, seconds: float, source: str,
+              sink_dir: Path | None, every: float = 2.0) -> dict[str, Any]:
+    """Send at ``rate`` for ``seconds``; latency quantiles and lag over time."""
     lane = _lane(settings, f"latency_{uuid.uuid4().hex[:6]}")
-    sink = _etar(lane, "sink")
-    time.sleep(3)  # let the sink join its group
-    producer = _etar(lane, "produce", "--rate", str(rate), "--duration", str(seconds))
+    sink = _etar(lane, "sink", cwd=sink_dir)
+    consumer = Consumer({"bootstrap.servers": lane.kafka_bootstrap_servers,
+                         "group.id": lane.sink_group_id, "enable.auto.commit": False})
     try:
-        assert producer.wait() == 0
-        expected = int(rate * seconds * 0.95)
-        deadline = time.monotonic() + 60
-        while _count(lane) < expected and time.monotonic() < deadline:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if sink_ready(lane):
+                    break
+            except Exception:  # the group does not exist yet
+                pass
             time.sleep(0.5)
-        time.sleep(3)
+        process, sent = send(lane, source, rate, seconds=seconds)
+        started = time.monotonic()
+        samples: list[dict[str, float]] = []
+        while time.monotonic() - started < seconds + 60:
+            time.sleep(every)
+            progress = read_progress(lane)
+            samples.append({"t": round(time.monotonic() - started, 1),
+                            "lag": _group_lag(lane, consumer, settings.kafka_topic_partitions),
+                            "sink_reported_lag": progress.lag if progress else -1,
+                            "rows": _count(lane)})
+            finished = (process.poll() is not None if isinstance(process, subprocess.Popen)
+                        else process.exitcode is not None)
+            if finished and sent.value and samples[-1]["rows"] >= sent.value:
+                break
+        _wait(process, 60)
         row = warehouse.client(lane).query(
-            "SELECT count(), quantiles(0.5, 0.95)(dateDiff('millisecond', event_ts, "
-            f"ingested_at)), max(dateDiff('millisecond', event_ts, ingested_at)) "
-            f"FROM {lane.clickhouse_table}").result_rows[0]
+            "SELECT count(), quantiles(0.5, 0.95, 0.99)(dateDiff('millisecond', event_ts, "
+            "ingested_at)), max(dateDiff('millisecond', event_ts, ingested_at)), "
+            f"min(event_ts), max(event_ts) FROM {lane.clickhouse_table}").result_rows[0]
+        windows = warehouse.client(lane).query(
+            "SELECT toStartOfInterval(event_ts, INTERVAL 10 SECOND) AS w, count(), "
+            "quantile(0.95)(dateDiff('millisecond', event_ts, ingested_at)) "
+            f"FROM {lane.clickhouse_table} GROUP BY w ORDER BY w").result_rows
     finally:
-        sink.terminate()
-        sink.wait(30)
-        warehouse.client(lane).command(f"DROP TABLE {lane.clickhouse_table}")
-    return {"rate": rate, "seconds": seconds, "rows": row[0], "p50_ms": row[1][0],
-            "p95_ms": row[1][1], "max_ms": row[2]}
+        consumer.close()
+        _stop(sink, lane)
+    sending = [s for s in samples if s["t"] <= seconds]
+    third = max(1, len(sending) // 3)
+    return {"rate": rate, "seconds": seconds, "source": source, "sent": sent.value,
+            "rows": row[0], "achieved_rate": row[0] / max(
+                (row[4] - row[3]).total_seconds(), 1e-9),
+            "p50_ms": row[1][0], "p95_ms": row[1][1], "p99_ms": row[1][2], "max_ms": row[2],
+            "lag_first_third": sum(s["lag"] for s in sending[:third]) / third,
+            "lag_last_third": sum(s["lag"] for s in sending[-third:]) / third,
+            "lag_max": max((s["lag"] for s in sending), default=0),
+            "p95_ms_per_10s": [int(w[2]) for w in windows],
+            "lag_samples": samples}
+
+
+def _print(label: str, value: str) -> None:
+    print(f"{label:<58} {value:>16}")
+
+
+def _report(name: str, drain: dict[str, float], sus: dict[str, Any]) -> None:
+    _print(f"[{name}] sink draining a backlog, rows/s (start-up excluded)",
+           f"{drain['rows_per_s']:,.0f}")
+    _print(f"[{name}]   including start-up, rows/s", f"{drain['with_startup_rows_per_s']:,.0f}")
+    _print(f"[{name}] sustained {sus['rate']:,.0f} ev/s x {sus['seconds']:.0f}s ({sus['source']}),"
+           " achieved ev/s", f"{sus['achieved_rate']:,.0f}")
+    _print(f"[{name}]   event → queryable p50 / p95 / max, ms",
+           f"{sus['p50_ms']:,.0f} / {sus['p95_ms']:,.0f} / {sus['max_ms']:,.0f}")
+    _print(f"[{name}]   lag first third → last third (max)",
+           f"{sus['lag_first_third']:,.0f} → {sus['lag_last_third']:,.0f} ({sus['lag_max']:,})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--rate", type=float, default=2_000)
-    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--rows", type=int, default=200_000, help="insert / backlog rows")
+    parser.add_argument("--rate", type=float, default=20_000)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--source", choices=("replay", "produce"), default="replay")
+    parser.add_argument("--sink-dir", type=Path, action="append", default=[],
+                        help="also measure the sink of this checkout (repeatable)")
+    parser.add_argument("--skip-insert", action="store_true")
     args = parser.parse_args()
     settings = get_settings()
+    results: dict[str, Any] = {"machine": {"cores": os.cpu_count()},
+                               "loadavg_before": os.getloadavg()}
     with running(settings):
-        insert = insert_http_vs_inprocess(settings, args.rows)
-        drain = sink_throughput(settings, args.rows // 2)
-        lat = latency(settings, args.rate, args.seconds)
-    print(f"\n{os.cpu_count()} cores\n")
-    print(f"{'measure':<52} {'value':>14}")
-    print(f"{'insert, chdb in-process (baseline), rows/s':<52} "
-          f"{insert['inprocess_rows_per_s']:>14,.0f}")
-    print(f"{'insert, HTTP endpoint (clickhouse-connect), rows/s':<52} "
-          f"{insert['http_rows_per_s']:>14,.0f}")
-    print(f"{'  HTTP / in-process':<52} {insert['http_vs_inprocess']:>13.2f}x")
-    print(f"{'sink draining a Kafka backlog, rows/s':<52} {drain['rows_per_s']:>14,.0f}")
-    label = f"event → queryable at {lat['rate']:.0f} ev/s, p50 ms"
-    print(f"{label:<52} {lat['p50_ms']:>14,.0f}")
-    print(f"{'  p95 ms':<52} {lat['p95_ms']:>14,.0f}")
-    print(f"{'  max ms':<52} {lat['max_ms']:>14,.0f}")
+        if not args.skip_insert:
+            results["insert"] = insert_http_vs_inprocess(settings, args.rows)
+        sinks: dict[str, Path | None] = {"this": None}
+        sinks.update({str(path): path for path in args.sink_dir})
+        for name, path in sinks.items():
+            results[name] = {
+                "sink_drain": sink_throughput(settings, args.rows, args.source, path),
+                "sustained": sustained(settings, args.rate, args.seconds, args.source, path)}
+    results["loadavg_after"] = os.getloadavg()
+    print(f"\n{os.cpu_count()} cores, load average {results['loadavg_before'][0]:.1f} → "
+          f"{results['loadavg_after'][0]:.1f} (absolute figures are taken under that load)\n")
+    _print("measure", "value")
+    if "insert" in results:
+        insert = results["insert"]
+        _print("insert, chdb in-process (baseline), rows/s",
+               f"{insert['inprocess_rows_per_s']:,.0f}")
+        _print("insert, HTTP endpoint (clickhouse-connect), rows/s",
+               f"{insert['http_rows_per_s']:,.0f}")
+        _print("  HTTP / in-process", f"{insert['http_vs_inprocess']:.2f}x")
+    for name in sinks:
+        _report(name, results[name]["sink_drain"], results[name]["sustained"])
+    if len(sinks) > 1:
+        base = results[next(iter(args.sink_dir)).__str__()]
+        this = results["this"]
+        _print("drain rows/s, this / other",
+               f"{this['sink_drain']['rows_per_s'] / base['sink_drain']['rows_per_s']:.1f}x")
+        _print("sustained p95, this / other",
+               f"{this['sustained']['p95_ms'] / max(base['sustained']['p95_ms'], 1):.2f}x")
     RESULTS.mkdir(exist_ok=True)
-    report = {"insert": insert, "sink_drain": drain, "latency": lat,
-              "machine": {"cores": os.cpu_count()}}
-    (RESULTS / "warehouse.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / "warehouse.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\nwritten {RESULTS / 'warehouse.json'}")
 
 

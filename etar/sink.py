@@ -1,48 +1,91 @@
 """Kafka → ClickHouse sink: the native stack's counterpart of Kafka Connect's ClickHouse sink.
 
-A consumer group on the event topic decodes keys (etar's UUID key) and values (Avro through
-the registry), validates them as events, and batches rows by size and time. A batch is
-inserted grouped by minute, never more minute partitions per insert than ClickHouse's
-``max_partitions_per_insert_block``; offsets are committed only after ClickHouse accepted
-the whole batch, so a crash replays at most the uncommitted batch.
+A consumer group on the event topic hands the raw Confluent-framed values to ClickHouse, which
+decodes them itself (``INSERT … FORMAT AvroConfluent``, writer schemas from the registry).
+Python only pre-checks a few bytes per message (:func:`etar.sink_batch.precheck`).
 
-Duplicates: a replayed batch rarely has the same boundaries as the lost one (batches close on
-time as well as size), so an insert deduplication token would not recognise it. The table is
-a ReplacingMergeTree keyed on ``event_id`` instead: replayed rows collapse into the ones
-already stored, and readers that need exact numbers query with ``FINAL``.
+Pipeline: the main thread consumes and batches while one worker thread inserts the previous
+batch (a hand-over queue of one). A batch is cut into segments, one per partition, each
+inserted as a block with a deduplication token (see :mod:`etar.sink_batch`). The main thread
+commits the plan (where the segments end, as offset metadata) and hands the segments over; the
+worker inserts them and waits until their dead letters are acknowledged; the main thread then
+commits their end offsets (with the next plan when one is due). Only the main thread calls the
+consumer: confluent-kafka serialises calls from several threads, and a commit from the worker
+waited seconds behind ``consume()``. A crash or a rebalance replays at most the uncommitted
+segments, cut at the same offsets, which ClickHouse then drops
+(``non_replicated_deduplication_window`` on the table); the ReplacingMergeTree on event_id
+stays as a second line.
 
-Bad input: a message that cannot be decoded or is not a valid event goes to the dead-letter
-topic unchanged, with Kafka Connect's error headers (original topic, partition, offset,
-reason), and the sink keeps going.
+Bad input: a message that is not a valid event goes unchanged to the dead-letter topic with
+Kafka Connect's error headers. When ClickHouse refuses a block for its data, the block is
+split around the refused row (or in halves) until the poison is alone. Connection errors and
+timeouts are retried with capped backoff; an error retrying cannot fix (no table, unknown
+column) stops the sink without committing.
+
+Rebalances (cooperative): ``on_revoke`` waits for the insert in flight (which commits what it
+flushed) and drops the rest of the revoked partitions' batch; ``on_lost`` drops it without
+committing anything.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import datetime
+from functools import partial
+from itertools import count
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from confluent_kafka.serialization import MessageField, SerializationContext
+from clickhouse_connect.driver.exceptions import (
+    ClickHouseError,
+    InterfaceError,
+    NotSupportedError,
+    ProgrammingError,
+)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from etar import warehouse
 from etar.config import Settings, get_settings
-from etar.events import Event
-from etar.serde import UUIDKeyDeserializer, event_deserializer, registry_client
+from etar.dead_letters import DeadLetters
+from etar.events import load_schema_str
+from etar.serde import registry_client
+from etar.sink_batch import (
+    BadData,
+    Batch,
+    Failure,
+    KnownSchemas,
+    Segment,
+    SinkError,
+    TooManyPartitions,
+    TopicPartitionKey,
+    classify,
+    decode_plan,
+    encode_plan,
+    failing_row,
+    isolate,
+    precheck,
+    wire_info,
+)
 
 log = logging.getLogger(__name__)
 
-Row = tuple[Any, ...]
+IDLE_FLUSH_SECONDS = 0.25
+"""An idle inserter takes a batch this old already (``sink_batch_seconds`` is the longest)."""
+BACKLOG_ROWS = 100_000
+"""While the inserter is busy a batch grows up to this many rows (or sink_batch_rows)."""
+DEAD_LETTER_TIMEOUT = 60.0
+_MAX_BACKOFF = 30.0
 
 
 @dataclass
@@ -74,41 +117,36 @@ def read_progress(settings: Settings) -> Progress | None:
         return None
 
 
-def _wire_info(value: bytes | None) -> str:
-    """What the value's framing says, for the dead-letter reason."""
-    if not value:
-        return "empty value"
-    if len(value) >= 5 and value[0] == 0:
-        return f"Confluent framing, schema id {int.from_bytes(value[1:5], 'big')}"
-    return f"no Confluent framing (first byte {value[0]:#04x}), {len(value)} bytes"
+class _Abandoned(Exception):
+    """The segment's partition is no longer ours, or the sink stops: leave it uncommitted."""
 
 
-def event_row(event: Event) -> Row:
-    """An event as a row in ``warehouse.COLUMNS`` order."""
-    return tuple(getattr(event, column) for column in warehouse.COLUMNS)
+def _short(exc: BaseException) -> str:
+    """ClickHouse's message without the driver's wrapping and the server version."""
+    text = str(exc)
+    text = text.split("server response: ", 1)[-1]
+    return text.split(" (version ", 1)[0].strip()
 
 
-def insert_blocks(rows: Iterable[Row], max_partitions: int) -> list[list[Row]]:
-    """Group rows by minute so that no block spans more than ``max_partitions`` minutes."""
-    by_minute: dict[datetime, list[Row]] = defaultdict(list)
-    ts_index = warehouse.COLUMNS.index("event_ts")
-    for row in rows:
-        by_minute[row[ts_index].replace(second=0, microsecond=0)].append(row)
-    minutes = sorted(by_minute)
-    return [[row for minute in minutes[i:i + max_partitions] for row in by_minute[minute]]
-            for i in range(0, len(minutes), max(1, max_partitions))]
+def insert_failure(exc: BaseException) -> Failure:
+    """How to react to an exception from a ClickHouse insert."""
+    if isinstance(exc, ProgrammingError | InterfaceError | NotSupportedError):
+        return Failure.PERMANENT  # the client refused the call itself
+    if isinstance(exc, ClickHouseError):
+        return classify(getattr(exc, "code", None), str(exc))
+    return Failure.TRANSIENT  # OSError and the like: the connection
 
 
 class Sink:
-    """The consume → decode → batch → insert → commit loop."""
+    """Consume → pre-check → batch, while a worker inserts and commits the previous batch."""
 
-    def __init__(self, settings: Settings | None = None, ch: Client | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, ch: Client | None = None,
+                 consumer: Consumer | None = None, dlq: Producer | None = None,
+                 schemas: Callable[[int], str | None] | None = None,
+                 idle_flush_seconds: float = IDLE_FLUSH_SECONDS) -> None:
         self.settings = settings or get_settings()
         self.ch = ch or warehouse.client(self.settings)
-        self.max_partitions = int(str(self.ch.command(
-            "SELECT value FROM system.settings WHERE name = 'max_partitions_per_insert_block'"))
-            or 100)
-        self.consumer = Consumer({
+        self.consumer = consumer or Consumer({
             "bootstrap.servers": self.settings.kafka_bootstrap_servers,
             "group.id": self.settings.sink_group_id,
             "enable.auto.commit": False,
@@ -116,107 +154,318 @@ class Sink:
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": 10_000,  # a crashed sink's partitions move on within 10 s
             "heartbeat.interval.ms": 1_000,
+            "fetch.wait.max.ms": 100,  # a quiet topic answers fast (latency)
         })
-        self.dlq = Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                             "enable.idempotence": True, "acks": "all"})
-        self.values = event_deserializer(registry_client(self.settings), project=True)
-        self.keys = UUIDKeyDeserializer()
+        producer = dlq or Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                                    "enable.idempotence": True, "acks": "all",
+                                    "message.max.bytes": 16 * 1024 * 1024,
+                                    "message.timeout.ms": int(DEAD_LETTER_TIMEOUT * 1000)})
+        self.dead_letters = DeadLetters(producer, self.settings.kafka_dlq_topic)
+        if schemas is None:
+            self._registry = registry_client(self.settings)
+            schemas = KnownSchemas(self._fetch_schema, load_schema_str())
+        self.schema_problem = schemas
+        self.idle_flush_seconds = min(idle_flush_seconds, self.settings.sink_batch_seconds)
+        self.backlog_rows = max(self.settings.sink_batch_rows, BACKLOG_ROWS)
+        self.insert_settings: dict[str, Any] = {
+            "format_avro_schema_registry_url": self.settings.schema_registry_url,
+            "insert_deduplicate": 1, "async_insert": 0}
         self.progress = Progress()
-        self._rows: list[Row] = []
-        self._offsets: dict[tuple[str, int], int] = {}
-        self._batch_started: float | None = None
+        self.batch = Batch()
+        self._epochs = count(1)
+        self._epoch: dict[TopicPartitionKey, int] = {}
+        self._cuts: dict[TopicPartitionKey, list[int]] = {}
+        self._committed: dict[TopicPartitionKey, int] = {}
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-insert")
+        self._inflight: Future[dict[TopicPartitionKey, tuple[int, int]]] | None = None
+        self._finished: dict[TopicPartitionKey, tuple[int, int]] = {}
         self._running = True
+        self._stopping = threading.Event()
+        self._paused = False
         self._window = (time.monotonic(), 0)
 
-    # --- decoding --------------------------------------------------------------------
-    def decode(self, message: Message) -> Row:
-        """The row for one message; raises with the reason when it is not a valid event."""
-        topic = message.topic() or ""
-        record = self.values(message.value(), SerializationContext(topic, MessageField.VALUE))
-        if not isinstance(record, dict):
-            raise ValueError("value is empty (tombstone) or not an Avro record")
-        event = Event.from_avro(record)
-        key = self.keys(message.key(), SerializationContext(topic, MessageField.KEY))
-        if key != event.user_id:
-            raise ValueError(f"key {key} is not the event's user_id {event.user_id}")
-        return event_row(event)
+    # --- pre-check -------------------------------------------------------------------
+    def _fetch_schema(self, schema_id: int) -> str | None:
+        """The registered schema's text; None if the registry does not know the id."""
+        delay = 0.5
+        while True:
+            try:
+                return str(self._registry.get_schema(schema_id).schema_str)
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404:
+                    return None
+                problem: Exception = exc
+            except Exception as exc:  # the registry is unreachable: decide nothing yet
+                problem = exc
+            if self._stopping.is_set():
+                raise SinkError(f"the schema registry did not answer for id {schema_id}: "
+                                f"{problem}")
+            log.warning("schema registry: %s; asking again in %.1fs", problem, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
 
-    def dead_letter(self, message: Message, reason: str) -> None:
-        """Send the message, unchanged, to the dead-letter topic with the reason in headers."""
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("__connect.errors.topic", str(message.topic()).encode()),
-            ("__connect.errors.partition", str(message.partition()).encode()),
-            ("__connect.errors.offset", str(message.offset()).encode()),
-            ("__connect.errors.exception.message", reason.encode()[:4000]),
-            ("__connect.errors.connector.name", b"etar-sink"),
-        ]
-        self.dlq.produce(self.settings.kafka_dlq_topic, key=message.key(),
-                         value=message.value(), headers=headers)
-        self.progress.dead_letters += 1
-        log.warning("dead-lettered %s[%s]@%s: %s", message.topic(), message.partition(),
-                    message.offset(), reason)
-
-    # --- batching --------------------------------------------------------------------
     def _take(self, messages: list[Message]) -> None:
+        now = time.monotonic()
+        batch, epochs, cuts, problem = self.batch, self._epoch, self._cuts, self.schema_problem
         for message in messages:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", error)
                 continue
+            tp = (message.topic() or "", message.partition() or 0)
+            epoch = epochs.get(tp)
+            if epoch is None:  # revoked meanwhile: its next owner reads it
+                continue
+            key, value = message.key(), message.value()
+            reason = precheck(key, value, problem)
+            batch.add(tp, message.offset() or 0, epoch, cuts.setdefault(tp, []), key, value,
+                      message.headers(), reason, now)
+
+    # --- the worker: plan, insert, dead letters, commit ------------------------------
+    def _owned(self, segment: Segment) -> bool:
+        return self._epoch.get(segment.tp) == segment.epoch
+
+    def _commit(self, offsets: dict[TopicPartitionKey, tuple[int, str]],
+                epochs: dict[TopicPartitionKey, int]) -> set[TopicPartitionKey]:
+        """Commit synchronously; the partitions that are no longer ours are returned.
+
+        A partition still ours that cannot be committed stops the sink (a restart replays it).
+        """
+        pending = dict(offsets)
+        delay = 0.2
+        for _attempt in range(6):
+            pending = {tp: v for tp, v in pending.items() if self._epoch.get(tp) == epochs[tp]}
+            if not pending:
+                break
+            tps = [TopicPartition(t, p, o, metadata) for (t, p), (o, metadata) in pending.items()]
             try:
-                self._rows.append(self.decode(message))
-            except Exception as exc:
-                self.dead_letter(message, f"{type(exc).__name__}: {exc} "
-                                          f"({_wire_info(message.value())})")
-            self._offsets[(message.topic() or "", message.partition() or 0)] = (
-                (message.offset() or 0) + 1)
-            if self._batch_started is None:
-                self._batch_started = time.monotonic()
+                result = self.consumer.commit(offsets=tps, asynchronous=False) or []
+                failed = {(r.topic, r.partition): r.error for r in result if r.error}
+            except KafkaException as exc:
+                failed = {tp: exc.args[0] for tp in pending}
+            pending = {tp: v for tp, v in pending.items() if tp in failed}
+            if not pending:
+                break
+            log.warning("commit of %s failed (%s); retrying in %.1fs", sorted(pending),
+                        next(iter(failed.values())), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        else:
+            if any(self._epoch.get(tp) == epochs[tp] for tp in pending):
+                raise SinkError(f"cannot commit offsets of {sorted(pending)}; stopping so a "
+                                "restart replays them")
+        return {tp for tp in offsets if self._epoch.get(tp) != epochs[tp]}
 
-    def _due(self) -> bool:
-        if not self._offsets:
-            return False
-        if len(self._rows) >= self.settings.sink_batch_rows:
-            return True
-        started = self._batch_started or time.monotonic()
-        return time.monotonic() - started >= self.settings.sink_batch_seconds
-
-    def flush(self) -> None:
-        """Insert the batch (retrying until ClickHouse takes it), then commit its offsets."""
-        if not self._offsets:
-            return
+    def _insert(self, segment: Segment, lo: int, hi: int) -> None:
+        """Insert rows ``lo:hi`` of the segment, retrying what is transient."""
+        body = segment.body(lo, hi)
+        settings = {**self.insert_settings,
+                    "insert_deduplication_token": segment.token(lo, hi, body)}
         delay = 0.5
         while True:
+            if not self._owned(segment):
+                raise _Abandoned
             try:
-                for block in insert_blocks(self._rows, self.max_partitions):
-                    self.ch.insert(self.settings.clickhouse_table, block,
-                                   column_names=list(warehouse.COLUMNS))
-                break
-            except (ClickHouseError, OSError) as exc:
-                if not self._running:
-                    raise
-                log.error("insert of %d rows failed (%s); retrying in %.1fs",
-                          len(self._rows), exc, delay)
+                began = time.perf_counter()
+                self.ch.raw_insert(self.settings.clickhouse_table, warehouse.COLUMNS, body,
+                                   settings=settings, fmt="AvroConfluent")
+                log.debug("inserted %d rows of %s[%d] in %.3fs", hi - lo, segment.topic,
+                          segment.partition, time.perf_counter() - began)
+                return
+            except Exception as exc:
+                kind = insert_failure(exc)
+                if kind is Failure.BAD_DATA:
+                    raise BadData(f"ClickHouse refused the row: {_short(exc)}",
+                                  failing_row(str(exc))) from None
+                if kind is Failure.SPLIT:
+                    raise TooManyPartitions from None
+                if kind is Failure.PERMANENT:
+                    raise SinkError(f"ClickHouse refused the insert into "
+                                    f"{self.settings.clickhouse_table!r} for a reason a retry "
+                                    f"cannot fix: {_short(exc)}") from exc
+                if self._stopping.is_set():
+                    raise _Abandoned from exc
+                log.warning("insert of %d rows of %s[%d] failed (%s); retrying in %.1fs",
+                            hi - lo, segment.topic, segment.partition, _short(exc), delay)
                 time.sleep(delay)
-                delay = min(delay * 2, 30)
-        if self.dlq.flush(30):
-            raise RuntimeError("dead-letter messages were not acknowledged; not committing")
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-        self.consumer.commit(offsets=offsets, asynchronous=False)
-        self.progress.rows += len(self._rows)
+                delay = min(delay * 2, _MAX_BACKOFF)
+
+    def insert(self, segments: list[Segment]) -> dict[TopicPartitionKey, tuple[int, int]]:
+        """Insert the segments and send their dead letters (the worker's part).
+
+        Returns ``{partition: (end offset, epoch)}`` for the partitions whose segments all
+        went in and whose dead letters were acknowledged: what may be committed now.
+        """
+        began = time.perf_counter()
+        done: list[Segment] = []
+        gone: set[TopicPartitionKey] = set()
+        rows = 0
+        for segment in segments:
+            if segment.tp in gone:
+                continue
+            try:
+                poison = isolate(len(segment.values), partial(self._insert, segment))
+            except _Abandoned:
+                gone.add(segment.tp)
+                continue
+            for index, reason in poison:
+                segment.reject(index, f"{reason} ({wire_info(segment.values[index])})")
+            rows += len(segment.values) - len(poison)
+            done.append(segment)
+        done = [s for s in done if s.tp not in gone]
+        inserted = time.perf_counter()
+        letters = sorted((d for s in done for d in s.dead), key=lambda d: (d.partition, d.offset))
+        if letters:
+            self.dead_letters.send(letters)
+            self.dead_letters.confirm(DEAD_LETTER_TIMEOUT)
+        self.progress.rows += rows
+        self.progress.dead_letters += len(letters)
         self.progress.batches += 1
-        self.progress.committed = {f"{t}[{p}]": o for (t, p), o in self._offsets.items()}
-        self._rows, self._offsets, self._batch_started = [], {}, None
+        log.debug("inserted %d rows of %d segments in %.3fs, %d dead letters in %.3fs", rows,
+                  len(done), inserted - began, len(letters), time.perf_counter() - inserted)
+        return {s.tp: (s.end, s.epoch) for s in done}
+
+    # --- hand-over (main thread: it alone calls the consumer) --------------------------
+    def _reap(self) -> None:
+        """Take the worker's result once its batch is done (raising what it raised)."""
+        if self._inflight is not None and self._inflight.done():
+            inflight, self._inflight = self._inflight, None
+            self._finished.update(inflight.result())
+
+    def _commit_finished(self, plans: dict[TopicPartitionKey, tuple[int, str, int]]
+                         | None = None) -> set[TopicPartitionKey]:
+        """One synchronous commit: the ends of what went in, and the plans of what goes next.
+
+        Returns the planned partitions that are not ours any more.
+        """
+        offsets = {tp: (end, "", epoch) for tp, (end, epoch) in self._finished.items()}
+        offsets.update(plans or {})
+        self._finished = {}
+        if not offsets:
+            return set()
+        gone = self._commit({tp: (o, m) for tp, (o, m, _) in offsets.items()},
+                            {tp: e for tp, (_, _, e) in offsets.items()})
+        for tp, (offset, _, _) in offsets.items():
+            if tp not in gone:  # a plan's offset too: everything before it is in ClickHouse
+                self._committed[tp] = offset
+        return gone
+
+    def _hand_over(self, wait: bool = False) -> None:
+        """Commit the plan of the ready segments (and what finished), then insert them."""
+        age = time.monotonic() - (self.batch.started or time.monotonic())
+        segments = [s for s in self.batch.take_ready(lambda tp: bool(self._cuts.get(tp)))
+                    if self._owned(s)]
+        by_tp: dict[TopicPartitionKey, list[Segment]] = {}
+        for segment in segments:
+            by_tp.setdefault(segment.tp, []).append(segment)
+        gone = self._commit_finished({
+            tp: (group[0].start, encode_plan(s.end for s in group), group[0].epoch)
+            for tp, group in by_tp.items()})
+        segments = [s for s in segments if s.tp not in gone]
+        if not segments:
+            return
+        log.debug("hand-over of %d rows in %d segments (batch age %.3fs)",
+                  sum(len(s.values) for s in segments), len(segments), age)
+        if wait:
+            self._finished.update(self.insert(segments))
+            self._commit_finished()
+        else:
+            self._inflight = self._worker.submit(self.insert, segments)
+
+    def _wait_worker(self, timeout: float | None) -> bool:
+        """Wait for the batch in flight (its errors stay for :meth:`_reap`); True when idle."""
+        if self._inflight is None:
+            return True
+        try:
+            self._inflight.exception(timeout)
+        except FutureTimeout:
+            return False
+        return True
+
+    def _due(self, now: float) -> bool:
+        batch = self.batch
+        if not batch.messages or batch.started is None:
+            return False
+        return (batch.rows >= self.settings.sink_batch_rows
+                or now - batch.started >= self.idle_flush_seconds)
+
+    def _throttle(self) -> None:
+        """The batch is full and the worker busy: wait, pausing the fetch if it lasts."""
+        waited = time.monotonic()
+        while not self._wait_worker(0.2):
+            if not self._paused and time.monotonic() - waited > 5:
+                self.consumer.pause(self.consumer.assignment())  # the consumer stays alive
+                self._paused = True
+                log.warning("the inserter is behind; fetching paused")
+            if self._paused:
+                self._take(self.consumer.consume(1000, timeout=0.5))  # serves rebalances
+            if not self._running:
+                return
+        if self._paused:
+            self.consumer.resume(self.consumer.assignment())
+            self._paused = False
+
+    # --- rebalance -------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if not partitions:
+            return
+        committed = consumer.committed(partitions, timeout=30)
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            self._epoch[key] = next(self._epochs)
+            self._cuts[key] = [c for c in decode_plan(tp.metadata) if c > tp.offset]
+            if tp.offset >= 0:
+                self._committed[key] = tp.offset
+            if self._cuts[key]:
+                log.info("%s[%d] replays a planned insert: cuts at %s", tp.topic, tp.partition,
+                         self._cuts[key])
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        for key in keys:
+            self._epoch.pop(key, None)
+            self._cuts.pop(key, None)
+            self._committed.pop(key, None)
+            self._finished.pop(key, None)
+        self.batch.drop(keys)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Let the insert in flight finish, commit what went in, forget the rest."""
+        try:
+            if not self._wait_worker(60):
+                log.warning("the insert in flight did not finish; its revoked partitions "
+                            "are left uncommitted")
+            elif self._inflight is not None and self._inflight.exception() is None:
+                self._reap()  # (a failed worker's error stays for the main loop)
+            self._commit_finished()
+        except Exception:  # never out of consume(): the next owner replays, deduplicated
+            log.exception("committing before revoking %s", partitions)
+        finally:
+            self._forget(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Lost partitions are another member's already: commit nothing, forget them."""
+        try:
+            log.warning("partitions lost: %s", [(tp.topic, tp.partition) for tp in partitions])
+            self._forget(partitions)
+        except Exception:  # never out of consume()
+            log.exception("losing %s", partitions)
 
     # --- progress --------------------------------------------------------------------
     def _lag(self) -> int:
+        """Messages on the broker not yet committed (in ClickHouse) for our partitions."""
         total = 0
-        for partition in self.consumer.assignment():
-            _, high = self.consumer.get_watermark_offsets(partition, timeout=5, cached=True)
-            position = self.consumer.position([partition])[0].offset
-            if high >= 0 and position >= 0:
-                total += high - position
+        for key in list(self._epoch):
+            partition = TopicPartition(*key)
+            try:
+                _, high = self.consumer.get_watermark_offsets(partition, timeout=1, cached=True)
+                if high < 0:
+                    _, high = self.consumer.get_watermark_offsets(partition, timeout=1)
+            except KafkaException:
+                continue
+            if high >= 0:
+                total += max(0, high - max(self._committed.get(key, 0), 0))
         return total
 
     def report(self) -> None:
@@ -225,6 +474,7 @@ class Sink:
         self.progress.rows_per_s = (self.progress.rows - rows) / max(now - started, 1e-9)
         self._window = (now, self.progress.rows)
         self.progress.lag = self._lag()
+        self.progress.committed = {f"{t}[{p}]": o for (t, p), o in self._committed.items()}
         self.progress.updated = time.time()
         path = progress_path(self.settings)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,39 +486,54 @@ class Sink:
     # --- loop ------------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
         self._running = False
+        self._stopping.set()
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.flush()
-
-    def run(self, until: Callable[[], bool] | None = None, report_every: float = 10.0) -> None:
+    def run(self, until: Callable[[], bool] | None = None, report_every: float = 5.0) -> None:
         """Consume until stopped (SIGTERM/SIGINT or ``until()``), then flush and close."""
-        self.consumer.subscribe([self.settings.kafka_topic], on_revoke=self._on_revoke)
+        self.consumer.subscribe([self.settings.kafka_topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
         last_report = time.monotonic()
-        log.info("sink consuming %s into %s (batches of %d rows / %.1fs)",
+        log.info("sink consuming %s into %s (AvroConfluent; batches of %d rows / %.2fs)",
                  self.settings.kafka_topic, self.settings.clickhouse_table,
-                 self.settings.sink_batch_rows, self.settings.sink_batch_seconds)
+                 self.settings.sink_batch_rows, self.idle_flush_seconds)
         try:
             while self._running and not (until and until()):
-                room = max(1, self.settings.sink_batch_rows - len(self._rows))
-                self._take(self.consumer.consume(min(room, 5000), timeout=0.2))
-                self.dlq.poll(0)
-                if self._due():
-                    self.flush()
-                if time.monotonic() - last_report >= report_every:
+                self._reap()
+                now = time.monotonic()
+                if self._inflight is None:
+                    if self._due(now):
+                        self._hand_over()
+                    elif self._finished:
+                        self._commit_finished()
+                if self.batch.rows >= self.backlog_rows and self._inflight is not None:
+                    self._throttle()
+                    continue
+                room = max(1, min(5000, self.backlog_rows - self.batch.rows))
+                self._take(self.consumer.consume(room, timeout=0.05 if self.batch.messages
+                                                 else 0.2))
+                if now - last_report >= report_every:
                     self.report()
-                    last_report = time.monotonic()
-            self.flush()
+                    last_report = now
+            self._wait_worker(None)
+            self._reap()
+            self._hand_over(wait=True)
+            self._commit_finished()
             self.report()
         finally:
+            self._stopping.set()
             self.consumer.close()
-            self.dlq.flush(10)
+            self._worker.shutdown(wait=True)
+            self.dead_letters.producer.flush(10)
 
 
 def main() -> None:
-    """Run the sink until SIGTERM / Ctrl-C (``etar sink``, ``python -m etar.sink``)."""
-    logging.basicConfig(level=logging.INFO,
+    """Run the sink until SIGTERM / Ctrl-C (``etar sink``, ``python -m etar.sink``).
+
+    ``ETAR_SINK_LOG_LEVEL=DEBUG`` logs every insert and hand-over with its timing.
+    """
+    logging.basicConfig(level=os.environ.get("ETAR_SINK_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("httpx", "httpx2"):
+    for noisy in ("httpx", "httpx2", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sink = Sink()
 
@@ -277,7 +542,11 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    sink.run()
+    try:
+        sink.run()
+    except SinkError as exc:
+        log.error("sink stopped: %s", exc)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

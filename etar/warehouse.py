@@ -28,6 +28,8 @@ COLUMNS = schema_field_names()
 ingested_at are derived by the table)."""
 
 _READ_SETTINGS = {"do_not_merge_across_partitions_select_final": 1}
+DEDUPLICATION_WINDOW = 10_000
+"""Recent insert blocks the table remembers, so the sink's replayed blocks are dropped."""
 
 
 def client(settings: Settings | None = None, database: str | None = None,
@@ -67,7 +69,7 @@ def table_ddl(settings: Settings | None = None) -> str:
 
 
 def apply_schema(ch: Client | None = None, settings: Settings | None = None) -> None:
-    """Create the table if missing and bring its retention TTL to the configured value."""
+    """Create the table if missing; bring its retention TTL and dedup window up to date."""
     settings = settings or get_settings()
     ch = ch or client(settings)
     ch.command(table_ddl(settings))
@@ -78,6 +80,9 @@ def apply_schema(ch: Client | None = None, settings: Settings | None = None) -> 
     if wanted not in str(engine_full):
         ch.command(f"ALTER TABLE `{settings.clickhouse_table}` MODIFY TTL event_minute + "
                    f"{wanted} DELETE", settings={"materialize_ttl_after_modify": 0})
+    window = f"non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
+    if window not in str(engine_full):
+        ch.command(f"ALTER TABLE `{settings.clickhouse_table}` MODIFY SETTING {window}")
 
 
 def partitions(ch: Client | None = None, settings: Settings | None = None) -> pd.DataFrame:

@@ -6,6 +6,9 @@
 -- * ReplacingMergeTree keyed on event_id (inside ORDER BY): a batch the sink replays after a
 --   crash collapses into the rows already there; readers that need exact counts use FINAL
 --   (cheap here: one partition, do_not_merge_across_partitions_select_final).
+-- * non_replicated_deduplication_window: the sink inserts each run of offsets as one block
+--   with a deduplication token, so a replayed block is dropped at insert (no duplicate even
+--   before a merge); the window is how many recent blocks ClickHouse remembers.
 -- * ORDER BY (event_type, status, event_id): per-type/status aggregation reads in key order.
 -- * TTL drops whole minute partitions after the retention (ETAR_CLICKHOUSE_RETENTION_HOURS,
 --   24 h by default), so the partition count stays bounded.
@@ -36,4 +39,5 @@ ENGINE = ReplacingMergeTree
 PARTITION BY event_minute
 ORDER BY (event_type, status, event_id)
 TTL event_minute + toIntervalHour(24) DELETE
-SETTINGS ttl_only_drop_parts = 1, merge_with_ttl_timeout = 600;
+SETTINGS ttl_only_drop_parts = 1, merge_with_ttl_timeout = 600,
+         non_replicated_deduplication_window = 10000;

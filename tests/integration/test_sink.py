@@ -1,25 +1,40 @@
 """Kafka → ClickHouse: the stack's sink, and sinks on lanes of their own (topic, table, group).
 
-Events are stamped in recent minutes (inside the table's retention TTL); counts read with
-FINAL, since the table collapses replayed rows by event_id.
+Events are stamped in recent minutes (inside the table's retention TTL). "Doubles nothing" is
+checked by counting rows without FINAL (which sees duplicates) once the sink has settled, as
+well as with FINAL and by distinct event_id.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import random
 import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.serialization import MessageField, SerializationContext
+from fastavro import parse_schema, schemaless_writer
 
 from etar import warehouse
 from etar.config import Settings
+from etar.events import EventGenerator, GeneratorConfig
+from etar.serde import UUIDKeySerializer, event_serializer, registry_client
+from etar.sink import Sink
+from etar.sink_batch import Batch, SinkError
+from etar.topics import ensure_topic
 from tests.integration.lanes import (
     expected_events,
     produce,
@@ -74,6 +89,20 @@ def test_column_values_round_trip(lane: Settings, lane_sink: subprocess.Popen[by
     assert nulls > 0
 
 
+def _counts(ch: Client, table: str) -> tuple[int, int, int]:
+    """Rows without FINAL (sees duplicates), rows with FINAL, distinct event ids."""
+    raw = int(ch.command(f"SELECT count() FROM {table}"))
+    final = int(ch.command(f"SELECT count() FROM {table} FINAL"))
+    distinct = int(ch.command(f"SELECT uniqExact(event_id) FROM {table}"))
+    return raw, final, distinct
+
+
+def _settle(ch: Client, table: str, count: int, timeout: float) -> None:
+    """Wait until every row is in, then long enough for anything in flight to overshoot."""
+    wait_for(lambda: _counts(ch, table)[1] >= count, timeout, f"{count} rows")
+    time.sleep(3)
+
+
 def test_sigkill_mid_stream_loses_and_doubles_nothing(lane: Settings, tmp_path: Path) -> None:
     minute, count = recent_minute(4), 12_000
     log = tmp_path / "sink.log"
@@ -90,12 +119,32 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(lane: Settings, tmp_path: 
     try:
         _, err = producer.communicate(timeout=120)
         assert producer.returncode == 0, err
-        wait_for(lambda: warehouse.count_minute(minute, ch, lane) == count, 120,
-                 f"{count} rows after the restart")
-        time.sleep(2)  # anything still in flight would now overshoot
-        assert warehouse.count_minute(minute, ch, lane) == count
-        distinct = ch.command(f"SELECT uniqExact(event_id) FROM {lane.clickhouse_table}")
-        assert distinct == count
+        _settle(ch, lane.clickhouse_table, count, 120)
+        assert _counts(ch, lane.clickhouse_table) == (count, count, count)
+    finally:
+        second.terminate()
+        second.wait(30)
+
+
+def test_a_rebalance_between_two_sinks_doubles_nothing(lane: Settings, tmp_path: Path) -> None:
+    """A second member joins mid-stream (cooperative revoke), then the first one leaves."""
+    minute, count = recent_minute(5), 9_000
+    log = tmp_path / "sink.log"
+    first = start_sink(lane, log)
+    producer = produce(lane, count, minute, seed=6, rate=2_000, background=True)
+    assert producer is not None
+    ch = warehouse.client(lane)
+    wait_for(lambda: warehouse.count_minute(minute, ch, lane) > 1_000, 60, "the first rows")
+    second = start_sink(lane, log)
+    try:
+        wait_for(lambda: warehouse.count_minute(minute, ch, lane) > 5_000, 60, "more rows")
+        first.terminate()
+        assert first.wait(30) == 0
+        _, err = producer.communicate(timeout=120)
+        assert producer.returncode == 0, err
+        _settle(ch, lane.clickhouse_table, count, 120)
+        assert _counts(ch, lane.clickhouse_table) == (count, count, count)
+        assert "revoking" not in log.read_text()  # no failed commit on revoke
     finally:
         second.terminate()
         second.wait(30)
@@ -153,3 +202,150 @@ def test_minute_query_reads_one_partition(lane: Settings,
     assert plan["parts_selected"] == target["parts"] < plan["parts_total"]
     assert plan["read_rows"] == target["rows"]  # the other minutes' rows are never read
     assert plan["result_rows"] == 600
+
+
+_BIG = str(8 * 1024 * 1024)
+
+
+@pytest.fixture
+def big_lane(stack_settings: Settings, unique: str) -> Iterator[Settings]:
+    """A lane whose topics take messages of several MB (for the oversized poison)."""
+    settings = stack_settings.model_copy(update={
+        "kafka_topic": f"big_{unique}", "kafka_dlq_topic": f"big_{unique}_dlq",
+        "clickhouse_table": f"big_{unique}", "sink_group_id": f"big-{unique}",
+        "sink_batch_rows": 2_000, "sink_batch_seconds": 0.5})
+    ensure_topic(settings, settings.kafka_topic, 2, {"max.message.bytes": _BIG})
+    ensure_topic(settings, settings.kafka_dlq_topic, 1, {"max.message.bytes": _BIG})
+    warehouse.apply_schema(settings=settings)
+    yield settings
+    warehouse.client(settings).command(f"DROP TABLE IF EXISTS {settings.clickhouse_table}")
+
+
+def _dead_letters(settings: Settings, expected: int, timeout: float = 60) -> list[Message]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "group.id": f"dlq-reader-{uuid.uuid4()}"})
+    consumer.assign([TopicPartition(settings.kafka_dlq_topic, 0, 0)])
+    dead: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while len(dead) < expected and time.monotonic() < deadline:
+        message = consumer.poll(1)
+        if message is not None and message.error() is None:
+            dead.append(message)
+    extra = consumer.poll(3)  # nothing more may follow
+    consumer.close()
+    assert extra is None or extra.error() is not None, "more dead letters than poison"
+    return dead
+
+
+def test_every_kind_of_poison_among_valid_events(big_lane: Settings, tmp_path: Path) -> None:
+    """Valid events land exactly once; each poison message is a dead letter once, with why."""
+    lane = big_lane
+    registry = registry_client(lane)
+    other = {"type": "record", "name": "Other", "namespace": "test",
+             "fields": [{"name": "n", "type": "long"}]}
+    other_id = registry.register_schema(f"{lane.kafka_topic}-other-value",
+                                        Schema(json.dumps(other), "AVRO"))
+    other_body = io.BytesIO()
+    schemaless_writer(other_body, parse_schema(other), {"n": 42})
+    serialize = event_serializer(registry)
+    keys = UUIDKeySerializer()
+    ctx = SerializationContext(lane.kafka_topic, MessageField.VALUE)
+    events = EventGenerator(GeneratorConfig(seed=99)).take(600)
+    valid = [(keys(e.user_id), serialize(e, ctx)) for e in events]
+    key, value = valid[0]
+    assert key is not None and value is not None
+    schema_id = int.from_bytes(value[1:5], "big")
+    bad_enum = bytearray(value)
+    bad_enum[5 + 3 * 37] = 40  # event_type's enum index (after three UUID strings): 20
+    poison: list[tuple[bytes | None, bytes | None, str]] = [
+        (key, b"not avro at all", "not Confluent-framed"),
+        (key, b"\x00" + (999_999).to_bytes(4, "big") + value[5:], "unknown schema id 999999"),
+        (key, b"\x00" + other_id.to_bytes(4, "big") + other_body.getvalue(),
+         "another schema (Other)"),
+        (b"short", value, "bad key"),
+        (uuid.uuid4().bytes, value, "bad key"),
+        (key, None, "tombstone"),
+        (key, value[:-3], "ClickHouse refused the row"),  # truncated: framing and key fine
+        (key, bytes(bad_enum), "ClickHouse refused the row"),
+        (key, b"\x00" + schema_id.to_bytes(4, "big") + b"x" * (5 * 1024 * 1024), "oversized"),
+    ]
+    producer = Producer({"bootstrap.servers": lane.kafka_bootstrap_servers,
+                         "message.max.bytes": int(_BIG)})
+    sent: list[tuple[int, bytes | None, bytes | None, str]] = []  # partition, key, value, why
+    for index, (k, v) in enumerate(valid):  # poison between valid events, same batch
+        producer.produce(lane.kafka_topic, key=k, value=v, partition=index % 2)
+        if index % 60 == 30 and poison:
+            pk, pv, why = poison.pop(0)
+            producer.produce(lane.kafka_topic, key=pk, value=pv, partition=index % 2)
+            sent.append((index % 2, pk, pv, why))
+    assert not poison and producer.flush(30) == 0
+
+    sink = start_sink(lane, tmp_path / "sink.log")
+    try:
+        ch = warehouse.client(lane)
+        _settle(ch, lane.clickhouse_table, len(valid), 90)
+        assert _counts(ch, lane.clickhouse_table) == (len(valid),) * 3
+        stored = {row[0] for row in ch.query(
+            f"SELECT event_id FROM {lane.clickhouse_table}").result_rows}
+        assert stored == {e.event_id for e in events}
+        dead = _dead_letters(lane, len(sent))
+    finally:
+        sink.terminate()
+        sink.wait(30)
+    by_value = {}
+    for message in dead:
+        headers = {k: v.decode() for k, v in message.headers()}
+        assert headers["__connect.errors.topic"] == lane.kafka_topic
+        assert headers["__connect.errors.connector.name"] == "etar-sink"
+        by_value[(int(headers["__connect.errors.partition"]), message.key(),
+                  message.value())] = headers
+    assert len(by_value) == len(dead) == len(sent)
+    for partition, key_sent, value_sent, why in sent:
+        reason = by_value[(partition, key_sent, value_sent)]["__connect.errors.exception.message"]
+        assert why in reason, (why, reason)
+
+
+class _FailsAfterInsert:
+    """A ClickHouse client whose first insert goes in and then reports a timeout."""
+
+    def __init__(self, ch: Client) -> None:
+        self.ch, self.calls = ch, 0
+
+    def raw_insert(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        result = self.ch.raw_insert(*args, **kwargs)
+        if self.calls == 1:
+            raise OperationalError("read timed out (injected after the rows went in)")
+        return result
+
+
+def test_a_retried_insert_that_already_went_in_is_not_doubled(lane: Settings) -> None:
+    serialize = event_serializer(registry_client(lane))
+    ctx = SerializationContext(lane.kafka_topic, MessageField.VALUE)
+    events = EventGenerator(GeneratorConfig(seed=11)).take(500)
+    ch = warehouse.client(lane)
+    flaky = _FailsAfterInsert(ch)
+    sink = Sink(lane, ch=flaky)  # type: ignore[arg-type]
+    batch = Batch()
+    for offset, event in enumerate(events):
+        batch.add((lane.kafka_topic, 0), offset, 1, [], event.user_id.bytes,
+                  serialize(event, ctx), None, None, 0.0)
+    sink._epoch[(lane.kafka_topic, 0)] = 1
+    assert sink.insert(batch.take_ready(lambda tp: False)) == {(lane.kafka_topic, 0): (500, 1)}
+    assert flaky.calls == 2
+    assert _counts(ch, lane.clickhouse_table) == (500, 500, 500)
+
+
+def test_a_permanent_clickhouse_error_stops_the_sink_without_committing(lane: Settings) -> None:
+    produce(lane, 50, recent_minute(2), seed=12)
+    warehouse.client(lane).command(f"DROP TABLE {lane.clickhouse_table}")
+    sink = Sink(lane)
+    started = time.monotonic()
+    with pytest.raises(SinkError, match="a retry cannot fix"):
+        sink.run(until=lambda: time.monotonic() - started > 60)
+    assert time.monotonic() - started < 60
+    consumer = Consumer({"bootstrap.servers": lane.kafka_bootstrap_servers,
+                         "group.id": lane.sink_group_id})
+    committed = consumer.committed([TopicPartition(lane.kafka_topic, p) for p in range(3)], 10)
+    consumer.close()
+    assert [tp.offset for tp in committed if tp.offset > 0] == []  # at most a plan at 0

@@ -1,49 +1,310 @@
-"""The sink's pure logic: rows, minute grouping, dead-letter reasons."""
+"""The sink's pure logic: pre-check, plans, segments, error classes, bisection, dead letters."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import io
+import json
+import uuid
+from typing import Any
 
-from etar import warehouse
-from etar.events import EventGenerator, GeneratorConfig
-from etar.sink import _wire_info, event_row, insert_blocks
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+from fastavro import schemaless_writer
 
-
-def _rows_over(minutes: int, per_minute: int = 3) -> list[tuple]:
-    start = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
-    events = EventGenerator(GeneratorConfig(seed=1)).take(minutes * per_minute)
-    rows = []
-    for index, event in enumerate(events):
-        row = list(event_row(event))
-        row[warehouse.COLUMNS.index("event_ts")] = start + timedelta(
-            minutes=index % minutes, seconds=index % 60)
-        rows.append(tuple(row))
-    return rows
-
-
-def test_event_row_follows_the_insert_columns() -> None:
-    event = EventGenerator(GeneratorConfig(seed=2)).take(1)[0]
-    row = event_row(event)
-    assert len(row) == len(warehouse.COLUMNS)
-    assert row[warehouse.COLUMNS.index("event_id")] == event.event_id
-    assert row[warehouse.COLUMNS.index("event_ts")] == event.event_ts
-
-
-def test_insert_blocks_never_span_more_minutes_than_allowed() -> None:
-    rows = _rows_over(minutes=250)
-    blocks = insert_blocks(rows, max_partitions=100)
-    ts = warehouse.COLUMNS.index("event_ts")
-    assert [len({r[ts].replace(second=0) for r in b}) for b in blocks] == [100, 100, 50]
-    assert sorted(map(id, rows)) == sorted(id(r) for b in blocks for r in b)
+from etar.config import get_settings
+from etar.dead_letters import DeadLetters
+from etar.events import EventGenerator, GeneratorConfig, load_schema_str, parsed_schema
+from etar.serde import UUIDKeySerializer
+from etar.sink import Sink
+from etar.sink_batch import (
+    MAX_EVENT_BYTES,
+    BadData,
+    Batch,
+    DeadLetter,
+    Failure,
+    KnownSchemas,
+    SinkError,
+    TooManyPartitions,
+    classify,
+    decode_plan,
+    encode_plan,
+    failing_row,
+    isolate,
+    precheck,
+    wire_info,
+)
 
 
-def test_one_block_when_the_batch_fits() -> None:
-    rows = _rows_over(minutes=3)
-    assert insert_blocks(rows, max_partitions=100) == [sorted(
-        rows, key=lambda r: r[warehouse.COLUMNS.index("event_ts")].replace(second=0))]
+def _value(schema_id: int = 1) -> tuple[bytes, bytes]:
+    """(key, value) of a real event framed like the producer frames it."""
+    event = EventGenerator(GeneratorConfig(seed=3)).take(1)[0]
+    body = io.BytesIO()
+    schemaless_writer(body, parsed_schema(), event.to_avro())
+    key = UUIDKeySerializer()(event.user_id)
+    assert key is not None
+    return key, b"\x00" + schema_id.to_bytes(4, "big") + body.getvalue()
+
+
+def _ours(schema_id: int) -> str | None:
+    return None if schema_id == 1 else f"unknown schema id {schema_id}"
+
+
+def test_precheck_lets_a_real_event_through() -> None:
+    key, value = _value()
+    assert precheck(key, value, _ours) is None
+
+
+@pytest.mark.parametrize(("kind", "expected"), [
+    ("tombstone", "tombstone"), ("oversized", "oversized"), ("garbage", "not Confluent"),
+    ("short", "not Confluent"), ("unknown id", "unknown schema id 7"),
+    ("no key", "bad key"), ("short key", "bad key"), ("other user", "bad key"),
+    ("not uuid fields", "decode error")])
+def test_precheck_names_each_kind_of_poison(kind: str, expected: str) -> None:
+    key, value = _value()
+    cases: dict[str, tuple[bytes | None, bytes | None]] = {
+        "tombstone": (key, None),
+        "oversized": (key, value + b"x" * MAX_EVENT_BYTES),
+        "garbage": (key, b"not avro at all"),
+        "short": (key, b"\x00\x00\x00"),
+        "unknown id": (key, _value(7)[1]),
+        "no key": (None, value),
+        "short key": (b"short", value),
+        "other user": (uuid.uuid4().bytes, value),
+        "not uuid fields": (key, value[:5] + b"\x02" + value[6:]),
+    }
+    reason = precheck(*cases[kind], _ours)
+    assert reason is not None and expected in reason
+
+
+def test_known_schemas_asks_once_and_tells_schemas_apart() -> None:
+    asked: list[int] = []
+    other = json.dumps({"type": "record", "name": "Other", "fields": []})
+    ours = json.loads(load_schema_str())
+    ours["doc"] = "documentation differs, the shape does not"
+    registry = {1: json.dumps(ours), 2: other}
+
+    def fetch(schema_id: int) -> str | None:
+        asked.append(schema_id)
+        return registry.get(schema_id)
+
+    known = KnownSchemas(fetch, load_schema_str())
+    assert known(1) is None and known(1) is None
+    assert "another schema (Other)" in (known(2) or "")
+    assert "unknown schema id 3" in (known(3) or "")
+    assert "unknown schema id 3" in (known(3) or "")
+    assert asked == [1, 2, 3, 3]  # a verdict is kept, an unknown id is asked again
+
+
+def test_plans_round_trip_and_ignore_foreign_metadata() -> None:
+    assert decode_plan(encode_plan([120, 80])) == [80, 120]
+    assert decode_plan("") == [] and decode_plan(None) == [] and decode_plan("other") == []
+
+
+def _fill(batch: Batch, offsets: range, cuts: list[int], reason: str | None = None) -> None:
+    for offset in offsets:
+        batch.add(("t", 0), offset, 1, cuts, b"k", b"v%d" % offset, None, reason, 0.0)
+
+
+def test_a_planned_cut_reproduces_the_segments_of_the_lost_insert() -> None:
+    cuts = [105, 112]
+    batch = Batch()
+    _fill(batch, range(100, 108), cuts)
+    ready = batch.take_ready(lambda tp: bool(cuts))
+    assert [(s.start, s.end) for s in ready] == [(100, 105)]  # [105, 108) waits for 112
+    _fill(batch, range(108, 115), cuts)
+    ready = batch.take_ready(lambda tp: bool(cuts))
+    assert [(s.start, s.end, len(s.values)) for s in ready] == [(105, 112, 7), (112, 115, 3)]
+    assert batch.rows == 0 and batch.started is None
+
+
+def test_segment_tokens_depend_on_offsets_and_bytes() -> None:
+    batch = Batch()
+    _fill(batch, range(0, 4), [])
+    _fill(batch, range(4, 5), [], reason="poison")
+    segment = batch.take_ready(lambda tp: False)[0]
+    assert (segment.start, segment.end, len(segment.values), len(segment.dead)) == (0, 5, 4, 1)
+    body = segment.body(1, 3)
+    assert body == b"v1v2"
+    assert segment.token(1, 3, body) == segment.token(1, 3, b"v1v2")
+    assert segment.token(1, 3, body) != segment.token(1, 3, b"v1v3")
+    assert segment.token(1, 3, body).startswith("t/0/1-2/")
+
+
+def test_dropping_a_partition_forgets_its_messages() -> None:
+    batch = Batch()
+    _fill(batch, range(0, 3), [])
+    batch.add(("t", 1), 0, 1, [], b"k", b"v", None, None, 0.0)
+    batch.drop([("t", 0)])
+    assert batch.rows == 1 and list(batch.segments) == [("t", 1)]
+
+
+@pytest.mark.parametrize(("code", "message", "kind"), [
+    (117, "Invalid magic byte (at row 3)", Failure.BAD_DATA),
+    (376, "Cannot parse UUID", Failure.BAD_DATA),
+    (1001, "std::exception. Code: 1001, type: avro::Exception, e.what() = EOF reached",
+     Failure.BAD_DATA),
+    (86, "Received error from remote server /schemas/ids/9. HTTP status code: 404",
+     Failure.BAD_DATA),
+    (86, "Received error from remote server /schemas/ids/9. HTTP status code: 503",
+     Failure.TRANSIENT),
+    (210, "Connection refused: while fetching schema id = 1", Failure.TRANSIENT),
+    (None, "HTTP driver received HTTP status 500", Failure.TRANSIENT),
+    (252, "Too many partitions for single INSERT block (more than 100)", Failure.SPLIT),
+    (252, "Too many parts (3000). Merges are processing significantly slower",
+     Failure.TRANSIENT),
+    (16, "No such column nope in table", Failure.PERMANENT),
+    (60, "Table default.x does not exist", Failure.PERMANENT),
+    (1001, "std::exception: bad_alloc", Failure.PERMANENT)])
+def test_classify_insert_failures(code: int | None, message: str, kind: Failure) -> None:
+    assert classify(code, message) is kind
+
+
+def test_failing_row_reads_clickhouse_s_row_number() -> None:
+    assert failing_row("Cannot parse UUID: (at row 101)\n: While executing") == 101
+    assert failing_row("EOF reached") is None
+
+
+class _Table:
+    """A fake ClickHouse: refuses any range holding a poison row, records what went in."""
+
+    def __init__(self, poison: set[int], hint: bool, max_rows: int = 1_000_000) -> None:
+        self.poison, self.hint, self.max_rows = poison, hint, max_rows
+        self.calls: list[tuple[int, int]] = []
+        self.stored: list[int] = []
+
+    def insert(self, lo: int, hi: int) -> None:
+        self.calls.append((lo, hi))
+        bad = sorted(p for p in self.poison if lo <= p < hi)
+        if bad:
+            raise BadData(f"row {bad[0]} is bad", bad[0] - lo + 1 if self.hint else None)
+        if hi - lo > self.max_rows:
+            raise TooManyPartitions
+        self.stored.extend(range(lo, hi))
+
+
+@pytest.mark.parametrize("hint", [True, False])
+def test_isolate_finds_every_poison_row_and_stores_the_rest_once(hint: bool) -> None:
+    table = _Table({0, 17, 18, 63, 99}, hint)
+    poison = isolate(100, table.insert)
+    assert [row for row, _ in poison] == [0, 17, 18, 63, 99]
+    assert poison[1][1] == "row 17 is bad"
+    assert sorted(table.stored) == [r for r in range(100) if r not in table.poison]
+    assert len(table.stored) == len(set(table.stored))
+
+
+def test_isolate_uses_the_named_row_instead_of_halving() -> None:
+    hinted, halved = _Table({500}, hint=True), _Table({500}, hint=False)
+    isolate(1000, hinted.insert)
+    isolate(1000, halved.insert)
+    assert len(hinted.calls) == 4 < len(halved.calls)  # all, [0:500), [500], [501:)
+
+
+def test_isolate_is_deterministic_so_a_replay_inserts_the_same_ranges() -> None:
+    first, second = _Table({3, 40}, hint=False), _Table({3, 40}, hint=False)
+    isolate(64, first.insert)
+    isolate(64, second.insert)
+    assert first.calls == second.calls
+
+
+def test_isolate_splits_blocks_spanning_too_many_partitions_without_dead_letters() -> None:
+    table = _Table(set(), hint=False, max_rows=10)
+    assert isolate(64, table.insert) == []
+    assert sorted(table.stored) == list(range(64))
+
+
+class _Producer:
+    """A fake producer whose delivery reports say what the test wants."""
+
+    def __init__(self, fail: bool = False, deliver: bool = True) -> None:
+        self.fail, self.deliver = fail, deliver
+        self.sent: list[dict[str, Any]] = []
+        self._callbacks: list[Any] = []
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
+        self.sent.append({"topic": topic, **kwargs})
+        self._callbacks.append(kwargs["on_delivery"])
+
+    def flush(self, timeout: float = 0) -> int:
+        if not self.deliver:
+            return len(self._callbacks)
+        for callback in self._callbacks:
+            error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if self.fail else None
+            callback(error, _Message())
+        self._callbacks = []
+        return 0
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+
+class _Message:
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [("__connect.errors.offset", b"7")]
+
+
+def _letter() -> DeadLetter:
+    return DeadLetter("events", 2, 7, b"k", b"v", [("trace", b"1")], "bad key: …")
+
+
+def test_dead_letters_carry_connect_headers_and_the_message_unchanged() -> None:
+    producer = _Producer()
+    letters = DeadLetters(producer, "dlq")
+    letters.send([_letter()])
+    letters.confirm(1)
+    sent = producer.sent[0]
+    assert (sent["topic"], sent["key"], sent["value"]) == ("dlq", b"k", b"v")
+    assert dict(sent["headers"]) == {
+        "trace": b"1", "__connect.errors.topic": b"events",
+        "__connect.errors.partition": b"2", "__connect.errors.offset": b"7",
+        "__connect.errors.exception.message": b"bad key: \xe2\x80\xa6",
+        "__connect.errors.connector.name": b"etar-sink"}
+
+
+@pytest.mark.parametrize("producer", [_Producer(fail=True), _Producer(deliver=False)])
+def test_a_dead_letter_not_acknowledged_stops_the_commit(producer: _Producer) -> None:
+    letters = DeadLetters(producer, "dlq")
+    letters.send([_letter()])
+    with pytest.raises(SinkError, match="dead letters"):
+        letters.confirm(0.1)
 
 
 def test_wire_info_names_the_schema_id_or_the_missing_framing() -> None:
-    assert "schema id 42" in _wire_info(b"\x00\x00\x00\x00\x2a\x01")
-    assert "no Confluent framing" in _wire_info(b"hello")
-    assert _wire_info(None) == "empty value"
+    assert "schema id 42" in wire_info(b"\x00\x00\x00\x00\x2a\x01")
+    assert "no Confluent framing" in wire_info(b"hello")
+    assert wire_info(None) == "empty value"
+
+
+class _Consumer:
+    """Records commits; a lost partition must never reach it."""
+
+    def __init__(self) -> None:
+        self.commits: list[Any] = []
+
+    def commit(self, **kwargs: Any) -> list[Any]:
+        self.commits.append(kwargs)
+        raise AssertionError("commit called")
+
+
+def _sink(consumer: _Consumer) -> Sink:
+    return Sink(get_settings(), ch=object(), consumer=consumer,  # type: ignore[arg-type]
+                dlq=_Producer(), schemas=_ours)  # type: ignore[arg-type]
+
+
+def test_on_lost_commits_nothing_and_never_raises() -> None:
+    consumer = _Consumer()
+    sink = _sink(consumer)
+    sink._epoch[("t", 0)] = 1
+    sink._finished[("t", 0)] = (10, 1)
+    sink.batch.add(("t", 0), 10, 1, [], b"k", b"v", None, None, 0.0)
+    sink._on_lost(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+    sink._on_lost(consumer, None)  # type: ignore[arg-type]  # a broken call is logged only
+    assert consumer.commits == [] and sink.batch.rows == 0 and not sink._finished
+
+
+def test_on_revoke_does_not_raise_when_the_commit_fails() -> None:
+    consumer = _Consumer()
+    sink = _sink(consumer)
+    sink._epoch[("t", 0)] = 1
+    sink._finished[("t", 0)] = (10, 1)
+    sink._on_revoke(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+    assert len(consumer.commits) == 1 and ("t", 0) not in sink._epoch
