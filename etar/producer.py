@@ -1,9 +1,12 @@
 """Multi-process Avro producer of interaction events.
 
-Each worker process owns one idempotent ``SerializingProducer`` (``acks=all``) with the UUID
-key serializer and an auto-registering ``AvroSerializer``, paces itself to its share of the
-rate, and counts delivery reports in shared counters that the parent shows as progress.
-Ctrl-C (or SIGTERM) asks every worker to stop sending, flush what is in flight and report.
+Each worker process registers the event schema, then loops: generate a batch of events as Avro
+records, write them as Confluent-framed values (one precomputed header, fastavro's schemaless
+writer), and hand them with their 16-byte user-id keys to one idempotent ``Producer``
+(``acks=all``). It paces itself to its share of the rate and publishes its sent / delivered /
+failed totals in shared memory, which the parent shows as progress. Only failed deliveries
+call back into Python. Ctrl-C (or SIGTERM) asks every worker to stop sending, flush what is in
+flight and report.
 """
 
 from __future__ import annotations
@@ -17,17 +20,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, SerializingProducer
+from confluent_kafka import KafkaError, Message, Producer
 
 from etar.config import Settings, get_settings
 from etar.errors import ConfigError, ServiceUnavailable
 from etar.events import EventGenerator, EventType, GeneratorConfig, clock_within_minute, utc_now
 from etar.minute import Minute
-from etar.serde import UUIDKeySerializer, event_serializer, registry_client
+from etar.serde import EventValueWriter, register_event_schema, registry_client
 from etar.topics import require_broker
 
 log = logging.getLogger(__name__)
@@ -87,18 +89,25 @@ class ProduceSummary:
                 f"events_per_s={self.events_per_s:.1f}")
 
 
-@dataclass
-class _Counters:
-    sent: Synchronized[int]
-    delivered: Synchronized[int]
-    failed: Synchronized[int]
+BATCH = 1_000
+"""Most events generated, serialized and handed to librdkafka in one step of a worker."""
 
-    @classmethod
-    def create(cls, ctx: Any) -> _Counters:
-        return cls(ctx.Value("q", 0), ctx.Value("q", 0), ctx.Value("q", 0))
+
+class _Counters:
+    """Each worker's sent, delivered and failed totals, in shared memory.
+
+    A worker only writes its own three slots, so no lock is needed; the parent sums them.
+    """
+
+    def __init__(self, ctx: Any, processes: int) -> None:
+        self._slots = ctx.Array("q", 3 * processes, lock=False)
+
+    def publish(self, index: int, sent: int, delivered: int, failed: int) -> None:
+        self._slots[3 * index:3 * index + 3] = [sent, delivered, failed]
 
     def totals(self) -> tuple[int, int, int]:
-        return self.sent.value, self.delivered.value, self.failed.value
+        slots = list(self._slots)
+        return sum(slots[0::3]), sum(slots[1::3]), sum(slots[2::3])
 
 
 def _producer_config(settings: Settings) -> dict[str, Any]:
@@ -110,12 +119,55 @@ def _producer_config(settings: Settings) -> dict[str, Any]:
         "batch.size": 256 * 1024,
         "compression.type": "lz4",
         "message.timeout.ms": 60_000,
+        # Only failures call back into Python; what is neither failed nor still queued
+        # (``len(producer)``) was delivered.
+        "delivery.report.only.error": True,
     }
+
+
+class _Sender:
+    """One worker's producer: hands keyed values to librdkafka and accounts for them.
+
+    ``delivered`` is exact whenever it is read: every message sent is either still queued
+    (``len(producer)``), or failed (its error report was served), or acknowledged.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.kafka_topic
+        self.sent = 0
+        self.failed = 0
+        self.producer = Producer({**_producer_config(settings), "on_delivery": self._on_error})
+
+    def _on_error(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.failed += 1
+            if self.failed == 1:
+                log.warning("producer: delivery failed: %s", err)
+
+    def send(self, keys: list[bytes], values: list[bytes]) -> None:
+        produce, poll, topic = self.producer.produce, self.producer.poll, self.topic
+        for key, value in zip(keys, values, strict=True):
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:  # the local queue is full: let librdkafka drain it
+                    poll(0.05)
+        self.sent += len(values)
+        poll(0)
+
+    @property
+    def delivered(self) -> int:
+        return self.sent - self.failed - len(self.producer)
+
+    def flush(self, publish: Callable[[], None]) -> None:
+        while self.producer.flush(1) > 0:
+            publish()
 
 
 def _worker(index: int, options: ProduceOptions, settings: Settings, counters: _Counters,
             stop: MpEvent, parent: int) -> None:
-    """One producer process: generate, serialize, send, count deliveries.
+    """One producer process: generate, serialize, send in batches, count deliveries.
 
     Stops when the parent says so, or when the parent is gone (never an orphan producing on).
     """
@@ -129,59 +181,39 @@ def _worker(index: int, options: ProduceOptions, settings: Settings, counters: _
     if options.minute is not None:
         clock = clock_within_minute(options.minute, random.Random(seed))
     generator = EventGenerator(config, clock)
-    producer = SerializingProducer({
-        **_producer_config(settings),
-        "key.serializer": UUIDKeySerializer(),
-        "value.serializer": event_serializer(registry_client(settings)),
-    })
-    pending = {"delivered": 0, "failed": 0}
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        pending["failed" if err is not None else "delivered"] += 1
+    writer = EventValueWriter(register_event_schema(registry_client(settings),
+                                                    settings.kafka_topic))
+    sender = _Sender(settings)
 
     def publish() -> None:
-        for name in ("delivered", "failed"):
-            counter = getattr(counters, name)
-            with counter.get_lock():
-                counter.value += pending[name]
-            pending[name] = 0
+        counters.publish(index, sender.sent, sender.delivered, sender.failed)
 
     started = time.monotonic()
     deadline = None if options.duration is None else started + options.duration
-    sent = 0
-    next_check = started + 1.0
-    while not stop.is_set() and (count is None or sent < count):
+    next_check = started
+    while not stop.is_set():
         now = time.monotonic()
         if now >= next_check:
-            next_check = now + 1.0
+            next_check = now + 0.2
+            publish()
             if os.getppid() != parent:
                 log.warning("producer %d: parent gone, stopping", index)
                 break
         if deadline is not None and now >= deadline:
             break
+        size = BATCH if count is None else min(BATCH, count - sender.sent)
+        if size <= 0:
+            break
         if rate > 0:
-            due = started + sent / rate
-            if due > now:
-                producer.poll(min(due - now, 0.1))
+            # Event k is due at started + k / rate: send what is due now, else wait for it.
+            due = int((now - started) * rate) + 1 - sender.sent
+            if due <= 0:
+                sender.producer.poll(min(started + sender.sent / rate - now, 0.1))
                 continue
-        event = next(generator)
-        while True:
-            try:
-                producer.produce(settings.kafka_topic, key=event.user_id, value=event,
-                                 on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        sent += 1
-        if sent % 500 == 0:
-            producer.poll(0)
-            with counters.sent.get_lock():
-                counters.sent.value += 500
-            publish()
-    with counters.sent.get_lock():
-        counters.sent.value += sent % 500
-    while producer.flush(1) > 0:
-        publish()
+            size = min(size, due)
+        keyed = generator.records(size)
+        sender.send([key for key, _ in keyed], writer.write([record for _, record in keyed]))
+    sender.flush(publish)
     publish()
 
 
@@ -197,7 +229,7 @@ def produce(options: ProduceOptions, settings: Settings | None = None,
     require_broker(settings)
     _require_registry(settings)
     ctx = mp.get_context("spawn")
-    counters = _Counters.create(ctx)
+    counters = _Counters(ctx, options.processes)
     stop = ctx.Event()
     workers = [ctx.Process(target=_worker,
                            args=(i, options, settings, counters, stop, os.getpid()),
