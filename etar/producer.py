@@ -1,12 +1,15 @@
 """Multi-process Avro producer of interaction events.
 
-Each worker process registers the event schema, then loops: generate a batch of events as Avro
-records, write them as Confluent-framed values (one precomputed header, fastavro's schemaless
-writer), and hand them with their 16-byte user-id keys to one idempotent ``Producer``
-(``acks=all``). It paces itself to its share of the rate and publishes its sent / delivered /
-failed totals in shared memory, which the parent shows as progress. Only failed deliveries
-call back into Python. Ctrl-C (or SIGTERM) asks every worker to stop sending, flush what is in
-flight and report.
+The parent registers the event schema (its id frames every value) and starts the workers.
+Each worker loops: generate a batch of events as Avro records, write them as Confluent-framed
+values (a header computed once, then the Avro body), and hand them with their 16-byte user-id
+keys to one idempotent ``Producer`` (``acks=all``). It paces itself to its share of the rate
+and publishes its sent / delivered / failed totals in shared memory, which the parent shows as
+progress. Only failed deliveries call back into Python. Ctrl-C (or SIGTERM) asks every worker
+to stop sending, flush what is in flight and report.
+
+Workers import neither the settings nor the registry client (a second or more of start-up on
+a busy machine): they get a plain :class:`_Plan`.
 """
 
 from __future__ import annotations
@@ -21,16 +24,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.synchronize import Event as MpEvent
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from etar.config import Settings, get_settings
 from etar.errors import ConfigError, ServiceUnavailable
 from etar.events import EventGenerator, EventType, GeneratorConfig, clock_within_minute, utc_now
 from etar.minute import Minute
-from etar.serde import EventValueWriter, register_event_schema, registry_client
-from etar.topics import require_broker
+from etar.serde import EventValueWriter
+
+if TYPE_CHECKING:
+    from etar.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +82,22 @@ class ProduceSummary:
     failed: int
     elapsed_s: float
     processes: int
+    sending_s: float = 0.0
+    """From the first event handed to Kafka to the last delivery (``elapsed_s`` without the
+    workers' start-up)."""
 
     @property
     def events_per_s(self) -> float:
         return self.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def sending_events_per_s(self) -> float:
+        return self.delivered / self.sending_s if self.sending_s > 0 else 0.0
+
     def line(self) -> str:
         return (f"sent={self.sent} delivered={self.delivered} failed={self.failed} "
                 f"processes={self.processes} elapsed_s={self.elapsed_s:.2f} "
-                f"events_per_s={self.events_per_s:.1f}")
+                f"events_per_s={self.events_per_s:.1f} sending_s={self.sending_s:.2f}")
 
 
 BATCH = 1_000
@@ -94,23 +105,38 @@ BATCH = 1_000
 
 
 class _Counters:
-    """Each worker's sent, delivered and failed totals, in shared memory.
+    """Each worker's sent, delivered and failed totals, in shared memory, and when it began
+    and ended sending (``time.monotonic_ns``, one clock for every process on the machine).
 
-    A worker only writes its own three slots, so no lock is needed; the parent sums them.
+    A worker only writes its own slots, so no lock is needed; the parent sums them.
     """
 
+    _WIDTH = 5
+
     def __init__(self, ctx: Any, processes: int) -> None:
-        self._slots = ctx.Array("q", 3 * processes, lock=False)
+        self._slots = ctx.Array("q", self._WIDTH * processes, lock=False)
 
     def publish(self, index: int, sent: int, delivered: int, failed: int) -> None:
-        self._slots[3 * index:3 * index + 3] = [sent, delivered, failed]
+        base = self._WIDTH * index
+        self._slots[base:base + 3] = [sent, delivered, failed]
+
+    def mark(self, index: int, slot: int) -> None:
+        """Record now as worker ``index``'s start (``slot`` 3) or end (4) of sending."""
+        self._slots[self._WIDTH * index + slot] = time.monotonic_ns()
 
     def totals(self) -> tuple[int, int, int]:
-        slots = list(self._slots)
-        return sum(slots[0::3]), sum(slots[1::3]), sum(slots[2::3])
+        slots, width = list(self._slots), self._WIDTH
+        return sum(slots[0::width]), sum(slots[1::width]), sum(slots[2::width])
+
+    def sending_s(self) -> float:
+        """From the first worker's start of sending to the last one's end."""
+        starts = [s for s in self._slots[3::self._WIDTH] if s]
+        ends = [e for e in self._slots[4::self._WIDTH] if e]
+        return (max(ends) - min(starts)) / 1e9 if starts and ends else 0.0
 
 
-def _producer_config(settings: Settings) -> dict[str, Any]:
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka settings of a worker's producer (the benchmark gives Kafka's tool the same)."""
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "enable.idempotence": True,
@@ -132,11 +158,11 @@ class _Sender:
     (``len(producer)``), or failed (its error report was served), or acknowledged.
     """
 
-    def __init__(self, settings: Settings) -> None:
-        self.topic = settings.kafka_topic
+    def __init__(self, config: dict[str, Any], topic: str) -> None:
+        self.topic = topic
         self.sent = 0
         self.failed = 0
-        self.producer = Producer({**_producer_config(settings), "on_delivery": self._on_error})
+        self.producer = Producer({**config, "on_delivery": self._on_error})
 
     def _on_error(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
@@ -165,13 +191,24 @@ class _Sender:
             publish()
 
 
-def _worker(index: int, options: ProduceOptions, settings: Settings, counters: _Counters,
-            stop: MpEvent, parent: int) -> None:
+@dataclass(frozen=True)
+class _Plan:
+    """What every worker gets from the parent."""
+
+    options: ProduceOptions
+    config: dict[str, Any]
+    topic: str
+    schema_id: int
+    parent: int
+
+
+def _worker(index: int, plan: _Plan, counters: _Counters, stop: MpEvent) -> None:
     """One producer process: generate, serialize, send in batches, count deliveries.
 
     Stops when the parent says so, or when the parent is gone (never an orphan producing on).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    options = plan.options
     rate, count = options.share(index)
     seed = None if options.seed is None else options.seed * 1_000 + index
     config = GeneratorConfig(seed=seed)
@@ -181,14 +218,14 @@ def _worker(index: int, options: ProduceOptions, settings: Settings, counters: _
     if options.minute is not None:
         clock = clock_within_minute(options.minute, random.Random(seed))
     generator = EventGenerator(config, clock)
-    writer = EventValueWriter(register_event_schema(registry_client(settings),
-                                                    settings.kafka_topic))
-    sender = _Sender(settings)
+    writer = EventValueWriter(plan.schema_id)
+    sender = _Sender(plan.config, plan.topic)
 
     def publish() -> None:
         counters.publish(index, sender.sent, sender.delivered, sender.failed)
 
     started = time.monotonic()
+    counters.mark(index, 3)
     deadline = None if options.duration is None else started + options.duration
     next_check = started
     while not stop.is_set():
@@ -196,7 +233,7 @@ def _worker(index: int, options: ProduceOptions, settings: Settings, counters: _
         if now >= next_check:
             next_check = now + 0.2
             publish()
-            if os.getppid() != parent:
+            if os.getppid() != plan.parent:
                 log.warning("producer %d: parent gone, stopping", index)
                 break
         if deadline is not None and now >= deadline:
@@ -215,6 +252,7 @@ def _worker(index: int, options: ProduceOptions, settings: Settings, counters: _
         sender.send([key for key, _ in keyed], writer.write([record for _, record in keyed]))
     sender.flush(publish)
     publish()
+    counters.mark(index, 4)
 
 
 def produce(options: ProduceOptions, settings: Settings | None = None,
@@ -224,15 +262,18 @@ def produce(options: ProduceOptions, settings: Settings | None = None,
     ``progress(sent, delivered, failed)`` is called a few times a second. Interrupting with
     Ctrl-C stops the workers cleanly; the summary then covers what was sent so far.
     """
+    from etar.config import get_settings
+    from etar.topics import require_broker
+
     settings = settings or get_settings()
     options.validate()
     require_broker(settings)
-    _require_registry(settings)
+    plan = _Plan(options, producer_config(settings), settings.kafka_topic,
+                 _register_schema(settings), os.getpid())
     ctx = mp.get_context("spawn")
     counters = _Counters(ctx, options.processes)
     stop = ctx.Event()
-    workers = [ctx.Process(target=_worker,
-                           args=(i, options, settings, counters, stop, os.getpid()),
+    workers = [ctx.Process(target=_worker, args=(i, plan, counters, stop),
                            name=f"etar-producer-{i}") for i in range(options.processes)]
     started = time.monotonic()
     for worker in workers:
@@ -258,16 +299,26 @@ def produce(options: ProduceOptions, settings: Settings | None = None,
     if crashed:
         raise ServiceUnavailable(f"producer processes failed: {', '.join(crashed)}")
     sent, delivered, failed = counters.totals()
-    return ProduceSummary(sent, delivered, failed, elapsed, options.processes)
+    return ProduceSummary(sent, delivered, failed, elapsed, options.processes,
+                          counters.sending_s())
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _require_registry(settings: Settings) -> None:
+def _register_schema(settings: Settings) -> int:
+    """Register the event schema for the topic's values; its id (what frames every value)."""
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    from etar.serde import register_event_schema, registry_client, value_subject
+
     try:
-        registry_client(settings).get_subjects()
+        return register_event_schema(registry_client(settings), settings.kafka_topic)
+    except SchemaRegistryError as exc:
+        raise ServiceUnavailable(
+            f"Schema Registry at {settings.schema_registry_url} refused the event schema for "
+            f"{value_subject(settings.kafka_topic)}: {exc}") from exc
     except Exception as exc:
         raise ServiceUnavailable(
             f"Schema Registry at {settings.schema_registry_url} is unreachable ({exc}); start "

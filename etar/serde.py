@@ -8,6 +8,9 @@ Value wire form: Confluent's framing — magic byte 0, the schema id as a 4-byte
 integer, then the Avro binary body. ``AvroSerializer`` writes it (one record at a time, through
 several wrappers); the producer's :class:`EventValueWriter` writes the same bytes for a batch
 of records behind a header computed once from the id the registry gave at registration.
+
+The registry client and the settings are imported where they are used: a producer worker,
+which only writes values, then starts without them.
 """
 
 from __future__ import annotations
@@ -18,10 +21,8 @@ import struct
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import (
     Deserializer,
     SerializationContext,
@@ -30,8 +31,13 @@ from confluent_kafka.serialization import (
 )
 from fastavro import schemaless_writer
 
-from etar.config import Settings, get_settings
 from etar.events import Event, load_schema_str, parsed_schema, to_millis
+
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+
+    from etar.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,10 @@ class UUIDKeyDeserializer(Deserializer):  # type: ignore[misc]
 
 def registry_client(settings: Settings | None = None) -> SchemaRegistryClient:
     """A Schema Registry client for ``settings.schema_registry_url``."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from etar.config import get_settings
+
     settings = settings or get_settings()
     return SchemaRegistryClient({"url": settings.schema_registry_url})
 
@@ -76,6 +86,8 @@ def _event_to_dict(event: Event, ctx: SerializationContext | None) -> dict[str, 
 
 def event_serializer(client: SchemaRegistryClient) -> AvroSerializer:
     """Avro value serializer that auto-registers ``user_event_schema.avsc``."""
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+
     return AvroSerializer(
         client, load_schema_str(), _event_to_dict, conf={"auto.register.schemas": True}
     )
@@ -88,6 +100,8 @@ def value_subject(topic: str) -> str:
 
 def register_event_schema(client: SchemaRegistryClient, topic: str) -> int:
     """Register ``user_event_schema.avsc`` for ``topic``'s values (idempotent); its schema id."""
+    from confluent_kafka.schema_registry import Schema
+
     schema_id: int = client.register_schema(value_subject(topic), Schema(load_schema_str(), "AVRO"))
     return schema_id
 
@@ -269,4 +283,6 @@ def event_deserializer(client: SchemaRegistryClient, project: bool = False) -> A
     With ``project``, records are read through ``user_event_schema.avsc`` as reader schema,
     so data written with a compatible newer or older schema still yields exactly our fields.
     """
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+
     return AvroDeserializer(client, schema_str=load_schema_str() if project else None)

@@ -27,7 +27,9 @@ def test_count_and_rate_are_split_exactly() -> None:
 
 
 def test_summary_line_is_key_value() -> None:
-    line = ProduceSummary(sent=10, delivered=9, failed=1, elapsed_s=2.0, processes=2).line()
-    fields = dict(item.split("=") for item in line.split())
+    summary = ProduceSummary(sent=10, delivered=9, failed=1, elapsed_s=2.0, processes=2,
+                             sending_s=1.5)
+    fields = dict(item.split("=") for item in summary.line().split())
     assert fields == {"sent": "10", "delivered": "9", "failed": "1", "processes": "2",
-                      "elapsed_s": "2.00", "events_per_s": "4.5"}
+                      "elapsed_s": "2.00", "events_per_s": "4.5", "sending_s": "1.50"}
+    assert summary.sending_events_per_s == 6.0
