@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,11 @@ _SEARCH_URLS = {query: f"/search?q={query.replace(' ', '+')}" for query in _QUER
 _CART_STEPS = (EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART)
 _PAY_STEPS = (EventType.CHECKOUT, EventType.PURCHASE)
 _SUCCESS, _ERROR = Status.SUCCESS.value, Status.ERROR.value
+_SYMBOL = {event_type: event_type.value for event_type in EventType}
+# The funnel as cumulative thresholds: a draw below the first goes to its step, and so on.
+_THRESHOLDS = {event_type: list(zip([step for step, _ in steps],
+                                    accumulate(p for _, p in steps), strict=True))
+               for event_type, steps in _FUNNEL.items()}
 
 KeyedRecord = tuple[bytes, dict[str, Any]]
 """An event as the producer sends it: the Kafka key and the Avro record (``to_avro`` form,
@@ -368,7 +374,7 @@ class EventGenerator:
             "event_id": self._uuid(),
             "user_id": user.id_text,
             "session_id": session.session_id,
-            "event_type": event_type.value,
+            "event_type": _SYMBOL[event_type],
             "status": _ERROR if failed else _SUCCESS,
             "error_code": error_code,
             "error_message": error_message,
@@ -398,10 +404,9 @@ class EventGenerator:
             # A failed payment or address is retried once in a while, else abandoned.
             session.next_step = event_type if self._rng.random() < 0.4 else None
             return
-        draw, cumulative = self._rng.random(), 0.0
-        for next_type, probability in _FUNNEL[event_type]:
-            cumulative += probability
-            if draw < cumulative:
+        draw = self._rng.random()
+        for next_type, threshold in _THRESHOLDS[event_type]:
+            if draw < threshold:
                 if next_type is EventType.CHECKOUT and not session.cart:
                     next_type = EventType.PRODUCT_VIEW
                 session.next_step = next_type
