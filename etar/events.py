@@ -242,7 +242,7 @@ class MinuteClock:
         self._rng = rng
 
     def millis(self) -> int:
-        return self._start_ms + self._rng.randrange(60_000)
+        return self._start_ms + int(self._rng.random() * 60_000)
 
     def __call__(self) -> datetime:
         return from_millis(self.millis())
@@ -293,6 +293,7 @@ class EventGenerator:
     ) -> None:
         self.config = config or GeneratorConfig()
         self._rng = random.Random(self.config.seed)
+        self._random = self._rng.random
         self._millis = _millis_clock(clock)
         self._error_rates = dict(self.config.error_rates)
         self._users = [self._new_user() for _ in range(self.config.users)]
@@ -305,7 +306,7 @@ class EventGenerator:
 
     def _uuid(self) -> str:
         """A random version-4 UUID in text form."""
-        digits = f"{self._rng.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET:032x}"
+        digits = (self._rng.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET).to_bytes(16).hex()
         return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
     def _new_user(self) -> _User:
@@ -316,7 +317,8 @@ class EventGenerator:
                      _CURRENCY.get(country, "EUR"))
 
     def _new_session(self) -> _Session:
-        return _Session(user=self._rng.choice(self._users), session_id=self._uuid())
+        users = self._users
+        return _Session(user=users[int(self._random() * len(users))], session_id=self._uuid())
 
     def __iter__(self) -> Iterator[Event]:
         return self
@@ -331,7 +333,7 @@ class EventGenerator:
     def next_record(self) -> KeyedRecord:
         """The next event as the producer sends it."""
         sessions = self._sessions
-        slot = self._rng.randrange(len(sessions))
+        slot = int(self._random() * len(sessions))
         session = sessions[slot]
         keyed = self._step(session)
         if session.next_step is None:
@@ -344,32 +346,33 @@ class EventGenerator:
         return [next_record() for _ in range(count)]
 
     def _step(self, session: _Session) -> KeyedRecord:
-        rng = self._rng
+        random = self._random  # draws are indexes as int(random() * n): no Python frames
         user = session.user
         event_type = session.next_step or EventType.PAGE_VIEW
-        failed = rng.random() < self._error_rates[event_type]
+        failed = random() < self._error_rates[event_type]
         product_id = price = quantity = currency = search_query = None
         if event_type is EventType.SEARCH:
-            search_query = rng.choice(_QUERIES)
+            search_query = _QUERIES[int(random() * len(_QUERIES))]
             url = _SEARCH_URLS[search_query]
         elif event_type is EventType.PAGE_VIEW:
-            url = rng.choice(_PAGES)
+            url = _PAGES[int(random() * len(_PAGES))]
         else:
             if event_type is EventType.PRODUCT_VIEW or session.product is None:
-                session.product = rng.choice(self._products)
+                session.product = self._products[int(random() * len(self._products))]
             product = session.product
             if event_type is EventType.REMOVE_FROM_CART and session.cart:
                 product = session.cart[-1]
             product_id, price, url = product
             currency = user.currency
             if event_type in _CART_STEPS:
-                quantity = rng.randint(1, 3)
+                quantity = 1 + int(random() * 3)
             elif event_type in _PAY_STEPS:
                 quantity = max(1, len(session.cart))
                 url = _FIXED_URLS[event_type]
         error_code = error_message = None
         if failed:
-            error_code, error_message = rng.choice(_ERROR_CODES[event_type])
+            errors = _ERROR_CODES[event_type]
+            error_code, error_message = errors[int(random() * len(errors))]
         record = {
             "event_id": self._uuid(),
             "user_id": user.id_text,
@@ -402,9 +405,9 @@ class EventGenerator:
                 session.cart.pop()
         if failed and event_type in _PAY_STEPS:
             # A failed payment or address is retried once in a while, else abandoned.
-            session.next_step = event_type if self._rng.random() < 0.4 else None
+            session.next_step = event_type if self._random() < 0.4 else None
             return
-        draw = self._rng.random()
+        draw = self._random()
         for next_type, threshold in _THRESHOLDS[event_type]:
             if draw < threshold:
                 if next_type is EventType.CHECKOUT and not session.cart:

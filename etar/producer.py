@@ -191,6 +191,28 @@ class _Sender:
             publish()
 
 
+@dataclass
+class Pacer:
+    """Spaces events ``1 / rate`` apart from ``started``: event k is due at started + k / rate.
+
+    A worker that fell behind (a busy machine) catches up at once, so over any run the count
+    sent matches the rate; it never sends an event before it is due. ``rate`` 0: no limit.
+    """
+
+    rate: float
+    started: float
+
+    def due(self, now: float, sent: int) -> int:
+        """How many more events may go at ``now`` (at most ``BATCH`` when unlimited)."""
+        if self.rate <= 0:
+            return BATCH
+        return min(BATCH, int((now - self.started) * self.rate) + 1 - sent)
+
+    def wait(self, now: float, sent: int) -> float:
+        """Seconds until the next event is due."""
+        return max(0.0, self.started + sent / self.rate - now) if self.rate > 0 else 0.0
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What every worker gets from the parent."""
@@ -226,6 +248,7 @@ def _worker(index: int, plan: _Plan, counters: _Counters, stop: MpEvent) -> None
 
     started = time.monotonic()
     counters.mark(index, 3)
+    pacer = Pacer(rate, started)
     deadline = None if options.duration is None else started + options.duration
     next_check = started
     while not stop.is_set():
@@ -238,16 +261,14 @@ def _worker(index: int, plan: _Plan, counters: _Counters, stop: MpEvent) -> None
                 break
         if deadline is not None and now >= deadline:
             break
-        size = BATCH if count is None else min(BATCH, count - sender.sent)
-        if size <= 0:
+        if count is not None and sender.sent >= count:
             break
-        if rate > 0:
-            # Event k is due at started + k / rate: send what is due now, else wait for it.
-            due = int((now - started) * rate) + 1 - sender.sent
-            if due <= 0:
-                sender.producer.poll(min(started + sender.sent / rate - now, 0.1))
-                continue
-            size = min(size, due)
+        size = pacer.due(now, sender.sent)
+        if size <= 0:  # not due yet: sleep (never under 2 ms, which rounds to a busy spin)
+            sender.producer.poll(min(max(pacer.wait(now, sender.sent), 0.002), 0.1))
+            continue
+        if count is not None:
+            size = min(size, count - sender.sent)
         keyed = generator.records(size)
         sender.send([key for key, _ in keyed], writer.write([record for _, record in keyed]))
     sender.flush(publish)

@@ -258,17 +258,21 @@ class AvroRecordWriter:
 
 
 class EventValueWriter:
-    """Confluent-framed Avro values of event records (``Event.to_avro`` form), in batches."""
+    """Confluent-framed Avro values of event records (``Event.to_avro`` form), in batches.
 
-    def __init__(self, schema_id: int) -> None:
+    ``schema`` (default: the event schema, parsed) is written by :class:`AvroRecordWriter`,
+    or by fastavro's ``schemaless_writer`` when it has types the compiled writer lacks.
+    """
+
+    def __init__(self, schema_id: int, schema: dict[str, Any] | None = None) -> None:
         self.schema_id = schema_id
         self._header = confluent_header(schema_id)
-        self._schema = parsed_schema()
+        self._schema = parsed_schema() if schema is None else schema
         self._compiled: AvroRecordWriter | None
         try:
             self._compiled = AvroRecordWriter(self._schema)
         except ValueError as exc:
-            log.info("event schema needs fastavro's writer (%s)", exc)
+            log.warning("values written by fastavro, several times slower (%s)", exc)
             self._compiled = None
 
     def write(self, records: Sequence[dict[str, Any]]) -> list[bytes]:
@@ -279,8 +283,8 @@ class EventValueWriter:
             return [write(record, header) for record in records]
         values = []
         for record in records:
-            buffer = io.BytesIO(header)
-            buffer.seek(len(header))
+            buffer = io.BytesIO()
+            buffer.write(header)
             schemaless_writer(buffer, self._schema, record)
             values.append(buffer.getvalue())
         return values
