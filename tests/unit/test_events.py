@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import uuid
 from collections import Counter, defaultdict
 
@@ -135,7 +136,7 @@ def test_bad_error_rate_is_refused() -> None:
 def test_records_are_the_events_keyed_by_user() -> None:
     """What the producer sends (``records``) is what iterating the generator gives."""
     def generator() -> EventGenerator:
-        clock = clock_within_minute(Minute.parse("2026-01-01T10:30"), __import__("random").Random(8))
+        clock = clock_within_minute(Minute.parse("2026-01-01T10:30"), random.Random(8))
         return EventGenerator(GeneratorConfig(seed=8, error_rates=uniform_error_rates(0.2)), clock)
 
     keyed = generator().records(3_000)
