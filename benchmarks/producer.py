@@ -6,12 +6,13 @@ of what the broker takes on this machine; etar's ratio to it is the cost of gene
 events, Avro serialization and Python. Both rates count from the first record sent to the
 last one acknowledged (``sending_s``; ProducerPerformance's own clock); etar's rate with its
 processes' start-up is shown beside it. Runs against the native stack (reused or started),
-on a topic of its own. Prints a table and writes ``benchmarks/results/producer.json``.
+on a topic of its own. Prints a table (medians over ``--rounds``) and writes every run to
+``benchmarks/results/producer.json``.
 
 ``--baseline DIR`` adds rows for the etar package of another checkout (e.g. ``main`` exported
 to /tmp) measured in the same run, for before/after tables.
 
-    uv run python benchmarks/producer.py [--duration 20] [--baseline /tmp/etar-main]
+    uv run python benchmarks/producer.py [--duration 20] [--rounds 3] [--baseline /tmp/etar-main]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from statistics import mean
+from statistics import mean, median
 
 from etar import topics
 from etar.config import get_settings
@@ -80,45 +81,64 @@ def run_kafka_perf(size: int, records: int) -> dict[str, float]:
     return {"events_per_s": float(match.group(2)), "delivered": int(match.group(1))}
 
 
+def _median(values: list[float]) -> float:
+    return median(values) if values else float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per etar run")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every run (median)")
     parser.add_argument("--baseline", type=Path, help="checkout whose etar to measure as well")
     args = parser.parse_args()
     settings = get_settings()
     sources: dict[str, Path | None] = {"etar produce": None}
     if args.baseline is not None:
         sources[f"baseline {args.baseline.name}"] = args.baseline.resolve()
+    runs = {f"{label}, {p} process{'es' if p > 1 else ''}": (p, source)
+            for label, source in sources.items() for p in (1, 2)}
+    # The load of a shared machine drifts: the ceiling is measured before every round and
+    # after the last, and each etar run is compared with the mean of the two around it.
+    ceilings: list[dict[str, float]] = []
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     with running(settings):
         topics.ensure_topic(settings, TOPIC, settings.kafka_topic_partitions,
                            {"retention.ms": str(10 * 60 * 1000)})
         size = record_size()
-        # The load of a shared machine drifts: the ceiling is measured before and after the
-        # etar runs, and their mean is the base of every ratio.
         records = int(args.duration * 100_000)
-        first = run_kafka_perf(size, records)
-        rows = {f"{label}, {p} process{'es' if p > 1 else ''}": run_etar(p, args.duration, source)
-                for label, source in sources.items() for p in (1, 2)}
-        last = run_kafka_perf(size, records)
-    base = (first["events_per_s"] + last["events_per_s"]) / 2
-    rows = {"kafka ProducerPerformance (ceiling), mean": {"events_per_s": base},
-            "  ceiling before the etar runs": first, "  ceiling after the etar runs": last,
-            **rows}
+        for _ in range(args.rounds):
+            ceilings.append(run_kafka_perf(size, records))
+            for name, (processes, source) in runs.items():
+                results[name].append(run_etar(processes, args.duration, source))
+        ceilings.append(run_kafka_perf(size, records))
+    for index, ceiling in enumerate(ceilings[:-1]):
+        base = (ceiling["events_per_s"] + ceilings[index + 1]["events_per_s"]) / 2
+        for name in runs:
+            row = results[name][index]
+            row["ceiling_events_per_s"] = base
+            row["ratio_to_ceiling"] = row["events_per_s"] / base
+            row["with_startup_ratio_to_ceiling"] = row["with_startup_events_per_s"] / base
 
-    print(f"\nrecord size {size} B, {args.duration:.0f} s per etar run, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}\n")
-    print(f"{'run':<40} {'events/s':>10} {'vs ceiling':>11} {'with start-up':>14} "
+    print(f"\nrecord size {size} B, {args.duration:.0f} s per etar run, {args.rounds} round(s), "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; medians\n")
+    print(f"{'run':<36} {'events/s':>10} {'vs ceiling':>11} {'with start-up':>14} "
           f"{'vs ceiling':>11}")
-    for name, row in rows.items():
-        wall = row.get("with_startup_events_per_s", row["events_per_s"])
-        print(f"{name:<40} {row['events_per_s']:>10,.0f} {row['events_per_s'] / base:>10.2f}x "
-              f"{wall:>14,.0f} {wall / base:>10.2f}x")
+    ceiling_rate = _median([c["events_per_s"] for c in ceilings])
+    print(f"{'kafka ProducerPerformance (ceiling)':<36} {ceiling_rate:>10,.0f} {1:>10.2f}x")
+    summary = {}
+    for name, rows in results.items():
+        summary[name] = {key: _median([row[key] for row in rows]) for key in (
+            "events_per_s", "ratio_to_ceiling", "with_startup_events_per_s",
+            "with_startup_ratio_to_ceiling")}
+        line = summary[name]
+        print(f"{name:<36} {line['events_per_s']:>10,.0f} {line['ratio_to_ceiling']:>10.2f}x "
+              f"{line['with_startup_events_per_s']:>14,.0f} "
+              f"{line['with_startup_ratio_to_ceiling']:>10.2f}x")
     RESULTS.mkdir(exist_ok=True)
-    report = {"record_size_bytes": size, "duration_s": args.duration,
+    report = {"record_size_bytes": size, "duration_s": args.duration, "rounds": args.rounds,
               "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                           "load_avg": os.getloadavg()},
-              "runs": {name: {**row, "ratio_to_ceiling": row["events_per_s"] / base}
-                       for name, row in rows.items()}}
+              "ceiling_runs": ceilings, "median": summary, "runs": results}
     (RESULTS / "producer.json").write_text(json.dumps(report, indent=2))
     print(f"\nwritten {RESULTS / 'producer.json'}")
 
