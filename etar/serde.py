@@ -100,10 +100,14 @@ def value_subject(topic: str) -> str:
 
 
 def register_event_schema(client: SchemaRegistryClient, topic: str) -> int:
-    """Register ``user_event_schema.avsc`` for ``topic``'s values (idempotent); its schema id."""
+    """Register ``user_event_schema.avsc`` for ``topic``'s values (idempotent); its schema id.
+
+    The text is stripped as ``AvroSerializer`` strips it, so both register the same version.
+    """
     from confluent_kafka.schema_registry import Schema
 
-    schema_id: int = client.register_schema(value_subject(topic), Schema(load_schema_str(), "AVRO"))
+    schema = Schema(load_schema_str().strip(), "AVRO")
+    schema_id: int = client.register_schema(value_subject(topic), schema)
     return schema_id
 
 
@@ -118,7 +122,7 @@ _Encode = Callable[[Any], bytes]
 _NULL, _SECOND = b"\x00", b"\x02"  # union branch indexes 0 and 1, zigzag varints
 _DOUBLE, _FLOAT = struct.Struct("<d").pack, struct.Struct("<f").pack
 _MEMO_SIZE = 4_096
-"""Encodings remembered per field: most fields draw from small sets (devices, URLs, users…)."""
+"""Encodings remembered per field, at most: most fields draw from small sets (devices, URLs…)."""
 
 
 def _varint(value: int) -> bytes:
@@ -216,7 +220,11 @@ def _encoder(schema: Any) -> _Encode:
 
 
 class _Memo(dict[Any, bytes]):
-    """A field's encodings by value: looked up in C, computed on first use (kept while small)."""
+    """A field's encodings by value: looked up in C, computed on first use.
+
+    Full, it starts afresh: a field of few values never fills it, and one whose values move on
+    (timestamps: many events share a millisecond) keeps its recent ones.
+    """
 
     def __init__(self, encode: _Encode) -> None:
         super().__init__()
@@ -224,8 +232,9 @@ class _Memo(dict[Any, bytes]):
 
     def __missing__(self, value: Any) -> bytes:
         encoded = self._encode(value)
-        if len(self) < _MEMO_SIZE:
-            self[value] = encoded
+        if len(self) >= _MEMO_SIZE:
+            self.clear()
+        self[value] = encoded
         return encoded
 
 

@@ -20,9 +20,23 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from etar.config import Settings
-from etar.events import EventGenerator, GeneratorConfig, clock_within_minute
+from etar.events import (
+    Event,
+    EventGenerator,
+    GeneratorConfig,
+    clock_within_minute,
+    uniform_error_rates,
+)
 from etar.minute import Minute
-from etar.serde import UUIDKeyDeserializer, event_deserializer, registry_client, value_subject
+from etar.serde import (
+    EventValueWriter,
+    UUIDKeyDeserializer,
+    event_deserializer,
+    event_serializer,
+    register_event_schema,
+    registry_client,
+    value_subject,
+)
 from etar.topics import admin, ensure_topic
 from tests.integration.lanes import env_for, wait_for
 
@@ -121,6 +135,22 @@ def test_two_processes_deliver_exactly_n_decodable_events(own_topic: Settings) -
         event_id: {**event, "event_id": str(event_id), "user_id": str(event["user_id"]),
                    "session_id": str(event["session_id"])}
         for event_id, event in events.items()}
+
+
+def test_values_are_byte_for_byte_what_avro_serializer_writes(own_topic: Settings) -> None:
+    """The producer's writer and confluent-kafka's ``AvroSerializer`` agree, schema id too."""
+    client = registry_client(own_topic)
+    schema_id = register_event_schema(client, own_topic.kafka_topic)
+    serializer = event_serializer(client)
+    context = SerializationContext(own_topic.kafka_topic, MessageField.VALUE)
+    clock = clock_within_minute(Minute.parse("2026-01-01T10:30"), random.Random(5))
+    generator = EventGenerator(GeneratorConfig(seed=5, error_rates=uniform_error_rates(0.3)),
+                               clock)
+    keyed = generator.records(2_000)
+    values = EventValueWriter(schema_id).write([record for _, record in keyed])
+    for (_, record), value in zip(keyed, values, strict=True):
+        assert serializer(Event.from_avro(record), context) == value
+    assert len(client.get_versions(value_subject(own_topic.kafka_topic))) == 1
 
 
 def test_rate_is_held_and_never_exceeded(own_topic: Settings) -> None:
