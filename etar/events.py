@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import lru_cache
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -67,23 +69,43 @@ class Event:
     referrer: str | None = None
 
     def to_avro(self) -> dict[str, Any]:
-        """The record as fastavro writes it (UUIDs as strings, enums as symbols)."""
-        record = asdict(self)
-        for key in ("event_id", "user_id", "session_id"):
-            record[key] = str(record[key])
+        """The record as fastavro writes it (UUIDs as strings, enums as symbols).
+
+        Built field by field: ``dataclasses.asdict`` would deep-copy every UUID and datetime.
+        """
+        record = {name: getattr(self, name) for name in _EVENT_FIELDS}
+        record["event_id"] = str(self.event_id)
+        record["user_id"] = str(self.user_id)
+        record["session_id"] = str(self.session_id)
         record["event_type"] = self.event_type.value
         record["status"] = self.status.value
         return record
 
     @classmethod
     def from_avro(cls, record: Mapping[str, Any]) -> Event:
-        """Rebuild an event from a decoded Avro record."""
+        """Rebuild an event from a decoded Avro record (``event_ts`` a datetime or epoch ms)."""
         values = dict(record)
         for key in ("event_id", "user_id", "session_id"):
             values[key] = uuid.UUID(str(values[key]))
         values["event_type"] = EventType(values["event_type"])
         values["status"] = Status(values["status"])
+        if isinstance(values["event_ts"], int):
+            values["event_ts"] = from_millis(values["event_ts"])
         return cls(**values)
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(Event))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_millis(moment: datetime) -> int:
+    """Epoch milliseconds of an aware datetime (what Avro's timestamp-millis holds)."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def from_millis(millis: int) -> datetime:
+    """The UTC datetime of epoch milliseconds."""
+    return _EPOCH + timedelta(milliseconds=millis)
 
 
 def load_schema_str(path: Path | None = None) -> str:
@@ -174,18 +196,25 @@ class GeneratorConfig:
 
 @dataclass(frozen=True, slots=True)
 class _User:
-    user_id: uuid.UUID
+    id_text: str
+    key: bytes
+    """The Kafka key: the user id's 16 bytes."""
     device: str
     country: str
+    currency: str
+
+
+_Product = tuple[str, float, str]
+"""Product id, unit price, page URL."""
 
 
 @dataclass(slots=True)
 class _Session:
     user: _User
-    session_id: uuid.UUID
+    session_id: str
     next_step: EventType | None = EventType.PAGE_VIEW
-    product: tuple[str, float] | None = None
-    cart: list[tuple[str, float]] = field(default_factory=list)
+    product: _Product | None = None
+    cart: list[_Product] = field(default_factory=list)
     last_url: str | None = None
 
 
@@ -195,97 +224,177 @@ def utc_now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def clock_within_minute(minute: Minute, rng: random.Random) -> Callable[[], datetime]:
+def now_millis() -> int:
+    """The current time in epoch milliseconds (``utc_now`` without a datetime)."""
+    return time.time_ns() // 1_000_000
+
+
+class MinuteClock:
+    """A clock that stamps events at random instants inside ``minute``.
+
+    Called, it gives a datetime; ``millis()`` gives the same draw as epoch milliseconds (what
+    the generator uses, so no datetime is built per event).
+    """
+
+    def __init__(self, minute: Minute, rng: random.Random) -> None:
+        self.minute = minute
+        self._start_ms = to_millis(minute.start)
+        self._rng = rng
+
+    def millis(self) -> int:
+        return self._start_ms + int(self._rng.random() * 60_000)
+
+    def __call__(self) -> datetime:
+        return from_millis(self.millis())
+
+
+def clock_within_minute(minute: Minute, rng: random.Random) -> MinuteClock:
     """A clock that stamps events at random instants inside ``minute``."""
-    return lambda: minute.start + timedelta(milliseconds=rng.randrange(60_000))
+    return MinuteClock(minute, rng)
+
+
+def _millis_clock(clock: Callable[[], datetime]) -> Callable[[], int]:
+    if clock is utc_now:
+        return now_millis
+    if isinstance(clock, MinuteClock):
+        return clock.millis
+    return lambda: to_millis(clock())
+
+
+# uuid.UUID(int=bits, version=4) without building a UUID: clear then set variant and version.
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+_FIXED_URLS = {EventType.CHECKOUT: "/checkout", EventType.PURCHASE: "/checkout/confirm"}
+_PAGES = ("/", "/deals", "/new", "/category/home", "/category/sport")
+_SEARCH_URLS = {query: f"/search?q={query.replace(' ', '+')}" for query in _QUERIES}
+_CART_STEPS = (EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART)
+_PAY_STEPS = (EventType.CHECKOUT, EventType.PURCHASE)
+_SUCCESS, _ERROR = Status.SUCCESS.value, Status.ERROR.value
+_SYMBOL = {event_type: event_type.value for event_type in EventType}
+# The funnel as cumulative thresholds: a draw below the first goes to its step, and so on.
+_THRESHOLDS = {event_type: list(zip([step for step, _ in steps],
+                                    accumulate(p for _, p in steps), strict=True))
+               for event_type, steps in _FUNNEL.items()}
+
+KeyedRecord = tuple[bytes, dict[str, Any]]
+"""An event as the producer sends it: the Kafka key and the Avro record (``to_avro`` form,
+``event_ts`` in epoch milliseconds)."""
 
 
 class EventGenerator:
-    """Endless stream of events from interleaved shopping sessions."""
+    """Endless stream of events from interleaved shopping sessions.
+
+    Iterating gives :class:`Event` objects; ``records(n)`` gives the same stream as keyed Avro
+    records without building them, which is what the producer sends.
+    """
 
     def __init__(
         self, config: GeneratorConfig | None = None, clock: Callable[[], datetime] = utc_now
     ) -> None:
         self.config = config or GeneratorConfig()
         self._rng = random.Random(self.config.seed)
-        self._clock = clock
+        self._random = self._rng.random
+        self._millis = _millis_clock(clock)
+        self._error_rates = dict(self.config.error_rates)
         self._users = [self._new_user() for _ in range(self.config.users)]
-        self._products = [
-            (f"P{index:05d}", round(self._rng.uniform(2.0, 400.0), 2))
-            for index in range(self.config.products)
-        ]
+        self._products: list[_Product] = []
+        for index in range(self.config.products):
+            product_id = f"P{index:05d}"
+            price = round(self._rng.uniform(2.0, 400.0), 2)
+            self._products.append((product_id, price, f"/product/{product_id}"))
         self._sessions = [self._new_session() for _ in range(self.config.concurrent_sessions)]
 
-    def _uuid(self) -> uuid.UUID:
-        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+    def _uuid(self) -> str:
+        """A random version-4 UUID in text form."""
+        digits = (self._rng.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET).to_bytes(16).hex()
+        return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
     def _new_user(self) -> _User:
         device = self._rng.choices([d for d, _ in _DEVICES], [w for _, w in _DEVICES])[0]
-        return _User(self._uuid(), device, self._rng.choice(_COUNTRIES))
+        user_id = self._uuid()
+        country = self._rng.choice(_COUNTRIES)
+        return _User(user_id, uuid.UUID(user_id).bytes, device, country,
+                     _CURRENCY.get(country, "EUR"))
 
     def _new_session(self) -> _Session:
-        return _Session(user=self._rng.choice(self._users), session_id=self._uuid())
+        users = self._users
+        return _Session(user=users[int(self._random() * len(users))], session_id=self._uuid())
 
     def __iter__(self) -> Iterator[Event]:
         return self
 
     def __next__(self) -> Event:
-        slot = self._rng.randrange(len(self._sessions))
-        session = self._sessions[slot]
-        event = self._step(session)
-        if session.next_step is None:
-            self._sessions[slot] = self._new_session()
-        return event
+        return Event.from_avro(self.next_record()[1])
 
     def take(self, count: int) -> list[Event]:
         """The next ``count`` events."""
         return [next(self) for _ in range(count)]
 
-    def _step(self, session: _Session) -> Event:
-        rng = self._rng
+    def next_record(self) -> KeyedRecord:
+        """The next event as the producer sends it."""
+        sessions = self._sessions
+        slot = int(self._random() * len(sessions))
+        session = sessions[slot]
+        keyed = self._step(session)
+        if session.next_step is None:
+            sessions[slot] = self._new_session()
+        return keyed
+
+    def records(self, count: int) -> list[KeyedRecord]:
+        """The next ``count`` events as the producer sends them."""
+        next_record = self.next_record
+        return [next_record() for _ in range(count)]
+
+    def _step(self, session: _Session) -> KeyedRecord:
+        random = self._random  # draws are indexes as int(random() * n): no Python frames
+        user = session.user
         event_type = session.next_step or EventType.PAGE_VIEW
-        failed = rng.random() < self.config.error_rates[event_type]
-        fields: dict[str, Any] = {}
+        failed = random() < self._error_rates[event_type]
+        product_id = price = quantity = currency = search_query = None
         if event_type is EventType.SEARCH:
-            fields["search_query"] = rng.choice(_QUERIES)
-            url = f"/search?q={fields['search_query'].replace(' ', '+')}"
+            search_query = _QUERIES[int(random() * len(_QUERIES))]
+            url = _SEARCH_URLS[search_query]
         elif event_type is EventType.PAGE_VIEW:
-            url = rng.choice(("/", "/deals", "/new", "/category/home", "/category/sport"))
+            url = _PAGES[int(random() * len(_PAGES))]
         else:
             if event_type is EventType.PRODUCT_VIEW or session.product is None:
-                session.product = rng.choice(self._products)
+                session.product = self._products[int(random() * len(self._products))]
             product = session.product
             if event_type is EventType.REMOVE_FROM_CART and session.cart:
                 product = session.cart[-1]
-            fields.update(product_id=product[0], price=product[1],
-                          currency=_CURRENCY.get(session.user.country, "EUR"))
-            if event_type in (EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART):
-                fields["quantity"] = rng.randint(1, 3)
-            if event_type in (EventType.CHECKOUT, EventType.PURCHASE):
-                fields["quantity"] = max(1, len(session.cart))
-            url = {
-                EventType.CHECKOUT: "/checkout",
-                EventType.PURCHASE: "/checkout/confirm",
-            }.get(event_type, f"/product/{product[0]}")
+            product_id, price, url = product
+            currency = user.currency
+            if event_type in _CART_STEPS:
+                quantity = 1 + int(random() * 3)
+            elif event_type in _PAY_STEPS:
+                quantity = max(1, len(session.cart))
+                url = _FIXED_URLS[event_type]
+        error_code = error_message = None
         if failed:
-            code, message = rng.choice(_ERROR_CODES[event_type])
-            fields.update(error_code=code, error_message=message)
-        event = Event(
-            event_id=self._uuid(),
-            user_id=session.user.user_id,
-            session_id=session.session_id,
-            event_type=event_type,
-            status=Status.ERROR if failed else Status.SUCCESS,
-            device=session.user.device,
-            country=session.user.country,
-            page_url=url,
-            referrer=session.last_url,
-            event_ts=self._clock(),
-            **fields,
-        )
+            errors = _ERROR_CODES[event_type]
+            error_code, error_message = errors[int(random() * len(errors))]
+        record = {
+            "event_id": self._uuid(),
+            "user_id": user.id_text,
+            "session_id": session.session_id,
+            "event_type": _SYMBOL[event_type],
+            "status": _ERROR if failed else _SUCCESS,
+            "error_code": error_code,
+            "error_message": error_message,
+            "product_id": product_id,
+            "price": price,
+            "quantity": quantity,
+            "currency": currency,
+            "search_query": search_query,
+            "device": user.device,
+            "country": user.country,
+            "page_url": url,
+            "referrer": session.last_url,
+            "event_ts": self._millis(),
+        }
         self._advance(session, event_type, failed)
         session.last_url = url
-        return event
+        return user.key, record
 
     def _advance(self, session: _Session, event_type: EventType, failed: bool) -> None:
         """Pick the session's next step, or end it (None)."""
@@ -294,14 +403,13 @@ class EventGenerator:
                 session.cart.append(session.product)
             elif event_type is EventType.REMOVE_FROM_CART and session.cart:
                 session.cart.pop()
-        if failed and event_type in (EventType.CHECKOUT, EventType.PURCHASE):
+        if failed and event_type in _PAY_STEPS:
             # A failed payment or address is retried once in a while, else abandoned.
-            session.next_step = event_type if self._rng.random() < 0.4 else None
+            session.next_step = event_type if self._random() < 0.4 else None
             return
-        draw, cumulative = self._rng.random(), 0.0
-        for next_type, probability in _FUNNEL[event_type]:
-            cumulative += probability
-            if draw < cumulative:
+        draw = self._random()
+        for next_type, threshold in _THRESHOLDS[event_type]:
+            if draw < threshold:
                 if next_type is EventType.CHECKOUT and not session.cart:
                     next_type = EventType.PRODUCT_VIEW
                 session.next_step = next_type

@@ -1,9 +1,15 @@
 """Multi-process Avro producer of interaction events.
 
-Each worker process owns one idempotent ``SerializingProducer`` (``acks=all``) with the UUID
-key serializer and an auto-registering ``AvroSerializer``, paces itself to its share of the
-rate, and counts delivery reports in shared counters that the parent shows as progress.
-Ctrl-C (or SIGTERM) asks every worker to stop sending, flush what is in flight and report.
+The parent registers the event schema (its id frames every value) and starts the workers.
+Each worker loops: generate a batch of events as Avro records, write them as Confluent-framed
+values (a header computed once, then the Avro body), and hand them with their 16-byte user-id
+keys to one idempotent ``Producer`` (``acks=all``). It paces itself to its share of the rate
+and publishes its sent / delivered / failed totals in shared memory, which the parent shows as
+progress. Only failed deliveries call back into Python. Ctrl-C (or SIGTERM) asks every worker
+to stop sending, flush what is in flight and report.
+
+Workers import neither the settings nor the registry client (a second or more of start-up on
+a busy machine): they get a plain :class:`_Plan`.
 """
 
 from __future__ import annotations
@@ -17,18 +23,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event as MpEvent
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, Message, SerializingProducer
+from confluent_kafka import KafkaError, Message, Producer
 
-from etar.config import Settings, get_settings
 from etar.errors import ConfigError, ServiceUnavailable
 from etar.events import EventGenerator, EventType, GeneratorConfig, clock_within_minute, utc_now
 from etar.minute import Minute
-from etar.serde import UUIDKeySerializer, event_serializer, registry_client
-from etar.topics import require_broker
+from etar.serde import EventValueWriter
+
+if TYPE_CHECKING:
+    from etar.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,32 +82,61 @@ class ProduceSummary:
     failed: int
     elapsed_s: float
     processes: int
+    sending_s: float = 0.0
+    """From the first event handed to Kafka to the last delivery (``elapsed_s`` without the
+    workers' start-up)."""
 
     @property
     def events_per_s(self) -> float:
         return self.delivered / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def sending_events_per_s(self) -> float:
+        return self.delivered / self.sending_s if self.sending_s > 0 else 0.0
+
     def line(self) -> str:
         return (f"sent={self.sent} delivered={self.delivered} failed={self.failed} "
                 f"processes={self.processes} elapsed_s={self.elapsed_s:.2f} "
-                f"events_per_s={self.events_per_s:.1f}")
+                f"events_per_s={self.events_per_s:.1f} sending_s={self.sending_s:.2f}")
 
 
-@dataclass
+BATCH = 1_000
+"""Most events generated, serialized and handed to librdkafka in one step of a worker."""
+
+
 class _Counters:
-    sent: Synchronized[int]
-    delivered: Synchronized[int]
-    failed: Synchronized[int]
+    """Each worker's sent, delivered and failed totals, in shared memory, and when it began
+    and ended sending (``time.monotonic_ns``, one clock for every process on the machine).
 
-    @classmethod
-    def create(cls, ctx: Any) -> _Counters:
-        return cls(ctx.Value("q", 0), ctx.Value("q", 0), ctx.Value("q", 0))
+    A worker only writes its own slots, so no lock is needed; the parent sums them.
+    """
+
+    _WIDTH = 5
+
+    def __init__(self, ctx: Any, processes: int) -> None:
+        self._slots = ctx.Array("q", self._WIDTH * processes, lock=False)
+
+    def publish(self, index: int, sent: int, delivered: int, failed: int) -> None:
+        base = self._WIDTH * index
+        self._slots[base:base + 3] = [sent, delivered, failed]
+
+    def mark(self, index: int, slot: int) -> None:
+        """Record now as worker ``index``'s start (``slot`` 3) or end (4) of sending."""
+        self._slots[self._WIDTH * index + slot] = time.monotonic_ns()
 
     def totals(self) -> tuple[int, int, int]:
-        return self.sent.value, self.delivered.value, self.failed.value
+        slots, width = list(self._slots), self._WIDTH
+        return sum(slots[0::width]), sum(slots[1::width]), sum(slots[2::width])
+
+    def sending_s(self) -> float:
+        """From the first worker's start of sending to the last one's end."""
+        starts = [s for s in self._slots[3::self._WIDTH] if s]
+        ends = [e for e in self._slots[4::self._WIDTH] if e]
+        return (max(ends) - min(starts)) / 1e9 if starts and ends else 0.0
 
 
-def _producer_config(settings: Settings) -> dict[str, Any]:
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka settings of a worker's producer (the benchmark gives Kafka's tool the same)."""
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "enable.idempotence": True,
@@ -110,16 +145,92 @@ def _producer_config(settings: Settings) -> dict[str, Any]:
         "batch.size": 256 * 1024,
         "compression.type": "lz4",
         "message.timeout.ms": 60_000,
+        # Only failures call back into Python; what is neither failed nor still queued
+        # (``len(producer)``) was delivered.
+        "delivery.report.only.error": True,
     }
 
 
-def _worker(index: int, options: ProduceOptions, settings: Settings, counters: _Counters,
-            stop: MpEvent, parent: int) -> None:
-    """One producer process: generate, serialize, send, count deliveries.
+class _Sender:
+    """One worker's producer: hands keyed values to librdkafka and accounts for them.
+
+    ``delivered`` is exact whenever it is read: every message sent is either still queued
+    (``len(producer)``), or failed (its error report was served), or acknowledged.
+    """
+
+    def __init__(self, config: dict[str, Any], topic: str) -> None:
+        self.topic = topic
+        self.sent = 0
+        self.failed = 0
+        self.producer = Producer({**config, "on_delivery": self._on_error})
+
+    def _on_error(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.failed += 1
+            if self.failed == 1:
+                log.warning("producer: delivery failed: %s", err)
+
+    def send(self, keys: list[bytes], values: list[bytes]) -> None:
+        produce, poll, topic = self.producer.produce, self.producer.poll, self.topic
+        for key, value in zip(keys, values, strict=True):
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:  # the local queue is full: let librdkafka drain it
+                    poll(0.05)
+        self.sent += len(values)
+        poll(0)
+
+    @property
+    def delivered(self) -> int:
+        return self.sent - self.failed - len(self.producer)
+
+    def flush(self, publish: Callable[[], None]) -> None:
+        while self.producer.flush(1) > 0:
+            publish()
+
+
+@dataclass
+class Pacer:
+    """Spaces events ``1 / rate`` apart from ``started``: event k is due at started + k / rate.
+
+    A worker that fell behind (a busy machine) catches up at once, so over any run the count
+    sent matches the rate; it never sends an event before it is due. ``rate`` 0: no limit.
+    """
+
+    rate: float
+    started: float
+
+    def due(self, now: float, sent: int) -> int:
+        """How many more events may go at ``now`` (at most ``BATCH`` when unlimited)."""
+        if self.rate <= 0:
+            return BATCH
+        return min(BATCH, int((now - self.started) * self.rate) + 1 - sent)
+
+    def wait(self, now: float, sent: int) -> float:
+        """Seconds until the next event is due."""
+        return max(0.0, self.started + sent / self.rate - now) if self.rate > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every worker gets from the parent."""
+
+    options: ProduceOptions
+    config: dict[str, Any]
+    topic: str
+    schema_id: int
+    parent: int
+
+
+def _worker(index: int, plan: _Plan, counters: _Counters, stop: MpEvent) -> None:
+    """One producer process: generate, serialize, send in batches, count deliveries.
 
     Stops when the parent says so, or when the parent is gone (never an orphan producing on).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    options = plan.options
     rate, count = options.share(index)
     seed = None if options.seed is None else options.seed * 1_000 + index
     config = GeneratorConfig(seed=seed)
@@ -129,60 +240,40 @@ def _worker(index: int, options: ProduceOptions, settings: Settings, counters: _
     if options.minute is not None:
         clock = clock_within_minute(options.minute, random.Random(seed))
     generator = EventGenerator(config, clock)
-    producer = SerializingProducer({
-        **_producer_config(settings),
-        "key.serializer": UUIDKeySerializer(),
-        "value.serializer": event_serializer(registry_client(settings)),
-    })
-    pending = {"delivered": 0, "failed": 0}
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        pending["failed" if err is not None else "delivered"] += 1
+    writer = EventValueWriter(plan.schema_id)
+    sender = _Sender(plan.config, plan.topic)
 
     def publish() -> None:
-        for name in ("delivered", "failed"):
-            counter = getattr(counters, name)
-            with counter.get_lock():
-                counter.value += pending[name]
-            pending[name] = 0
+        counters.publish(index, sender.sent, sender.delivered, sender.failed)
 
     started = time.monotonic()
+    counters.mark(index, 3)
+    pacer = Pacer(rate, started)
     deadline = None if options.duration is None else started + options.duration
-    sent = 0
-    next_check = started + 1.0
-    while not stop.is_set() and (count is None or sent < count):
+    next_check = started
+    while not stop.is_set():
         now = time.monotonic()
         if now >= next_check:
-            next_check = now + 1.0
-            if os.getppid() != parent:
+            next_check = now + 0.2
+            publish()
+            if os.getppid() != plan.parent:
                 log.warning("producer %d: parent gone, stopping", index)
                 break
         if deadline is not None and now >= deadline:
             break
-        if rate > 0:
-            due = started + sent / rate
-            if due > now:
-                producer.poll(min(due - now, 0.1))
-                continue
-        event = next(generator)
-        while True:
-            try:
-                producer.produce(settings.kafka_topic, key=event.user_id, value=event,
-                                 on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        sent += 1
-        if sent % 500 == 0:
-            producer.poll(0)
-            with counters.sent.get_lock():
-                counters.sent.value += 500
-            publish()
-    with counters.sent.get_lock():
-        counters.sent.value += sent % 500
-    while producer.flush(1) > 0:
-        publish()
+        if count is not None and sender.sent >= count:
+            break
+        size = pacer.due(now, sender.sent)
+        if size <= 0:  # not due yet: sleep (never under 2 ms, which rounds to a busy spin)
+            sender.producer.poll(min(max(pacer.wait(now, sender.sent), 0.002), 0.1))
+            continue
+        if count is not None:
+            size = min(size, count - sender.sent)
+        keyed = generator.records(size)
+        sender.send([key for key, _ in keyed], writer.write([record for _, record in keyed]))
+    sender.flush(publish)
     publish()
+    counters.mark(index, 4)
 
 
 def produce(options: ProduceOptions, settings: Settings | None = None,
@@ -192,15 +283,18 @@ def produce(options: ProduceOptions, settings: Settings | None = None,
     ``progress(sent, delivered, failed)`` is called a few times a second. Interrupting with
     Ctrl-C stops the workers cleanly; the summary then covers what was sent so far.
     """
+    from etar.config import get_settings
+    from etar.topics import require_broker
+
     settings = settings or get_settings()
     options.validate()
     require_broker(settings)
-    _require_registry(settings)
+    plan = _Plan(options, producer_config(settings), settings.kafka_topic,
+                 _register_schema(settings), os.getpid())
     ctx = mp.get_context("spawn")
-    counters = _Counters.create(ctx)
+    counters = _Counters(ctx, options.processes)
     stop = ctx.Event()
-    workers = [ctx.Process(target=_worker,
-                           args=(i, options, settings, counters, stop, os.getpid()),
+    workers = [ctx.Process(target=_worker, args=(i, plan, counters, stop),
                            name=f"etar-producer-{i}") for i in range(options.processes)]
     started = time.monotonic()
     for worker in workers:
@@ -226,16 +320,26 @@ def produce(options: ProduceOptions, settings: Settings | None = None,
     if crashed:
         raise ServiceUnavailable(f"producer processes failed: {', '.join(crashed)}")
     sent, delivered, failed = counters.totals()
-    return ProduceSummary(sent, delivered, failed, elapsed, options.processes)
+    return ProduceSummary(sent, delivered, failed, elapsed, options.processes,
+                          counters.sending_s())
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _require_registry(settings: Settings) -> None:
+def _register_schema(settings: Settings) -> int:
+    """Register the event schema for the topic's values; its id (what frames every value)."""
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    from etar.serde import register_event_schema, registry_client, value_subject
+
     try:
-        registry_client(settings).get_subjects()
+        return register_event_schema(registry_client(settings), settings.kafka_topic)
+    except SchemaRegistryError as exc:
+        raise ServiceUnavailable(
+            f"Schema Registry at {settings.schema_registry_url} refused the event schema for "
+            f"{value_subject(settings.kafka_topic)}: {exc}") from exc
     except Exception as exc:
         raise ServiceUnavailable(
             f"Schema Registry at {settings.schema_registry_url} is unreachable ({exc}); start "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import random
+import uuid
 from collections import Counter, defaultdict
 
 import avro.schema
@@ -18,9 +20,13 @@ from etar.events import (
     GeneratorConfig,
     Status,
     clock_within_minute,
+    from_millis,
     load_schema_str,
+    now_millis,
     parsed_schema,
+    to_millis,
     uniform_error_rates,
+    utc_now,
 )
 from etar.minute import Minute
 
@@ -125,3 +131,35 @@ def test_clock_within_minute_stays_inside_it() -> None:
 def test_bad_error_rate_is_refused() -> None:
     with pytest.raises(ConfigError, match="within"):
         GeneratorConfig(error_rates=uniform_error_rates(1.5))
+
+
+def test_records_are_the_events_keyed_by_user() -> None:
+    """What the producer sends (``records``) is what iterating the generator gives."""
+    def generator() -> EventGenerator:
+        clock = clock_within_minute(Minute.parse("2026-01-01T10:30"), random.Random(8))
+        return EventGenerator(GeneratorConfig(seed=8, error_rates=uniform_error_rates(0.2)), clock)
+
+    keyed = generator().records(3_000)
+    events = generator().take(3_000)
+    for (key, record), event in zip(keyed, events, strict=True):
+        assert key == event.user_id.bytes
+        assert record == dict(event.to_avro(), event_ts=to_millis(event.event_ts))
+        assert isinstance(record["event_id"], str) and uuid.UUID(record["event_id"]).version == 4
+
+
+def test_to_avro_and_back_without_sharing_state() -> None:
+    event = EventGenerator(GeneratorConfig(seed=12)).take(1)[0]
+    record = event.to_avro()
+    assert record["event_id"] == str(event.event_id) and record["event_type"] == event.event_type
+    assert Event.from_avro(record) == event
+    assert Event.from_avro(dict(record, event_ts=to_millis(event.event_ts))) == event
+
+
+def test_millis_clocks_agree_with_datetimes() -> None:
+    minute = Minute.parse("2026-01-01T10:30")
+    as_datetime = clock_within_minute(minute, __import__("random").Random(3))
+    as_millis = clock_within_minute(minute, __import__("random").Random(3))
+    for _ in range(100):
+        assert to_millis(as_datetime()) == as_millis.millis()
+    assert from_millis(to_millis(minute.start)) == minute.start
+    assert abs(now_millis() - to_millis(utc_now())) < 1_000

@@ -1,11 +1,14 @@
-"""Producer options: validation and how work is split between processes."""
+"""Producer options, pacing and accounting: validation and how work is split."""
 
 from __future__ import annotations
+
+import multiprocessing as mp
+import time
 
 import pytest
 
 from etar.errors import ConfigError
-from etar.producer import ProduceOptions, ProduceSummary
+from etar.producer import BATCH, Pacer, ProduceOptions, ProduceSummary, _Counters
 
 
 @pytest.mark.parametrize("options, reason", [
@@ -27,7 +30,44 @@ def test_count_and_rate_are_split_exactly() -> None:
 
 
 def test_summary_line_is_key_value() -> None:
-    line = ProduceSummary(sent=10, delivered=9, failed=1, elapsed_s=2.0, processes=2).line()
-    fields = dict(item.split("=") for item in line.split())
+    summary = ProduceSummary(sent=10, delivered=9, failed=1, elapsed_s=2.0, processes=2,
+                             sending_s=1.5)
+    fields = dict(item.split("=") for item in summary.line().split())
     assert fields == {"sent": "10", "delivered": "9", "failed": "1", "processes": "2",
-                      "elapsed_s": "2.00", "events_per_s": "4.5"}
+                      "elapsed_s": "2.00", "events_per_s": "4.5", "sending_s": "1.50"}
+    assert summary.sending_events_per_s == 6.0
+
+
+def test_pacer_never_sends_early_and_catches_up() -> None:
+    pacer = Pacer(rate=1_000, started=100.0)
+    assert pacer.due(100.0, sent=0) == 1  # event 0 is due at the start
+    assert pacer.due(100.0, sent=1) == 0 and pacer.wait(100.0, sent=1) == pytest.approx(0.001)
+    assert pacer.due(100.5, sent=1) == 500  # events 1..500 are due by 0.5 s
+    assert pacer.due(100.5, sent=501) == 0 and pacer.wait(100.5, 501) == pytest.approx(0.001)
+    assert pacer.due(103.0, sent=501) == BATCH  # far behind: a full batch, then more
+    unlimited = Pacer(rate=0, started=100.0)
+    assert unlimited.due(100.0, sent=10**9) == BATCH and unlimited.wait(100.0, 5) == 0
+
+
+def test_paced_sends_follow_the_rate() -> None:
+    """Driving the pacer with a coarse clock sends rate x seconds, give or take one event."""
+    pacer, sent, now = Pacer(rate=2_000, started=0.0), 0, 0.0
+    while now < 2.0:
+        sent += max(0, pacer.due(now, sent))
+        now += 0.003
+    assert abs(sent - 2.0 * 2_000) <= 7
+
+
+def test_counters_sum_every_worker_and_span_their_sending() -> None:
+    counters = _Counters(mp.get_context("spawn"), processes=2)
+    counters.publish(0, sent=10, delivered=8, failed=1)
+    counters.publish(1, sent=5, delivered=5, failed=0)
+    counters.publish(0, sent=12, delivered=12, failed=0)  # totals replace, never add up twice
+    assert counters.totals() == (17, 17, 0)
+    assert counters.sending_s() == 0.0
+    for index in (0, 1):
+        counters.mark(index, 3)
+    time.sleep(0.05)
+    for index in (0, 1):
+        counters.mark(index, 4)
+    assert 0.04 < counters.sending_s() < 5
