@@ -108,6 +108,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         # without a heartbeat instead of the default 5 minutes: a per-minute DAG cannot wait.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        # A task's supervisor waits this long in one select(); when the task process closed its
+        # pipes before exiting, the slot stays taken that long after the task ended (default 5 s,
+        # which held the next minute's task back).
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         **connections(settings),
