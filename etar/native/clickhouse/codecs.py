@@ -18,6 +18,9 @@ ENCODINGS = ("lz4", "zstd", "br", "gzip", "deflate")
 class Decoder(Protocol):
     def decompress(self, data: bytes) -> bytes: ...
 
+    def finish(self) -> None:
+        """ValueError when the stream ended inside a frame (a truncated body)."""
+
 
 class Encoder(Protocol):
     def compress(self, data: bytes) -> bytes: ...
@@ -50,12 +53,38 @@ class _BrotliEncoder:
         return bytes(self._codec.finish())
 
 
+def _truncated(encoding: str) -> ValueError:
+    return ValueError(f"the {encoding} stream ends inside a frame (a truncated body)")
+
+
 class _BrotliDecoder:
     def __init__(self) -> None:
         self._codec = brotli.Decompressor()
 
     def decompress(self, data: bytes) -> bytes:
         return bytes(self._codec.process(data))
+
+    def finish(self) -> None:
+        if not self._codec.is_finished():
+            raise _truncated("br")
+
+
+class _FrameDecoder:
+    """lz4 frames or zlib streams (gzip, deflate): one frame, whose end must arrive."""
+
+    def __init__(self, codec: lz4.frame.LZ4FrameDecompressor | zlib._Decompress,
+                 encoding: str) -> None:
+        self._codec = codec
+        self._encoding = encoding
+        self._started = False
+
+    def decompress(self, data: bytes) -> bytes:
+        self._started = self._started or bool(data)
+        return bytes(self._codec.decompress(data))
+
+    def finish(self) -> None:
+        if self._started and not self._codec.eof:
+            raise _truncated(self._encoding)
 
 
 class _ZstdEncoder:
@@ -74,31 +103,38 @@ class _ZstdDecoder:
 
     def __init__(self) -> None:
         self._codec = zstd.ZstdDecompressor()
+        self._in_frame = False
 
     def decompress(self, data: bytes) -> bytes:
         out = bytearray()
         while data:
+            self._in_frame = True
             out += self._codec.decompress(data)
             if not self._codec.eof:
                 break
             data = self._codec.unused_data
             self._codec = zstd.ZstdDecompressor()
+            self._in_frame = False
         return bytes(out)
+
+    def finish(self) -> None:
+        if self._in_frame:
+            raise _truncated("zstd")
 
 
 def decoder(encoding: str) -> Decoder:
     """An incremental decompressor for a ``Content-Encoding`` value."""
     encoding = encoding.strip().lower()
     if encoding == "lz4":
-        return lz4.frame.LZ4FrameDecompressor()  # type: ignore[no-any-return]
+        return _FrameDecoder(lz4.frame.LZ4FrameDecompressor(), encoding)
     if encoding == "zstd":
         return _ZstdDecoder()
     if encoding == "br":
         return _BrotliDecoder()
     if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(wbits=31)
+        return _FrameDecoder(zlib.decompressobj(wbits=31), "gzip")
     if encoding == "deflate":
-        return zlib.decompressobj()
+        return _FrameDecoder(zlib.decompressobj(), encoding)
     raise ValueError(f"Unknown Content-Encoding: {encoding}")
 
 

@@ -233,11 +233,17 @@ async def _read_body(request: Request, native_blocks: bool = False, verify: bool
                         failure.append(EngineError(
                             354, f"Code: 354. DB::Exception: Cannot decompress the body "
                             f"({encoding}): {exc}. (CANNOT_DECOMPRESS)"))
-                if not failure and block_decoder is not None:
-                    try:
-                        block_decoder.finish()
-                    except blocks.BlockError as exc:
-                        failure.append(_block_error(exc))
+                if failure:
+                    return
+                try:
+                    for decoder in decoders:
+                        decoder.finish()
+                except blocks.BlockError as exc:
+                    failure.append(_block_error(exc))
+                except ValueError as exc:
+                    failure.append(EngineError(
+                        354, f"Code: 354. DB::Exception: Cannot decompress the body "
+                        f"({encoding}): {exc}. (CANNOT_DECOMPRESS)"))
 
             async def feed() -> None:
                 batch: list[bytes] = []

@@ -131,6 +131,9 @@ def test_request_bodies_are_decompressed_off_the_event_loop(
             threads.append(threading.get_ident())
             return self._inner.decompress(data)
 
+        def finish(self) -> None:
+            threads.append(threading.get_ident())
+
     monkeypatch.setattr(codecs, "decoder", lambda encoding: Recording())
     payload = b"1,row\n" * 200_000
     body = gzip.compress(payload)
@@ -149,3 +152,33 @@ def test_request_bodies_are_decompressed_off_the_event_loop(
     data, loop_thread = anyio.run(read)
     assert data == payload
     assert threads and loop_thread not in threads
+
+
+@pytest.mark.parametrize("encoding", codecs.ENCODINGS)
+def test_a_truncated_body_is_refused_not_half_read(encoding: str) -> None:
+    encoder = codecs.encoder(encoding)
+    compressed = encoder.compress(os.urandom(20_000)) + encoder.flush()
+    whole = codecs.decoder(encoding)
+    whole.decompress(compressed)
+    whole.finish()  # a complete stream ends cleanly
+    cut = codecs.decoder(encoding)
+    cut.decompress(compressed[: len(compressed) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        cut.finish()
+
+
+@pytest.mark.parametrize("body", [gzip.compress(b"1,row\n" * 1000)[:-20], b"not gzip at all"])
+def test_a_truncated_or_corrupt_body_gets_code_354(body: bytes) -> None:
+    chunks = [body]
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": chunks.pop(0), "more_body": False}
+
+    async def read() -> None:
+        request = Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
+                           "headers": [(b"content-encoding", b"gzip")]}, receive)
+        await server._read_body(request)
+
+    with pytest.raises(EngineError) as caught:
+        anyio.run(read)
+    assert caught.value.code == 354
