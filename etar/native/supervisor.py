@@ -25,7 +25,12 @@ from types import FrameType
 from typing import IO, Any
 
 from mirakuru import Executor
-from mirakuru.exceptions import AlreadyRunning, ExecutorError, ProcessFinishedWithError
+from mirakuru.exceptions import (
+    AlreadyRunning,
+    ExecutorError,
+    ProcessExitedWithError,
+    ProcessFinishedWithError,
+)
 
 from etar.config import Settings
 from etar.errors import StackError
@@ -109,6 +114,14 @@ def _alive(pid: int | None) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     return True
+
+
+START_ATTEMPTS = 3
+"""Tries a service gets when its process exits while starting."""
+
+
+class _ExitedEarly(Exception):
+    """The service's process exited before it was ready."""
 
 
 class _Stop(BaseException):
@@ -217,6 +230,20 @@ class Stack:
         raise _Stop(signal.Signals(signum).name)
 
     def _start(self, service: Service) -> _ServiceExecutor:
+        """Start ``service`` and wait until it is ready. A process that exits during start-up
+        (a dependency that was not quite ready, say) gets ``START_ATTEMPTS`` tries in all."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._start_once(service)
+            except _ExitedEarly as exc:
+                if attempt == START_ATTEMPTS:
+                    raise StackError(str(exc)) from exc.__cause__
+                log.warning("%s exited during start-up; trying again (%d/%d)", service.name,
+                            attempt + 1, START_ATTEMPTS)
+                time.sleep(2 * attempt)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, service: Service) -> _ServiceExecutor:
         log.info("starting %s", service.name)
         if service.prepare is not None:
             service.prepare()
@@ -234,7 +261,10 @@ class Stack:
             except ExecutorError as exc:
                 executor.kill()
                 tail = log_path.read_text()[-2000:]
-                raise StackError(f"{service.name} failed to start: {exc}\n{tail}") from exc
+                message = f"{service.name} failed to start: {exc}\n{tail}"
+                if isinstance(exc, ProcessExitedWithError):
+                    raise _ExitedEarly(message) from exc
+                raise StackError(message) from exc
             except BaseException:  # interrupted while waiting: leave no orphan behind
                 executor.kill()
                 raise

@@ -102,7 +102,8 @@ def _watermarks(consumer: Consumer, topic: str, within: float = 30.0) -> tuple[i
             error = exc.args[0] if exc.args else None
             retriable = isinstance(error, KafkaError) and (error.retriable() or error.code() in (
                 KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                KafkaError.UNKNOWN_TOPIC_OR_PART))
+                KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION,
+                KafkaError._UNKNOWN_TOPIC))
             if not retriable or time.monotonic() > deadline:
                 raise
             log.info("waiting for %s's leader: %s", topic, error)

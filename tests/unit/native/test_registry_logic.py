@@ -64,3 +64,38 @@ def test_state_replays_the_log() -> None:
     state.apply({"keytype": "CONFIG", "subject": None, "magic": 0},
                 {"compatibilityLevel": "NONE"})
     assert state.global_level is Level.NONE
+
+
+class _FlakyConsumer:
+    """Fails like a broker whose new topic has no leader yet, then answers."""
+
+    def __init__(self, errors: list[int]) -> None:
+        self.errors = errors
+
+    def get_watermark_offsets(self, partition: object, timeout: float) -> tuple[int, int]:
+        from confluent_kafka import KafkaError, KafkaException
+
+        if self.errors:
+            raise KafkaException(KafkaError(self.errors.pop(0)))
+        return 0, 7
+
+
+def test_the_schemas_log_waits_for_its_leader(monkeypatch: pytest.MonkeyPatch) -> None:
+    from confluent_kafka import KafkaError
+
+    from etar.native.registry import store
+
+    monkeypatch.setattr(store.time, "sleep", lambda _s: None)
+    consumer = _FlakyConsumer([KafkaError._UNKNOWN_PARTITION,
+                               KafkaError.NOT_LEADER_FOR_PARTITION])
+    assert store._watermarks(consumer, "_schemas") == (0, 7)  # type: ignore[arg-type]
+
+
+def test_the_schemas_log_does_not_retry_what_waiting_cannot_fix() -> None:
+    from confluent_kafka import KafkaError, KafkaException
+
+    from etar.native.registry import store
+
+    consumer = _FlakyConsumer([KafkaError.TOPIC_AUTHORIZATION_FAILED])
+    with pytest.raises(KafkaException):
+        store._watermarks(consumer, "_schemas")  # type: ignore[arg-type]

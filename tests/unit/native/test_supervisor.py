@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from etar.native.supervisor import port_open
 
 SCRIPT = textwrap.dedent("""
@@ -91,3 +93,37 @@ def test_a_taken_port_is_refused_with_the_reason(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0
     assert f"port {port} is already in use" in result.stderr
+
+
+FLAKY = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from etar.config import Settings
+    from etar.native.supervisor import Service, Stack, port_open
+
+    state, port, fails = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    # exits `fails` times (as a registry whose topic has no leader yet would), then serves
+    child = (f"import pathlib, subprocess, sys; marks = pathlib.Path({str(state)!r}) / 'tries'; "
+             f"marks.open('a').write('x'); n = len(marks.read_text()); "
+             f"sys.exit(1) if n <= {fails} else subprocess.run([sys.executable, '-m', "
+             f"'http.server', '{port}', '--bind', '127.0.0.1'])")
+    web = Service(name="web", port=port, ready=lambda: port_open("127.0.0.1", port),
+                  command=[sys.executable, "-c", child], start_timeout=30, stop_timeout=10)
+    stack = Stack(Settings(_env_file=None, state_dir=state), [web])
+    stack.log_dir.mkdir(parents=True)
+    executor = stack._start(web)
+    print("ready", flush=True)
+    executor.stop()
+""")
+
+
+@pytest.mark.parametrize(("fails", "starts"), [(2, True), (3, False)])
+def test_a_service_that_exits_while_starting_gets_three_tries(
+        tmp_path: Path, fails: int, starts: bool) -> None:
+    result = subprocess.run([sys.executable, "-c", FLAKY, str(tmp_path), str(_free_port()),
+                             str(fails)], capture_output=True, text=True, timeout=90, check=False)
+    assert (tmp_path / "tries").read_text() == "x" * min(fails + 1, 3)
+    if starts:
+        assert result.returncode == 0 and "ready" in result.stdout, result.stderr[-2000:]
+    else:
+        assert result.returncode != 0 and "web failed to start" in result.stderr
