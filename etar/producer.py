@@ -5,8 +5,9 @@ Each worker loops: generate a batch of events as Avro records, write them as Con
 values (a header computed once, then the Avro body), and hand them with their 16-byte user-id
 keys to one idempotent ``Producer`` (``acks=all``). It paces itself to its share of the rate
 and publishes its sent / delivered / failed totals in shared memory, which the parent shows as
-progress. Only failed deliveries call back into Python. Ctrl-C (or SIGTERM) asks every worker
-to stop sending, flush what is in flight and report.
+progress. Only failed deliveries call back into Python. Ctrl-C (or SIGTERM), to the parent alone
+or to the whole process group, asks every worker to stop sending, flush what is in flight and
+report: workers ignore both signals and stop when the parent sets ``stop``.
 
 Workers import neither the settings nor the registry client (a second or more of start-up on
 a busy machine): they get a plain :class:`_Plan`.
@@ -229,7 +230,7 @@ def _worker(index: int, plan: _Plan, counters: _Counters, stop: MpEvent) -> None
 
     Stops when the parent says so, or when the parent is gone (never an orphan producing on).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    _ignore_stop_signals()  # the parent decides when to stop (``stop``)
     options = plan.options
     rate, count = options.share(index)
     seed = None if options.seed is None else options.seed * 1_000 + index
@@ -297,10 +298,9 @@ def produce(options: ProduceOptions, settings: Settings | None = None,
     workers = [ctx.Process(target=_worker, args=(i, plan, counters, stop),
                            name=f"etar-producer-{i}") for i in range(options.processes)]
     started = time.monotonic()
-    for worker in workers:
-        worker.start()
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as cleanly as Ctrl-C
     try:
+        _start(workers)
         while any(worker.is_alive() for worker in workers):
             if progress is not None:
                 progress(*counters.totals())
@@ -322,6 +322,31 @@ def produce(options: ProduceOptions, settings: Settings | None = None,
     sent, delivered, failed = counters.totals()
     return ProduceSummary(sent, delivered, failed, elapsed, options.processes,
                           counters.sending_s())
+
+
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+def _start(workers: list[Any]) -> None:
+    """Start ``workers`` with Ctrl-C and SIGTERM held back (here and, inherited, in them).
+
+    A signal to the whole process group while a worker is still importing would otherwise
+    kill it before it could ignore the signal; the parent gets its own once they all run.
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        for worker in workers:
+            worker.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _ignore_stop_signals() -> None:
+    """A worker's first step: ignore Ctrl-C and SIGTERM (dropping any held back since it
+    started), so that a signal to the process group leaves the stopping to the parent."""
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import subprocess
+import sys
 import time
 
 import pytest
@@ -71,3 +73,51 @@ def test_counters_sum_every_worker_and_span_their_sending() -> None:
     for index in (0, 1):
         counters.mark(index, 4)
     assert 0.04 < counters.sending_s() < 5
+
+
+_GROUP_SIGTERM = r"""
+import multiprocessing.context, os, signal, sys
+import etar.producer as producer
+import etar.topics
+from etar.config import Settings
+
+etar.topics.require_broker = lambda settings: None  # no broker: nothing is ever due to send
+producer._register_schema = lambda settings: 1
+config = producer.producer_config
+producer.producer_config = lambda settings: {**config(settings), "message.timeout.ms": 2000}
+real_start = multiprocessing.context.SpawnProcess.start
+
+
+signals = []
+
+
+def terminate_group(moment):
+    if sys.argv[1] == moment and not signals:
+        signals.append(moment)
+        os.killpg(0, signal.SIGTERM)
+
+
+def start(self):
+    real_start(self)
+    terminate_group("starting")  # the group's SIGTERM while the workers are starting
+
+
+def progress(sent, delivered, failed):
+    terminate_group("running")  # ... or once the parent waits on them
+
+
+multiprocessing.context.SpawnProcess.start = start
+options = producer.ProduceOptions(rate=1, duration=120, processes=2)
+settings = Settings(kafka_bootstrap_servers="127.0.0.1:9")
+summary = producer.produce(options, settings, progress)
+print("summary", summary.line(), signals)
+"""
+
+
+@pytest.mark.parametrize("when", ["starting", "running"])
+def test_sigterm_to_the_process_group_stops_cleanly_with_a_summary(when: str) -> None:
+    """Workers leave stopping to the parent, whose handler is in place before they start."""
+    run = subprocess.run([sys.executable, "-c", _GROUP_SIGTERM, when], capture_output=True,
+                         text=True, timeout=120, start_new_session=True)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert "summary sent=" in run.stdout and f"['{when}']" in run.stdout

@@ -10,6 +10,7 @@ then the payload. Methods: none (0x02), LZ4 (0x82, a raw LZ4 block), ZSTD (0x90,
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 import lz4.block
 from backports import zstd
@@ -55,12 +56,36 @@ def compress_block(data: bytes, method: int = LZ4) -> bytes:
     return checksum(block) + block
 
 
+def _zstd_block(payload: bytes, size: int) -> bytes:
+    """A zstd payload that must expand to exactly ``size`` bytes (the header's word), never
+    decompressed past it."""
+    out = bytearray()
+    while payload:
+        codec = zstd.ZstdDecompressor()
+        out += codec.decompress(payload, max(size - len(out), 1))  # 1: to see a surplus
+        if not codec.eof:
+            break  # more output than declared, or a cut frame
+        payload = codec.unused_data
+    if len(out) != size or payload:
+        raise BlockError(271, "CANNOT_DECOMPRESS",
+                         "Cannot decompress ZSTD-encoded data: the block does not expand to "
+                         f"its declared uncompressed size {size}")
+    return bytes(out)
+
+
 def _decompress(method: int, payload: bytes, size: int) -> bytes:
     try:
         if method == LZ4:
-            return bytes(lz4.block.decompress(payload, uncompressed_size=size))
+            data = bytes(lz4.block.decompress(payload, uncompressed_size=size))
+            if len(data) != size:
+                raise BlockError(271, "CANNOT_DECOMPRESS",
+                                 "Cannot decompress LZ4-encoded data: the block does not expand "
+                                 f"to its declared uncompressed size {size}")
+            return data
         if method == ZSTD:
-            return bytes(zstd.decompress(payload))
+            return _zstd_block(payload, size)
+    except BlockError:
+        raise
     except Exception as exc:
         raise BlockError(271, "CANNOT_DECOMPRESS", f"Cannot decompress a block: {exc}") from None
     if method == NONE:
@@ -77,9 +102,13 @@ class BlockDecoder:
         self._verify = verify
 
     def decompress(self, data: bytes) -> bytes:
-        """The data of every block completed by ``data``; checksums verified."""
+        """The data of every block completed by ``data`` at once (for small, trusted input)."""
+        return b"".join(self.pieces(data))
+
+    def pieces(self, data: bytes) -> Iterator[bytes]:
+        """The data of each block completed by ``data``, one block at a time (each at most
+        ``MAX_BLOCK_SIZE``, as declared in its header); checksums verified."""
         buffer = self._pending + data if self._pending else data
-        out = bytearray()
         start = 0
         while len(buffer) - start >= CHECKSUM_SIZE + HEADER_SIZE:
             method, size, raw = _HEADER.unpack_from(buffer, start + CHECKSUM_SIZE)
@@ -96,10 +125,9 @@ class BlockDecoder:
                     40, "CHECKSUM_DOESNT_MATCH",
                     f"Checksum doesn't match: corrupted data. Reference: {reference.hex()}. "
                     f"Actual: {actual.hex()}. Size of compressed block: {size}")
-            out += _decompress(method, block[HEADER_SIZE:], raw)
             start = end
+            yield _decompress(method, block[HEADER_SIZE:], raw)
         self._pending = buffer[start:]
-        return bytes(out)
 
     def finish(self) -> None:
         """Raise when the stream ended inside a block."""

@@ -237,6 +237,9 @@ class Connection:
         try:
             stream = self._conn.send_query(sql, "ArrowStream" if arrow else fmt,
                                            params=params or None)
+        except Exception as exc:
+            raise EngineError.from_engine(exc) from None
+        try:
             while (chunk := stream.fetch()) is not None:
                 data = chunk.bytes()
                 if arrow is not None:
@@ -248,9 +251,14 @@ class Connection:
                 stats.read_bytes += chunk.storage_bytes_read()
             if arrow is not None:
                 arrow.close()
-        except EngineError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            # Left alone, the statement would run on in the engine after the request ended.
+            try:
+                stream.cancel()
+            except Exception as cancel_error:
+                log.debug("cancelling the query: %s", cancel_error)
+            if isinstance(exc, EngineError) or not isinstance(exc, Exception):
+                raise
             raise EngineError.from_engine(exc) from None
         stats.result_bytes = spool.tell()
 

@@ -63,6 +63,8 @@ TRANSPORT_PARAMS = frozenset({
     "http_response_buffer_size", "cancel_http_readonly_queries_on_client_close",
     "add_http_cors_header", "readonly", "client_protocol_version", "role", "close_session",
 })
+CLOSE_WAIT = 10.0
+"""Seconds shutting down waits for the sessions' running statements."""
 _BODY_BATCH = 1024 * 1024
 """Received bytes handed to the decompressing thread at a time."""
 BODY_SPOOL_BYTES = 256 * 1024 * 1024
@@ -75,7 +77,8 @@ _SET = re.compile(r"^\s*SET\s+(.*?)\s*;?\s*$", re.S | re.I)
 _USE = re.compile(r"^\s*USE\s+`?([\w.]+)`?\s*;?\s*$", re.I)
 _STATUS = {40: 400, 89: 400, 271: 400, 194: 401, 516: 403, 192: 403, 193: 403, 164: 403, 373: 423,
            60: 404, 81: 404, 16: 404, 47: 404, 73: 400, 62: 400, 36: 400, 27: 400, 115: 400,
-           456: 400, 457: 400, 26: 400, 6: 400, 38: 400, 41: 400, 53: 400, 70: 400, 33: 400}
+           456: 400, 457: 400, 467: 400, 26: 400, 6: 400, 38: 400, 41: 400, 53: 400, 70: 400,
+           33: 400}
 _CONTENT_TYPES = (("TabSeparated", "text/tab-separated-values; charset=UTF-8"),
                   ("TSV", "text/tab-separated-values; charset=UTF-8"),
                   ("CSV", "text/csv; charset=UTF-8"), ("JSON", "application/json; charset=UTF-8"),
@@ -109,6 +112,11 @@ class _Session:
             self.connection.close()
             self.connection = None
 
+    def release(self) -> None:
+        """End the request holding the session: its timeout counts from now."""
+        self.last_used = time.monotonic()
+        self.lock.release()
+
 
 class _Sessions:
     def __init__(self) -> None:
@@ -131,11 +139,21 @@ class _Sessions:
             session.last_used = now
             return session
 
-    def close_all(self) -> None:
+    def close_all(self, wait: float = CLOSE_WAIT) -> None:
+        """Close every session's connection once its request ended (up to ``wait`` seconds
+        in all); a connection still running a statement then is left open, not broken."""
+        deadline = time.monotonic() + wait
         with self._guard:
-            for session in self._items.values():
-                session.close()
-            self._items.clear()
+            items, self._items = self._items, {}
+        for session_id, session in items.items():
+            if session.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                try:
+                    session.close()
+                finally:
+                    session.lock.release()
+            else:
+                log.warning("session %s still runs a statement: its connection is left open",
+                            session_id)
 
 
 def _error_response(error: EngineError, engine: Engine, query_id: str,
@@ -165,6 +183,15 @@ def _block_method(settings: dict[str, str]) -> int:
         raise EngineError(89, f"Code: 89. DB::Exception: Unknown compression method: {name}. "
                               "(UNKNOWN_COMPRESSION_METHOD)")
     return blocks.METHODS[name]
+
+
+def _flag(settings: dict[str, str], name: str) -> bool:
+    """A boolean setting as ClickHouse parses it: 0, 1, true or false (any case)."""
+    value = settings.get(name, "0")
+    if value in ("0", "1") or value.lower() in ("true", "false"):
+        return value == "1" or value.lower() == "true"
+    raise EngineError(467, f"Code: 467. DB::Exception: Cannot parse bool from string "
+                           f"'{value}'. (CANNOT_PARSE_BOOL)")
 
 
 def _content_type(fmt: str) -> str:
@@ -219,14 +246,21 @@ async def _read_body(request: Request, native_blocks: bool = False, verify: bool
             pieces: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
             failure: list[EngineError] = []
 
+            def write(piece: bytes, stage: int = 0) -> None:
+                """``piece`` through the decoders from ``stage`` on, into the spool in pieces
+                each decoder bounds (a decompression bomb never expands in one go)."""
+                if stage == len(decoders):
+                    spool.write(piece)
+                    return
+                for out in decoders[stage].pieces(piece):
+                    write(out, stage + 1)
+
             def decode() -> None:
                 while (piece := pieces.get()) is not None:
                     if failure:
                         continue  # drain what still arrives
                     try:
-                        for decoder in decoders:
-                            piece = decoder.decompress(piece)
-                        spool.write(piece)
+                        write(piece)
                     except blocks.BlockError as exc:
                         failure.append(_block_error(exc))
                     except Exception as exc:  # any codec's failure is the body's
@@ -331,7 +365,7 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         try:
             yield
         finally:
-            sessions.close_all()
+            await to_thread.run_sync(sessions.close_all)  # their locks free on the loop
             state.pop("engine").close()
             log.info("engine closed")
 
@@ -367,8 +401,8 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
                                           f"{params['session_id']} is locked by a concurrent "
                                           "client. (SESSION_IS_LOCKED)")
                 locked = True
-            verify = settings.get(
-                "http_native_compression_disable_checksumming_on_decompress", "0") in ("0", "false")
+            verify = not _flag(
+                settings, "http_native_compression_disable_checksumming_on_decompress")
             body = await _read_body(request, params.get("decompress") == "1", verify)
             try:
                 response = await _run(engine, request, params.get("query", ""), body, settings,
@@ -383,7 +417,7 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
                 engine, query_id, method)
         finally:
             if locked and session is not None:
-                session.lock.release()
+                session.release()
         response.headers["X-ClickHouse-Query-Id"] = query_id
         response.headers["X-ClickHouse-Timezone"] = engine.timezone
         response.headers["X-ClickHouse-Server-Display-Name"] = engine.display_name

@@ -8,6 +8,7 @@ import os
 import struct
 import threading
 import zlib
+from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -127,9 +128,9 @@ def test_request_bodies_are_decompressed_off_the_event_loop(
         def __init__(self) -> None:
             self._inner = zlib.decompressobj(wbits=31)
 
-        def decompress(self, data: bytes) -> bytes:
+        def pieces(self, data: bytes) -> Iterator[bytes]:
             threads.append(threading.get_ident())
-            return self._inner.decompress(data)
+            yield self._inner.decompress(data)
 
         def finish(self) -> None:
             threads.append(threading.get_ident())
