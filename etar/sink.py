@@ -18,9 +18,15 @@ stays as a second line.
 
 Bad input: a message that is not a valid event goes unchanged to the dead-letter topic with
 Kafka Connect's error headers. When ClickHouse refuses a block for its data, the block is
-split around the refused row (or in halves) until the poison is alone. Connection errors and
+split around the refused row (or in halves) until the poison is alone; a block too big (too
+many minute partitions, or over the memory limit) is inserted in halves. Connection errors and
 timeouts are retried with capped backoff; an error retrying cannot fix (no table, unknown
 column) stops the sink without committing.
+
+Commits never run ahead of ClickHouse: a plan is committed at the partition's last committed
+(or just finished) end, every commit carries the partition's pending cuts (so a second crash
+replays the same segments), and a partition whose insert was abandoned because the sink stops
+is not handed over again (a restart replays it from its last commit).
 
 Rebalances (cooperative): ``on_revoke`` waits for the insert in flight (which commits what it
 flushed) and drops the rest of the revoked partitions' batch; ``on_lost`` drops it without
@@ -61,6 +67,7 @@ from etar.dead_letters import DeadLetters
 from etar.events import load_schema_str
 from etar.serde import registry_client
 from etar.sink_batch import (
+    MEMORY_LIMIT_EXCEEDED,
     BadData,
     Batch,
     Failure,
@@ -83,7 +90,9 @@ log = logging.getLogger(__name__)
 IDLE_FLUSH_SECONDS = 0.25
 """An idle inserter takes a batch this old already (``sink_batch_seconds`` is the longest)."""
 BACKLOG_ROWS = 100_000
-"""While the inserter is busy a batch grows up to this many rows (or sink_batch_rows)."""
+"""While the inserter is busy a batch grows up to this many messages (or sink_batch_rows)."""
+BACKLOG_BYTES = 64 * 1024 * 1024
+"""… and up to this many bytes of keys and values (dead letters included)."""
 DEAD_LETTER_TIMEOUT = 60.0
 _MAX_BACKOFF = 30.0
 
@@ -140,6 +149,10 @@ def insert_failure(exc: BaseException) -> Failure:
 class Sink:
     """Consume → pre-check → batch, while a worker inserts and commits the previous batch."""
 
+    assign_attempts = 3
+    """Tries at reading the committed offsets of assigned partitions before the sink stops."""
+    assign_retry_delay = 1.0
+
     def __init__(self, settings: Settings | None = None, ch: Client | None = None,
                  consumer: Consumer | None = None, dlq: Producer | None = None,
                  schemas: Callable[[int], str | None] | None = None,
@@ -167,6 +180,7 @@ class Sink:
         self.schema_problem = schemas
         self.idle_flush_seconds = min(idle_flush_seconds, self.settings.sink_batch_seconds)
         self.backlog_rows = max(self.settings.sink_batch_rows, BACKLOG_ROWS)
+        self.backlog_bytes = BACKLOG_BYTES
         self.insert_settings: dict[str, Any] = {
             "format_avro_schema_registry_url": self.settings.schema_registry_url,
             "insert_deduplicate": 1, "async_insert": 0}
@@ -179,6 +193,10 @@ class Sink:
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-insert")
         self._inflight: Future[dict[TopicPartitionKey, tuple[int, int]]] | None = None
         self._finished: dict[TopicPartitionKey, tuple[int, int]] = {}
+        self._inflight_ends: dict[TopicPartitionKey, list[int]] = {}
+        self._abandoned: set[tuple[TopicPartitionKey, int]] = set()
+        """(partition, epoch) whose insert the worker gave up: never handed over again."""
+        self._failure: SinkError | None = None
         self._running = True
         self._stopping = threading.Event()
         self._paused = False
@@ -278,8 +296,9 @@ class Sink:
                 if kind is Failure.BAD_DATA:
                     raise BadData(f"ClickHouse refused the row: {_short(exc)}",
                                   failing_row(str(exc))) from None
-                if kind is Failure.SPLIT:
-                    raise TooManyPartitions from None
+                if kind is Failure.SPLIT and (
+                        hi - lo > 1 or getattr(exc, "code", None) != MEMORY_LIMIT_EXCEEDED):
+                    raise TooManyPartitions from None  # (one row over memory: the server is)
                 if kind is Failure.PERMANENT:
                     raise SinkError(f"ClickHouse refused the insert into "
                                     f"{self.settings.clickhouse_table!r} for a reason a retry "
@@ -314,6 +333,7 @@ class Sink:
             rows += len(segment.values) - len(poison)
             done.append(segment)
         done = [s for s in done if s.tp not in gone]
+        self._abandoned.update((s.tp, s.epoch) for s in segments if s.tp in gone)
         inserted = time.perf_counter()
         letters = sorted((d for s in done for d in s.dead), key=lambda d: (d.partition, d.offset))
         if letters:
@@ -331,7 +351,19 @@ class Sink:
         """Take the worker's result once its batch is done (raising what it raised)."""
         if self._inflight is not None and self._inflight.done():
             inflight, self._inflight = self._inflight, None
+            self._inflight_ends = {}
             self._finished.update(inflight.result())
+
+    def _pending_cuts(self, tp: TopicPartitionKey, after: int) -> list[int]:
+        """The partition's cuts beyond ``after`` that a replay must reproduce: the ends of its
+        segments in flight and of its sealed ones, and the planned cuts not yet reached."""
+        cuts = {*self._inflight_ends.get(tp, ()), *self.batch.sealed_ends(tp),
+                *self._cuts.get(tp, ())}
+        return sorted(c for c in cuts if c > after)
+
+    def _metadata(self, tp: TopicPartitionKey, offset: int) -> str:
+        cuts = self._pending_cuts(tp, offset)
+        return encode_plan(cuts) if cuts else ""
 
     def _commit_finished(self, plans: dict[TopicPartitionKey, tuple[int, str, int]]
                          | None = None) -> set[TopicPartitionKey]:
@@ -339,7 +371,8 @@ class Sink:
 
         Returns the planned partitions that are not ours any more.
         """
-        offsets = {tp: (end, "", epoch) for tp, (end, epoch) in self._finished.items()}
+        offsets = {tp: (end, self._metadata(tp, end), epoch)
+                   for tp, (end, epoch) in self._finished.items()}
         offsets.update(plans or {})
         self._finished = {}
         if not offsets:
@@ -359,10 +392,21 @@ class Sink:
         by_tp: dict[TopicPartitionKey, list[Segment]] = {}
         for segment in segments:
             by_tp.setdefault(segment.tp, []).append(segment)
-        gone = self._commit_finished({
-            tp: (group[0].start, encode_plan(s.end for s in group), group[0].epoch)
-            for tp, group in by_tp.items()})
-        segments = [s for s in segments if s.tp not in gone]
+        plans: dict[TopicPartitionKey, tuple[int, str, int]] = {}
+        for tp, group in list(by_tp.items()):
+            epoch = group[0].epoch
+            if (tp, epoch) in self._abandoned:  # what came before is not in: a restart replays
+                log.warning("%s[%d]: an earlier insert was abandoned; not inserting [%d, %d)",
+                            tp[0], tp[1], group[0].start, group[-1].end)
+                del by_tp[tp]
+                continue
+            finished = self._finished.get(tp)
+            start = finished[0] if finished else self._committed.get(tp, group[0].start)
+            start = min(start, group[0].start)  # a plan never runs ahead of ClickHouse
+            ends = [s.end for s in group]
+            plans[tp] = (start, encode_plan([*ends, *self._pending_cuts(tp, ends[-1])]), epoch)
+        gone = self._commit_finished(plans)
+        segments = [s for s in segments if s.tp in by_tp and s.tp not in gone]
         if not segments:
             return
         log.debug("hand-over of %d rows in %d segments (batch age %.3fs)",
@@ -371,6 +415,7 @@ class Sink:
             self._finished.update(self.insert(segments))
             self._commit_finished()
         else:
+            self._inflight_ends = {tp: [s.end for s in group] for tp, group in by_tp.items()}
             self._inflight = self._worker.submit(self.insert, segments)
 
     def _wait_worker(self, timeout: float | None) -> bool:
@@ -387,8 +432,14 @@ class Sink:
         batch = self.batch
         if not batch.messages or batch.started is None:
             return False
-        return (batch.rows >= self.settings.sink_batch_rows
+        return (batch.messages >= self.settings.sink_batch_rows
+                or batch.bytes >= self.backlog_bytes
                 or now - batch.started >= self.idle_flush_seconds)
+
+    def _full(self) -> bool:
+        """The batch holds as much as may wait (messages, dead letters too, or bytes)."""
+        return (self.batch.messages >= self.backlog_rows
+                or self.batch.bytes >= self.backlog_bytes)
 
     def _throttle(self) -> None:
         """The batch is full and the worker busy: wait, pausing the fetch if it lasts."""
@@ -407,10 +458,39 @@ class Sink:
             self._paused = False
 
     # --- rebalance -------------------------------------------------------------------
+    def _committed_offsets(self, consumer: Consumer,
+                           partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """The partitions' committed offsets and plans, asked a few times; SinkError if not."""
+        problem: object = None
+        for attempt in range(self.assign_attempts):
+            if attempt:
+                time.sleep(self.assign_retry_delay)
+            try:
+                committed = consumer.committed(partitions, timeout=10)
+            except Exception as exc:  # KafkaException (timeout, coordinator), or worse
+                problem = exc
+            else:
+                failed = [tp for tp in committed if tp.error]
+                if not failed:
+                    return list(committed)
+                problem = f"{failed[0].topic}[{failed[0].partition}]: {failed[0].error}"
+            log.warning("reading the committed offsets of %s failed (%s)",
+                        [(tp.topic, tp.partition) for tp in partitions], problem)
+        raise SinkError(f"cannot read the committed offsets and plans of the assigned "
+                        f"partitions after {self.assign_attempts} tries: {problem}; stopping "
+                        "without committing (a restart replays them)")
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if not partitions:
+        """Read each partition's committed offset and plan; never raises out of consume()."""
+        if not partitions or self._failure is not None:
             return
-        committed = consumer.committed(partitions, timeout=30)
+        try:
+            committed = self._committed_offsets(consumer, partitions)
+        except SinkError as exc:
+            log.error("%s", exc)
+            self._failure = exc
+            self.stop()
+            return
         for tp in committed:
             key = (tp.topic, tp.partition)
             self._epoch[key] = next(self._epochs)
@@ -428,6 +508,7 @@ class Sink:
             self._cuts.pop(key, None)
             self._committed.pop(key, None)
             self._finished.pop(key, None)
+            self._inflight_ends.pop(key, None)
         self.batch.drop(keys)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -505,15 +586,17 @@ class Sink:
                         self._hand_over()
                     elif self._finished:
                         self._commit_finished()
-                if self.batch.rows >= self.backlog_rows and self._inflight is not None:
+                if self._full() and self._inflight is not None:
                     self._throttle()
                     continue
-                room = max(1, min(5000, self.backlog_rows - self.batch.rows))
+                room = max(1, min(5000, self.backlog_rows - self.batch.messages))
                 self._take(self.consumer.consume(room, timeout=0.05 if self.batch.messages
                                                  else 0.2))
                 if now - last_report >= report_every:
                     self.report()
                     last_report = now
+            if self._failure is not None:
+                raise self._failure
             self._wait_worker(None)
             self._reap()
             self._hand_over(wait=True)

@@ -200,6 +200,8 @@ class Batch:
         self.segments: dict[TopicPartitionKey, list[Segment]] = {}
         self.messages = 0
         self.rows = 0
+        self.bytes = 0
+        """Keys and values of every message held, dead letters included (for backpressure)."""
         self.started: float | None = None
 
     def _open(self, tp: TopicPartitionKey, offset: int, epoch: int,
@@ -230,12 +232,17 @@ class Batch:
             self.rows += 1
         else:
             segment.dead.append(DeadLetter(tp[0], tp[1], offset, key, value, headers, reason))
+        self.bytes += _size(key) + _size(value)
         segment.end = offset + 1
         if cuts and segment.end >= cuts[0]:
             segment.sealed, segment.end = True, cuts.pop(0)
         self.messages += 1
         if self.started is None:
             self.started = now
+
+    def sealed_ends(self, tp: TopicPartitionKey) -> list[int]:
+        """Where the partition's sealed segments still held end: planned cuts not yet used."""
+        return [s.end for s in self.segments.get(tp, []) if s.sealed]
 
     def take_ready(self, waiting: Callable[[TopicPartitionKey], bool]) -> list[Segment]:
         """Remove and return every segment that may be inserted now.
@@ -266,15 +273,22 @@ class Batch:
         segments = [s for group in self.segments.values() for s in group]
         self.rows = sum(len(s.values) for s in segments)
         self.messages = self.rows + sum(len(s.dead) for s in segments)
+        self.bytes = sum(_size(k) + _size(v) for s in segments for k, v in zip(s.keys, s.values,
+                                                                               strict=True))
+        self.bytes += sum(_size(d.key) + _size(d.value) for s in segments for d in s.dead)
         if not segments:
             self.started = None
+
+
+def _size(data: bytes | None) -> int:
+    return len(data) if data else 0
 
 
 class Failure(Enum):
     """How the sink reacts to a failed insert."""
 
     BAD_DATA = "bad data"  # some row is not a valid event: isolate it
-    SPLIT = "split"  # the block spans too many minute partitions: insert it in halves
+    SPLIT = "split"  # the block is too big (minute partitions, memory): insert it in halves
     TRANSIENT = "transient"  # the service is unwell: retry the same block later
     PERMANENT = "permanent"  # the table or the setup is wrong: stop
 
@@ -284,10 +298,13 @@ _BAD_DATA_CODES = frozenset({
 """CANNOT_PARSE_*, CANNOT_READ_ALL_DATA, TYPE_MISMATCH, ARGUMENT_OUT_OF_BOUND,
 CANNOT_CONVERT_TYPE, INCORRECT_DATA, TOO_LARGE_STRING_SIZE, SIZES_OF_ARRAYS_DONT_MATCH,
 CANNOT_PARSE_UUID, CANNOT_PARSE_IPV4…: a row that is not a valid event."""
+MEMORY_LIMIT_EXCEEDED = 241
+"""A block too big for the server's memory: it is split like one spanning too many partitions
+(a single row refused so is retried as transient: the server itself is short of memory)."""
 _TRANSIENT_CODES = frozenset({
-    3, 159, 202, 209, 210, 241, 242, 252, 319, 373, 394, 425, 999, 1000})
+    3, 159, 202, 209, 210, 242, 252, 319, 373, 394, 425, 999, 1000})
 """UNEXPECTED_END_OF_FILE, TIMEOUT_EXCEEDED, TOO_MANY_SIMULTANEOUS_QUERIES, SOCKET_TIMEOUT,
-NETWORK_ERROR, MEMORY_LIMIT_EXCEEDED, TABLE_IS_READ_ONLY, TOO_MANY_PARTS (merges behind),
+NETWORK_ERROR, TABLE_IS_READ_ONLY, TOO_MANY_PARTS (merges behind),
 UNKNOWN_STATUS_OF_INSERT, SESSION_IS_LOCKED, QUERY_WAS_CANCELLED, SYSTEM_ERROR, KEEPER_EXCEPTION,
 POCO_EXCEPTION: the service, not the data."""
 _ROW = re.compile(r"\(at row (\d+)\)")
@@ -301,6 +318,8 @@ def classify(code: int | None, message: str) -> Failure:
     if code is None:
         return Failure.TRANSIENT
     if code == 252 and "partitions for single INSERT block" in message:
+        return Failure.SPLIT
+    if code == MEMORY_LIMIT_EXCEEDED:
         return Failure.SPLIT
     if code in _BAD_DATA_CODES:
         return Failure.BAD_DATA
@@ -328,7 +347,8 @@ class BadData(Exception):
 
 
 class TooManyPartitions(Exception):
-    """An insert spans more minute partitions than one block may (raised by the callback)."""
+    """An insert is too big for one block: too many minute partitions, or too much memory
+    (raised by the callback; the range is inserted in halves)."""
 
 
 def isolate(count: int, insert: Callable[[int, int], None]) -> list[tuple[int, str]]:

@@ -38,6 +38,17 @@ def ensure_topic(settings: Settings, name: str, partitions: int,
             raise StackError(f"creating topic {name!r} failed: {exc}") from exc
 
 
+def delete_topics(settings: Settings, names: list[str]) -> None:
+    """Delete the topics; one that does not exist is no error."""
+    client = admin(settings)  # kept alive until its futures are done
+    for name, future in client.delete_topics(names, operation_timeout=30).items():
+        try:
+            future.result(timeout=30)
+        except Exception as exc:
+            if "UNKNOWN_TOPIC_OR_PART" not in str(exc):
+                raise StackError(f"deleting topic {name!r} failed: {exc}") from exc
+
+
 def create_topics(settings: Settings) -> None:
     """The event topic (several partitions) and its dead-letter topic."""
     ensure_topic(settings, settings.kafka_topic, settings.kafka_topic_partitions)

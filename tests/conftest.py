@@ -3,7 +3,7 @@
 ``stack_settings``: one native stack for the whole session. It is reused when
 ``etar stack status`` finds every service up; otherwise it is started for the session and
 stopped at the end. ``lane``: a topic, table, consumer group and bucket of a test's own on it;
-its table and bucket are dropped at teardown.
+its topics, table, bucket and the sink's progress file are removed at teardown.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import pytest
 from etar import storage, warehouse
 from etar.config import Settings, get_settings
 from etar.native import running
-from etar.topics import ensure_topic
+from etar.sink import progress_path
+from etar.topics import delete_topics, ensure_topic
 from tests.integration.lanes import start_sink
 
 
@@ -50,6 +51,9 @@ def lane(stack_settings: Settings, unique: str) -> Iterator[Settings]:
     yield settings
     warehouse.client(settings).command(f"DROP TABLE IF EXISTS {settings.clickhouse_table}")
     storage.drop_bucket(settings)
+    for leftover in (progress_path(settings), progress_path(settings).with_suffix(".tmp")):
+        leftover.unlink(missing_ok=True)
+    delete_topics(settings, [settings.kafka_topic, settings.kafka_dlq_topic])
 
 
 @pytest.fixture

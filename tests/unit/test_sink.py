@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from clickhouse_connect.driver.exceptions import DatabaseError
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from fastavro import schemaless_writer
 
 from etar.config import get_settings
@@ -152,6 +156,7 @@ def test_dropping_a_partition_forgets_its_messages() -> None:
     (252, "Too many partitions for single INSERT block (more than 100)", Failure.SPLIT),
     (252, "Too many parts (3000). Merges are processing significantly slower",
      Failure.TRANSIENT),
+    (241, "Memory limit (for query) exceeded: would use 9.31 GiB", Failure.SPLIT),
     (16, "No such column nope in table", Failure.PERMANENT),
     (60, "Table default.x does not exist", Failure.PERMANENT),
     (1001, "std::exception: bad_alloc", Failure.PERMANENT)])
@@ -308,3 +313,242 @@ def test_on_revoke_does_not_raise_when_the_commit_fails() -> None:
     sink._finished[("t", 0)] = (10, 1)
     sink._on_revoke(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
     assert len(consumer.commits) == 1 and ("t", 0) not in sink._epoch
+
+
+# --- the sink's loop against a fake broker and a fake ClickHouse -----------------------------
+TP = ("t", 0)
+
+
+class _Msg:
+    """A consumed message of partition ``TP``."""
+
+    def __init__(self, offset: int, key: bytes | None, value: bytes | None) -> None:
+        self._offset, self._key, self._value = offset, key, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return TP[0]
+
+    def partition(self) -> int:
+        return TP[1]
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> None:
+        return None
+
+
+def _events(offsets: range) -> list[_Msg]:
+    key, value = _value()
+    return [_Msg(o, key, value) for o in offsets]
+
+
+class _Broker:
+    """A fake consumer: one partition, its committed offset and metadata, scripted fetches."""
+
+    def __init__(self, offset: int = -1001, metadata: str = "",
+                 fetch: Callable[[int], list[_Msg]] | None = None) -> None:
+        self.stored = (offset, metadata)
+        self.commits: list[tuple[int, str]] = []
+        self.fetch = fetch or (lambda num: [])
+        self.consumed = 0
+        self.committed_calls = 0
+        self.committed_error: KafkaException | None = None
+        self._assign: Any = None
+
+    def subscribe(self, topics: list[str], on_assign: Any, **callbacks: Any) -> None:
+        self._assign = on_assign
+
+    def consume(self, num: int, timeout: float) -> list[_Msg]:
+        if self._assign is not None:  # the first poll joins the group
+            assign, self._assign = self._assign, None
+            assign(self, [TopicPartition(*TP)])
+        self.consumed += 1
+        return self.fetch(num)
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[Any]:
+        self.committed_calls += 1
+        if self.committed_error is not None:
+            raise self.committed_error
+        return [TopicPartition(*TP, self.stored[0], self.stored[1])]
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> list[Any]:
+        for tp in offsets:
+            assert (tp.topic, tp.partition) == TP
+            self.stored = (tp.offset, tp.metadata or "")
+            self.commits.append(self.stored)
+        return offsets
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(*TP)]
+
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float,
+                              cached: bool = False) -> tuple[int, int]:
+        return 0, -1
+
+    def close(self) -> None: ...
+
+
+class _ClickHouse:
+    """A fake ClickHouse: ``refuse(token, rows)`` returns the exception to raise, if any."""
+
+    def __init__(self, refuse: Callable[[str, int], Exception | None] = lambda t, n: None,
+                 row_size: int = 0) -> None:
+        self.refuse, self.row_size = refuse, row_size or len(_value()[1])
+        self.tokens: list[str] = []
+        self.rows = 0
+
+    def raw_insert(self, table: str, columns: Any, body: bytes, settings: dict[str, Any],
+                   fmt: str) -> None:
+        token, rows = settings["insert_deduplication_token"], len(body) // self.row_size
+        problem = self.refuse(token, rows)
+        if problem is not None:
+            raise problem
+        self.tokens.append(token)
+        self.rows += rows
+
+
+def _loop_sink(broker: _Broker, ch: _ClickHouse, tmp_path: Path) -> Sink:
+    settings = get_settings().model_copy(update={"kafka_topic": TP[0], "state_dir": tmp_path})
+    return Sink(settings, ch=ch, consumer=broker,  # type: ignore[arg-type]
+                dlq=_Producer(), schemas=_ours)  # type: ignore[arg-type]
+
+
+def _ranges(tokens: list[str]) -> list[str]:
+    return [token.split("/")[2] for token in tokens]
+
+
+def test_stopping_while_clickhouse_fails_never_commits_past_what_went_in(
+        tmp_path: Path) -> None:
+    """Batch N [100, 200) is planned at 100, its insert keeps failing; batch N+1 [200, 350)
+    waits; SIGTERM: the worker gives [100, 200) up, so N+1 must not be planned at 200."""
+    broker = _Broker(offset=100)
+    ch = _ClickHouse(lambda token, rows: OSError("connection refused")
+                     if token.startswith("t/0/100-") else None)
+    sink = _loop_sink(broker, ch, tmp_path)
+    sink._on_assign(broker, [TopicPartition(*TP)])  # type: ignore[arg-type]
+    sink._take(_events(range(100, 200)))  # type: ignore[arg-type]
+    sink._hand_over()  # plan of N committed at 100; the worker retries its insert
+    sink._take(_events(range(200, 350)))  # type: ignore[arg-type]
+    sink.stop()  # SIGTERM
+    sink.run()  # the final flush
+    assert broker.commits[0] == (100, encode_plan([200]))
+    assert all(offset <= 100 for offset, _ in broker.commits), broker.commits
+    assert broker.stored[0] == 100 and 200 in decode_plan(broker.stored[1])
+    assert ch.rows == 0
+
+
+def test_commits_carry_the_pending_cuts_so_a_second_replay_cuts_the_same(
+        tmp_path: Path) -> None:
+    """A replayed plan [105, 112] from 100: the commits after [100, 105) keep 112."""
+    first = _Broker(offset=100, metadata=encode_plan([105, 112]))
+    sink = _loop_sink(first, _ClickHouse(), tmp_path)
+    sink._on_assign(first, [TopicPartition(*TP)])  # type: ignore[arg-type]
+    sink._take(_events(range(100, 108)))  # type: ignore[arg-type]
+    sink._hand_over(wait=True)  # [100, 105) goes in; [105, 108) waits for its cut at 112
+    assert decode_plan(first.commits[0][1]) == [105, 112]  # the plan
+    assert first.stored == (105, encode_plan([112]))  # the end, with the cut still ahead
+    # the sink crashes here; its successor replays from 105 with the same cut
+    second = _Broker(*first.stored)
+    ch = _ClickHouse()
+    again = _loop_sink(second, ch, tmp_path)
+    again._on_assign(second, [TopicPartition(*TP)])  # type: ignore[arg-type]
+    again._take(_events(range(105, 115)))  # type: ignore[arg-type]
+    again._hand_over(wait=True)
+    assert _ranges(ch.tokens) == ["105-111", "112-114"]
+    assert second.stored == (115, "")
+
+
+@pytest.mark.parametrize("limit", ["messages", "bytes"])
+def test_dead_letters_alone_fill_the_batch_and_throttle_the_consumer(
+        limit: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message is a dead letter and the inserter is stuck: fetching must stop."""
+    size, per_fetch = (10, 1000) if limit == "messages" else (MAX_EVENT_BYTES + 1, 10)
+    offsets = iter(range(10**9))
+
+    def fetch(num: int) -> list[_Msg]:
+        return [_Msg(next(offsets), b"k", b"x" * size) for _ in range(min(num, per_fetch))]
+
+    broker = _Broker(offset=0, fetch=fetch)
+    sink = _loop_sink(broker, _ClickHouse(), tmp_path)
+    sink.backlog_rows, sink.backlog_bytes = 5_000, 4 * 1024 * 1024
+    stuck: Future[dict[Any, tuple[int, int]]] = Future()
+    sink._inflight = stuck
+    throttled: list[tuple[int, int]] = []
+
+    def throttle() -> None:
+        throttled.append((sink.batch.messages, sink.batch.bytes))
+        stuck.set_result({})
+        sink.stop()
+
+    def until() -> bool:
+        if broker.consumed >= 50 and not stuck.done():
+            stuck.set_result({})
+        return broker.consumed >= 50
+
+    monkeypatch.setattr(sink, "_throttle", throttle)
+    monkeypatch.setattr(sink, "_due", lambda now: False)
+    sink.run(until)
+    assert throttled, f"never throttled; {broker.consumed} fetches"
+    messages, size_held = throttled[0]
+    assert messages <= sink.backlog_rows + per_fetch
+    assert size_held <= sink.backlog_bytes + per_fetch * (size + 1)
+
+
+def test_a_failing_committed_lookup_on_assign_stops_the_sink_cleanly(tmp_path: Path) -> None:
+    broker = _Broker(offset=100, fetch=lambda num: _events(range(100, 110)))
+    broker.committed_error = KafkaException(KafkaError(KafkaError._TIMED_OUT))
+    sink = _loop_sink(broker, _ClickHouse(), tmp_path)
+    sink.assign_retry_delay = 0.01
+    with pytest.raises(SinkError, match="committed offsets"):
+        sink.run()
+    assert broker.committed_calls == sink.assign_attempts
+    assert broker.commits == []
+
+
+def test_a_block_over_the_memory_limit_is_inserted_in_halves(tmp_path: Path) -> None:
+    tried: set[str] = set()
+    sink: Sink
+
+    def refuse(token: str, rows: int) -> Exception | None:
+        if token in tried:  # the same block again: stop, or this test would retry forever
+            sink.stop()
+        tried.add(token)
+        if rows > 8:
+            return DatabaseError("Code: 241. DB::Exception: Memory limit (for query) exceeded",
+                                 code=241)
+        return None
+
+    ch = _ClickHouse(refuse)
+    broker = _Broker(offset=0)
+    sink = _loop_sink(broker, ch, tmp_path)
+    sink._on_assign(broker, [TopicPartition(*TP)])  # type: ignore[arg-type]
+    sink._take(_events(range(0, 32)))  # type: ignore[arg-type]
+    segments = sink.batch.take_ready(lambda tp: False)
+    assert sink.insert(segments) == {TP: (32, sink._epoch[TP])}
+    assert ch.rows == 32 and len(ch.tokens) == 4
+    assert not segments[0].dead
+
+
+def test_a_single_row_over_the_memory_limit_is_retried(tmp_path: Path) -> None:
+    refusals = iter([DatabaseError("Code: 241. Memory limit (total) exceeded", code=241)])
+    ch = _ClickHouse(lambda token, rows: next(refusals, None))
+    broker = _Broker(offset=0)
+    sink = _loop_sink(broker, ch, tmp_path)
+    sink._on_assign(broker, [TopicPartition(*TP)])  # type: ignore[arg-type]
+    sink._take(_events(range(0, 1)))  # type: ignore[arg-type]
+    assert sink.insert(sink.batch.take_ready(lambda tp: False)) == {TP: (1, sink._epoch[TP])}
+    assert ch.rows == 1
