@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     sink_group_id: str = "etar-clickhouse-sink"
     sink_batch_rows: int = Field(20_000, ge=1, description="flush after this many rows")
     sink_batch_seconds: float = Field(1.0, gt=0, description="or after this long")
+    sink_idle_flush_seconds: float = Field(
+        0.25, gt=0, description="an idle inserter takes a batch this old already (latency)")
 
     # Batch plane: when a minute is complete, how long to wait for it
     pipeline_lateness_seconds: float = Field(

@@ -89,7 +89,10 @@ class MinuteReport(BaseModel):
             value = value.replace(tzinfo=UTC)
         if value.second or value.microsecond:
             raise ValueError("minute must be the start of a minute (seconds = 0)")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("minute is out of the range of dates") from None
 
     @model_validator(mode="after")
     def _totals_add_up(self) -> MinuteReport:

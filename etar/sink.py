@@ -87,8 +87,6 @@ from etar.sink_batch import (
 
 log = logging.getLogger(__name__)
 
-IDLE_FLUSH_SECONDS = 0.25
-"""An idle inserter takes a batch this old already (``sink_batch_seconds`` is the longest)."""
 BACKLOG_ROWS = 100_000
 """While the inserter is busy a batch grows up to this many messages (or sink_batch_rows)."""
 BACKLOG_BYTES = 64 * 1024 * 1024
@@ -155,8 +153,7 @@ class Sink:
 
     def __init__(self, settings: Settings | None = None, ch: Client | None = None,
                  consumer: Consumer | None = None, dlq: Producer | None = None,
-                 schemas: Callable[[int], str | None] | None = None,
-                 idle_flush_seconds: float = IDLE_FLUSH_SECONDS) -> None:
+                 schemas: Callable[[int], str | None] | None = None) -> None:
         self.settings = settings or get_settings()
         self.ch = ch or warehouse.client(self.settings)
         self.consumer = consumer or Consumer({
@@ -178,7 +175,9 @@ class Sink:
             self._registry = registry_client(self.settings)
             schemas = KnownSchemas(self._fetch_schema, load_schema_str())
         self.schema_problem = schemas
-        self.idle_flush_seconds = min(idle_flush_seconds, self.settings.sink_batch_seconds)
+        # An idle inserter takes a batch this old already; ``sink_batch_seconds`` is the longest.
+        self.idle_flush_seconds = min(self.settings.sink_idle_flush_seconds,
+                                      self.settings.sink_batch_seconds)
         self.backlog_rows = max(self.settings.sink_batch_rows, BACKLOG_ROWS)
         self.backlog_bytes = BACKLOG_BYTES
         self.insert_settings: dict[str, Any] = {

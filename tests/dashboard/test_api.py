@@ -160,3 +160,11 @@ def test_the_default_token_is_refused_off_loopback(host: str,
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
 def test_the_default_token_is_fine_on_loopback(host: str) -> None:
     assert create_app(Settings(_env_file=None, bind_host=host))
+
+
+def test_a_minute_out_of_the_date_range_gets_422_not_500(client: TestClient) -> None:
+    body = {"minute": "0001-01-01T00:00:00+00:01", "total_events": 0, "total_errors": 0,
+            "by_event_type": {}}
+    response = client.post("/report", json=body, headers=auth())
+    assert response.status_code == 422, response.text
+    assert "range" in response.text

@@ -28,7 +28,7 @@ def env_for(settings: Settings) -> dict[str, str]:
     """The environment of a producer or sink process working on the lane."""
     return {**os.environ, **settings.environ(
         "kafka_topic", "kafka_dlq_topic", "clickhouse_table", "sink_group_id", "s3_bucket",
-        "sink_batch_rows", "sink_batch_seconds")}
+        "sink_batch_rows", "sink_batch_seconds", "sink_idle_flush_seconds")}
 
 
 def produce(settings: Settings, count: int, minute: Minute, seed: int, rate: float = 0,

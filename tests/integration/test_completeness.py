@@ -31,7 +31,8 @@ def _minute_ending_soon(lead: float) -> Minute:
 def test_a_slow_sink_holds_the_minute_until_it_committed_it(lane: Settings,
                                                             tmp_path: Path) -> None:
     # The sink's first flush comes 40 s after its first message: long after the cut-off.
-    slow = lane.model_copy(update={"sink_batch_seconds": 40.0, "sink_batch_rows": 1_000_000,
+    slow = lane.model_copy(update={"sink_batch_seconds": 40.0, "sink_idle_flush_seconds": 40.0,
+                                   "sink_batch_rows": 1_000_000,
                                    "pipeline_lateness_seconds": 5.0})
     sink = start_sink(slow, tmp_path / "sink.log")
     try:
