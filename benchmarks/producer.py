@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -131,8 +132,9 @@ def main() -> None:
             "events_per_s", "ratio_to_ceiling", "with_startup_events_per_s",
             "with_startup_ratio_to_ceiling")}
         line = summary[name]
-        print(f"{name:<36} {line['events_per_s']:>10,.0f} {line['ratio_to_ceiling']:>10.2f}x "
-              f"{line['with_startup_events_per_s']:>14,.0f} "
+        sending = ("         -           -" if math.isnan(line["events_per_s"]) else  # no sending_s
+                   f"{line['events_per_s']:>10,.0f} {line['ratio_to_ceiling']:>10.2f}x")
+        print(f"{name:<36} {sending} {line['with_startup_events_per_s']:>14,.0f} "
               f"{line['with_startup_ratio_to_ceiling']:>10.2f}x")
     RESULTS.mkdir(exist_ok=True)
     report = {"record_size_bytes": size, "duration_s": args.duration, "rounds": args.rounds,
