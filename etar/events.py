@@ -20,6 +20,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastavro import parse_schema
 
 from etar import resources
@@ -194,8 +195,10 @@ class GeneratorConfig:
             raise ConfigError("users, products and concurrent_sessions must be positive")
 
 
-@dataclass(frozen=True, slots=True)
-class _User:
+@dataclass(frozen=True, slots=True, eq=False)
+class User:
+    """A simulated shopper; hashed by identity, so writers can cache what they derive."""
+
     id_text: str
     key: bytes
     """The Kafka key: the user id's 16 bytes."""
@@ -204,17 +207,17 @@ class _User:
     currency: str
 
 
-_Product = tuple[str, float, str]
+Product = tuple[str, float, str]
 """Product id, unit price, page URL."""
 
 
 @dataclass(slots=True)
 class _Session:
-    user: _User
+    user: User
     session_id: str
     next_step: EventType | None = EventType.PAGE_VIEW
-    product: _Product | None = None
-    cart: list[_Product] = field(default_factory=list)
+    product: Product | None = None
+    cart: list[Product] = field(default_factory=list)
     last_url: str | None = None
 
 
@@ -264,40 +267,72 @@ def _millis_clock(clock: Callable[[], datetime]) -> Callable[[], int]:
 # uuid.UUID(int=bits, version=4) without building a UUID: clear then set variant and version.
 _UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
 _UUID4_SET = (0x8000 << 48) | (4 << 76)
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_ID_DIGIT_COLUMNS = [column for column in range(36) if column not in (8, 13, 18, 23)]
+ID_TEXT_SIZE = 36
+"""Characters of a UUID's text form (hex digits and four dashes)."""
 _FIXED_URLS = {EventType.CHECKOUT: "/checkout", EventType.PURCHASE: "/checkout/confirm"}
 _PAGES = ("/", "/deals", "/new", "/category/home", "/category/sport")
 _SEARCH_URLS = {query: f"/search?q={query.replace(' ', '+')}" for query in _QUERIES}
 _CART_STEPS = (EventType.ADD_TO_CART, EventType.REMOVE_FROM_CART)
 _PAY_STEPS = (EventType.CHECKOUT, EventType.PURCHASE)
 _SUCCESS, _ERROR = Status.SUCCESS.value, Status.ERROR.value
-_SYMBOL = {event_type: event_type.value for event_type in EventType}
 # The funnel as cumulative thresholds: a draw below the first goes to its step, and so on.
 _THRESHOLDS = {event_type: list(zip([step for step, _ in steps],
                                     accumulate(p for _, p in steps), strict=True))
                for event_type, steps in _FUNNEL.items()}
 
+
+def _outcomes() -> tuple[list[tuple[str, str, str | None, str | None]], dict[EventType, int]]:
+    """Every (event type, status, error code, error message) an event can have, and the index
+    of each type's success; its errors follow it, in ``_ERROR_CODES`` order."""
+    outcomes: list[tuple[str, str, str | None, str | None]] = []
+    success: dict[EventType, int] = {}
+    for event_type in EventType:
+        success[event_type] = len(outcomes)
+        outcomes.append((event_type.value, _SUCCESS, None, None))
+        outcomes.extend((event_type.value, _ERROR, code, message)
+                        for code, message in _ERROR_CODES[event_type])
+    return outcomes, success
+
+
+OUTCOMES, _SUCCESS_OUTCOME = _outcomes()
+"""(event_type, status, error_code, error_message) by outcome index (a :data:`Step`'s third)."""
+
 KeyedRecord = tuple[bytes, dict[str, Any]]
 """An event as the producer sends it: the Kafka key and the Avro record (``to_avro`` form,
 ``event_ts`` in epoch milliseconds)."""
+
+Step = tuple[
+    "User", str, int, "Product | None", "int | None", "str | None", str, "str | None", int]
+"""One event as the generator draws it, before it is written out: its user, session id,
+outcome (an index into :data:`OUTCOMES`), product (with the user's currency when set),
+quantity, search query, page URL, referrer and ``event_ts`` in epoch milliseconds. The event
+id comes apart, from a stream of its own (:meth:`EventGenerator.steps`)."""
 
 
 class EventGenerator:
     """Endless stream of events from interleaved shopping sessions.
 
     Iterating gives :class:`Event` objects; ``records(n)`` gives the same stream as keyed Avro
-    records without building them, which is what the producer sends.
+    records without building them; ``steps(n)`` gives it as the generator's draws, which
+    :class:`etar.serde.EventValueWriter` writes straight to wire values (what the producer
+    sends). The event ids are drawn from a random stream of their own, a batch at a time, so
+    the stream is the same whatever the batch sizes.
     """
 
     def __init__(
         self, config: GeneratorConfig | None = None, clock: Callable[[], datetime] = utc_now
     ) -> None:
         self.config = config or GeneratorConfig()
-        self._rng = random.Random(self.config.seed)
+        seed = self.config.seed
+        self._rng = random.Random(seed)
+        self._id_rng = random.Random(None if seed is None else f"{seed}/event-ids")
         self._random = self._rng.random
         self._millis = _millis_clock(clock)
         self._error_rates = dict(self.config.error_rates)
         self._users = [self._new_user() for _ in range(self.config.users)]
-        self._products: list[_Product] = []
+        self._products: list[Product] = []
         for index in range(self.config.products):
             product_id = f"P{index:05d}"
             price = round(self._rng.uniform(2.0, 400.0), 2)
@@ -309,12 +344,24 @@ class EventGenerator:
         digits = (self._rng.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET).to_bytes(16).hex()
         return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
-    def _new_user(self) -> _User:
+    def event_ids(self, count: int) -> bytes:
+        """The next ``count`` event ids: random version-4 UUIDs in text form (ASCII), each
+        :data:`ID_TEXT_SIZE` bytes, back to back. Drawn and formatted as one array."""
+        raw = np.frombuffer(bytearray(self._id_rng.getrandbits(128 * count).to_bytes(
+            16 * count, "little")), np.uint8).reshape(count, 16)
+        raw[:, 6] = raw[:, 6] & 0x0F | 0x40  # version 4
+        raw[:, 8] = raw[:, 8] & 0x3F | 0x80  # RFC 4122 variant
+        text = np.full((count, ID_TEXT_SIZE), ord("-"), np.uint8)
+        text[:, _ID_DIGIT_COLUMNS[0::2]] = _HEX_DIGITS[raw >> 4]
+        text[:, _ID_DIGIT_COLUMNS[1::2]] = _HEX_DIGITS[raw & 0x0F]
+        return text.tobytes()
+
+    def _new_user(self) -> User:
         device = self._rng.choices([d for d, _ in _DEVICES], [w for _, w in _DEVICES])[0]
         user_id = self._uuid()
         country = self._rng.choice(_COUNTRIES)
-        return _User(user_id, uuid.UUID(user_id).bytes, device, country,
-                     _CURRENCY.get(country, "EUR"))
+        return User(user_id, uuid.UUID(user_id).bytes, device, country,
+                    _CURRENCY.get(country, "EUR"))
 
     def _new_session(self) -> _Session:
         users = self._users
@@ -332,25 +379,35 @@ class EventGenerator:
 
     def next_record(self) -> KeyedRecord:
         """The next event as the producer sends it."""
-        sessions = self._sessions
-        slot = int(self._random() * len(sessions))
-        session = sessions[slot]
-        keyed = self._step(session)
-        if session.next_step is None:
-            sessions[slot] = self._new_session()
-        return keyed
+        return self.records(1)[0]
 
     def records(self, count: int) -> list[KeyedRecord]:
-        """The next ``count`` events as the producer sends them."""
-        next_record = self.next_record
-        return [next_record() for _ in range(count)]
+        """The next ``count`` events as keyed Avro records."""
+        ids = self.event_ids(count).decode("ascii")
+        size = ID_TEXT_SIZE
+        return [(step[0].key, step_record(step, ids[i * size:(i + 1) * size]))
+                for i, step in enumerate(self.steps(count))]
 
-    def _step(self, session: _Session) -> KeyedRecord:
+    def steps(self, count: int) -> list[Step]:
+        """The next ``count`` events as the generator's draws; their ids are the next
+        ``event_ids(count)``."""
+        sessions, random, new_session = self._sessions, self._random, self._new_session
+        step = self._step
+        out = []
+        for _ in range(count):
+            slot = int(random() * len(sessions))
+            session = sessions[slot]
+            out.append(step(session))
+            if session.next_step is None:
+                sessions[slot] = new_session()
+        return out
+
+    def _step(self, session: _Session) -> Step:
         random = self._random  # draws are indexes as int(random() * n): no Python frames
         user = session.user
         event_type = session.next_step or EventType.PAGE_VIEW
         failed = random() < self._error_rates[event_type]
-        product_id = price = quantity = currency = search_query = None
+        product = quantity = search_query = None
         if event_type is EventType.SEARCH:
             search_query = _QUERIES[int(random() * len(_QUERIES))]
             url = _SEARCH_URLS[search_query]
@@ -362,39 +419,20 @@ class EventGenerator:
             product = session.product
             if event_type is EventType.REMOVE_FROM_CART and session.cart:
                 product = session.cart[-1]
-            product_id, price, url = product
-            currency = user.currency
+            url = product[2]
             if event_type in _CART_STEPS:
                 quantity = 1 + int(random() * 3)
             elif event_type in _PAY_STEPS:
                 quantity = max(1, len(session.cart))
                 url = _FIXED_URLS[event_type]
-        error_code = error_message = None
+        outcome = _SUCCESS_OUTCOME[event_type]
         if failed:
-            errors = _ERROR_CODES[event_type]
-            error_code, error_message = errors[int(random() * len(errors))]
-        record = {
-            "event_id": self._uuid(),
-            "user_id": user.id_text,
-            "session_id": session.session_id,
-            "event_type": _SYMBOL[event_type],
-            "status": _ERROR if failed else _SUCCESS,
-            "error_code": error_code,
-            "error_message": error_message,
-            "product_id": product_id,
-            "price": price,
-            "quantity": quantity,
-            "currency": currency,
-            "search_query": search_query,
-            "device": user.device,
-            "country": user.country,
-            "page_url": url,
-            "referrer": session.last_url,
-            "event_ts": self._millis(),
-        }
+            outcome += 1 + int(random() * len(_ERROR_CODES[event_type]))
+        referrer = session.last_url
         self._advance(session, event_type, failed)
         session.last_url = url
-        return user.key, record
+        return (user, session.session_id, outcome, product, quantity, search_query, url,
+                referrer, self._millis())
 
     def _advance(self, session: _Session, event_type: EventType, failed: bool) -> None:
         """Pick the session's next step, or end it (None)."""
@@ -415,3 +453,19 @@ class EventGenerator:
                 session.next_step = next_type
                 return
         session.next_step = None
+
+
+def step_record(step: Step, event_id: str) -> dict[str, Any]:
+    """The Avro record (``to_avro`` form, ``event_ts`` in epoch milliseconds) of a step."""
+    user, session_id, outcome, product, quantity, search_query, url, referrer, millis = step
+    event_type, status, error_code, error_message = OUTCOMES[outcome]
+    product_id, price, currency = (None, None, None) if product is None else (
+        product[0], product[1], user.currency)
+    return {
+        "event_id": event_id, "user_id": user.id_text, "session_id": session_id,
+        "event_type": event_type, "status": status, "error_code": error_code,
+        "error_message": error_message, "product_id": product_id, "price": price,
+        "quantity": quantity, "currency": currency, "search_query": search_query,
+        "device": user.device, "country": user.country, "page_url": url, "referrer": referrer,
+        "event_ts": millis,
+    }

@@ -1,13 +1,14 @@
 """Multi-process Avro producer of interaction events.
 
 The parent registers the event schema (its id frames every value) and starts the workers.
-Each worker loops: generate a batch of events as Avro records, write them as Confluent-framed
-values (a header computed once, then the Avro body), and hand them with their 16-byte user-id
-keys to one idempotent ``Producer`` (``acks=all``). It paces itself to its share of the rate
-and publishes its sent / delivered / failed totals in shared memory, which the parent shows as
-progress. Only failed deliveries call back into Python. Ctrl-C (or SIGTERM), to the parent alone
-or to the whole process group, asks every worker to stop sending, flush what is in flight and
-report: workers ignore both signals and stop when the parent sets ``stop``.
+Each worker loops: draw a batch of events from the generator, write them as Confluent-framed
+values (joined from Avro fragments encoded once: the header, a user's id, a product…), and hand
+them with their 16-byte user-id keys to one idempotent ``Producer`` (``acks=all``). It paces
+itself to its share of the rate and publishes its sent / delivered / failed totals in shared
+memory, which the parent shows as progress. Only failed deliveries call back into Python.
+Ctrl-C (or SIGTERM), to the parent alone or to the whole process group, asks every worker to
+stop sending, flush what is in flight and report: workers ignore both signals and stop when
+the parent sets ``stop``.
 
 Workers import neither the settings nor the registry client (a second or more of start-up on
 a busy machine): they get a plain :class:`_Plan`.
@@ -270,8 +271,9 @@ def _worker(index: int, plan: _Plan, counters: _Counters, stop: MpEvent) -> None
             continue
         if count is not None:
             size = min(size, count - sender.sent)
-        keyed = generator.records(size)
-        sender.send([key for key, _ in keyed], writer.write([record for _, record in keyed]))
+        steps = generator.steps(size)
+        sender.send([step[0].key for step in steps],
+                    writer.write_steps(steps, generator.event_ids(size)))
     sender.flush(publish)
     publish()
     counters.mark(index, 4)

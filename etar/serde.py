@@ -32,7 +32,18 @@ from confluent_kafka.serialization import (
 )
 from fastavro import schemaless_writer
 
-from etar.events import Event, load_schema_str, parsed_schema, to_millis
+from etar.events import (
+    ID_TEXT_SIZE,
+    OUTCOMES,
+    Event,
+    Step,
+    User,
+    load_schema_str,
+    parsed_schema,
+    schema_field_names,
+    step_record,
+    to_millis,
+)
 
 if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -252,6 +263,7 @@ class AvroRecordWriter:
         if schema.get("type") != "record":
             raise ValueError("not a record schema")
         fields = schema["fields"]
+        self.field_names = tuple(field["name"] for field in fields)
         self._encoders = tuple(_Memo(_encoder(field["type"])).__getitem__ for field in fields)
         self._values = itemgetter(*(field["name"] for field in fields))
         self._defaults = {field["name"]: field["default"] for field in fields
@@ -264,6 +276,68 @@ class AvroRecordWriter:
         except KeyError:  # fields left out take their defaults (others still raise)
             values = self._values({**self._defaults, **record})
         return prefix + b"".join(map(call, self._encoders, values))
+
+    def encoder(self, name: str) -> _Encode:
+        """The (remembering) encoder of field ``name``'s values."""
+        return self._encoders[self.field_names.index(name)]
+
+
+class _StepWriter:
+    """Confluent-framed values of the generator's steps (:data:`etar.events.Step`), joined
+    from fragments that the record writer encoded once: a user's id, currency and
+    device + country, a session's id, an outcome's four fields, a product's id and price…
+    Only the event id and the parts not seen lately are new per event.
+    """
+
+    def __init__(self, writer: AvroRecordWriter, header: bytes) -> None:
+        enc = writer.encoder
+        self._id_prefix = header + _zigzag(ID_TEXT_SIZE)
+
+        def user(value: User) -> tuple[bytes, bytes, bytes]:
+            return (enc("user_id")(value.id_text), enc("currency")(value.currency),
+                    enc("device")(value.device) + enc("country")(value.country))
+
+        def outcome(index: int) -> bytes:
+            names = ("event_type", "status", "error_code", "error_message")
+            return b"".join(enc(name)(part) for name, part in zip(
+                names, OUTCOMES[index], strict=True))
+
+        self._users = _Memo(user)
+        self._outcomes = _Memo(outcome)
+        self._products = _Memo(lambda p: enc("product_id")(p[0]) + enc("price")(p[1]))
+        self._no_product = b"".join(enc(name)(None) for name in (
+            "product_id", "price", "quantity", "currency"))
+        self._sessions = enc("session_id")
+        self._quantities = enc("quantity")
+        self._queries = enc("search_query")
+        self._urls = enc("page_url")
+        self._referrers = enc("referrer")
+        self._stamps = enc("event_ts")
+
+    def write(self, steps: Sequence[Step], ids: bytes) -> list[bytes]:
+        """One value per step; ``ids`` holds their event ids, back to back."""
+        users, outcomes, products = self._users, self._outcomes, self._products
+        sessions, quantities, queries = self._sessions, self._quantities, self._queries
+        urls, referrers, stamps = self._urls, self._referrers, self._stamps
+        id_prefix, no_product, size, join = self._id_prefix, self._no_product, ID_TEXT_SIZE, \
+            b"".join
+        values = []
+        start = 0
+        for user, session_id, outcome, product, quantity, query, url, referrer, millis in steps:
+            user_id, currency, device_country = users[user]
+            event_id = ids[start:start + size]
+            start += size
+            if product is None:
+                values.append(join((
+                    id_prefix, event_id, user_id, sessions(session_id), outcomes[outcome],
+                    no_product, queries(query), device_country, urls(url),
+                    referrers(referrer), stamps(millis))))
+            else:
+                values.append(join((
+                    id_prefix, event_id, user_id, sessions(session_id), outcomes[outcome],
+                    products[product], quantities(quantity), currency, queries(query),
+                    device_country, urls(url), referrers(referrer), stamps(millis))))
+        return values
 
 
 class EventValueWriter:
@@ -278,11 +352,24 @@ class EventValueWriter:
         self._header = confluent_header(schema_id)
         self._schema = parsed_schema() if schema is None else schema
         self._compiled: AvroRecordWriter | None
+        self._steps: _StepWriter | None = None
         try:
             self._compiled = AvroRecordWriter(self._schema)
         except ValueError as exc:
             log.warning("values written by fastavro, several times slower (%s)", exc)
             self._compiled = None
+        if self._compiled is not None and self._compiled.field_names == schema_field_names():
+            self._steps = _StepWriter(self._compiled, self._header)
+
+    def write_steps(self, steps: Sequence[Step], ids: bytes) -> list[bytes]:
+        """One framed value per generator step (``EventGenerator.steps``), ``ids`` their event
+        ids (``EventGenerator.event_ids``): what ``write`` gives for the same events' records,
+        joined from cached fragments when the schema is the event schema's."""
+        if self._steps is not None:
+            return self._steps.write(steps, ids)
+        text = ids.decode("ascii")
+        return self.write([step_record(step, text[i * ID_TEXT_SIZE:(i + 1) * ID_TEXT_SIZE])
+                           for i, step in enumerate(steps)])
 
     def write(self, records: Sequence[dict[str, Any]]) -> list[bytes]:
         """One framed value per record."""
