@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from operator import call, itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka.serialization import (
     Deserializer,
@@ -130,6 +130,7 @@ def confluent_header(schema_id: int) -> bytes:
 # --- a schema-compiled Avro record writer --------------------------------------------------
 
 _Encode = Callable[[Any], bytes]
+_Out = TypeVar("_Out")
 _NULL, _SECOND = b"\x00", b"\x02"  # union branch indexes 0 and 1, zigzag varints
 _DOUBLE, _FLOAT = struct.Struct("<d").pack, struct.Struct("<f").pack
 _MEMO_SIZE = 4_096
@@ -230,18 +231,18 @@ def _encoder(schema: Any) -> _Encode:
     raise ValueError(f"type {schema!r}")
 
 
-class _Memo(dict[Any, bytes]):
+class _Memo(dict[Any, _Out]):
     """A field's encodings by value: looked up in C, computed on first use.
 
     Full, it starts afresh: a field of few values never fills it, and one whose values move on
     (timestamps: many events share a millisecond) keeps its recent ones.
     """
 
-    def __init__(self, encode: _Encode) -> None:
+    def __init__(self, encode: Callable[[Any], _Out]) -> None:
         super().__init__()
         self._encode = encode
 
-    def __missing__(self, value: Any) -> bytes:
+    def __missing__(self, value: Any) -> _Out:
         encoded = self._encode(value)
         if len(self) >= _MEMO_SIZE:
             self.clear()
