@@ -91,6 +91,8 @@ BACKLOG_ROWS = 100_000
 """While the inserter is busy a batch grows up to this many messages (or sink_batch_rows)."""
 BACKLOG_BYTES = 64 * 1024 * 1024
 """… and up to this many bytes of keys and values (dead letters included)."""
+FETCH_PARTITION_BYTES = 8 * 1024 * 1024
+"""How much of one partition a fetch brings at most (a backlog drains in fewer round trips)."""
 DEAD_LETTER_TIMEOUT = 60.0
 _MAX_BACKOFF = 30.0
 
@@ -165,6 +167,10 @@ class Sink:
             "session.timeout.ms": 10_000,  # a crashed sink's partitions move on within 10 s
             "heartbeat.interval.ms": 1_000,
             "fetch.wait.max.ms": 100,  # a quiet topic answers fast (latency)
+            # A backlog: 1 MiB per partition and fetch (the default) delivered ~130k msg/s
+            # here, 8 MiB ~220k (the prefetch queue stays bounded by queued.max.messages.kbytes)
+            "max.partition.fetch.bytes": FETCH_PARTITION_BYTES,
+            "fetch.max.bytes": 8 * FETCH_PARTITION_BYTES,
         })
         producer = dlq or Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
                                     "enable.idempotence": True, "acks": "all",
