@@ -2,7 +2,8 @@
 
 A consumer group on the event topic hands the raw Confluent-framed values to ClickHouse, which
 decodes them itself (``INSERT … FORMAT AvroConfluent``, writer schemas from the registry).
-Python only pre-checks a few bytes per message (:func:`etar.sink_batch.precheck`).
+Python only pre-checks a few bytes per message (:func:`etar.sink_batch.precheck`; its fast
+path is :meth:`etar.sink_batch.Batch.take`).
 
 Pipeline: the main thread consumes and batches while one worker thread inserts the previous
 batch (a hand-over queue of one). A batch is cut into segments, one per partition, each
@@ -72,6 +73,7 @@ from etar.sink_batch import (
     Batch,
     Failure,
     KnownSchemas,
+    Prechecker,
     Segment,
     SinkError,
     TooManyPartitions,
@@ -81,7 +83,6 @@ from etar.sink_batch import (
     encode_plan,
     failing_row,
     isolate,
-    precheck,
     wire_info,
 )
 
@@ -180,7 +181,7 @@ class Sink:
         if schemas is None:
             self._registry = registry_client(self.settings)
             schemas = KnownSchemas(self._fetch_schema, load_schema_str())
-        self.schema_problem = schemas
+        self.precheck = Prechecker(schemas)
         # An idle inserter takes a batch this old already; ``sink_batch_seconds`` is the longest.
         self.idle_flush_seconds = min(self.settings.sink_idle_flush_seconds,
                                       self.settings.sink_batch_seconds)
@@ -228,22 +229,11 @@ class Sink:
             delay = min(delay * 2, _MAX_BACKOFF)
 
     def _take(self, messages: list[Message]) -> None:
-        now = time.monotonic()
-        batch, epochs, cuts, problem = self.batch, self._epoch, self._cuts, self.schema_problem
-        for message in messages:
-            error = message.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", error)
-                continue
-            tp = (message.topic() or "", message.partition() or 0)
-            epoch = epochs.get(tp)
-            if epoch is None:  # revoked meanwhile: its next owner reads it
-                continue
-            key, value = message.key(), message.value()
-            reason = precheck(key, value, problem)
-            batch.add(tp, message.offset() or 0, epoch, cuts.setdefault(tp, []), key, value,
-                      message.headers(), reason, now)
+        errors = self.batch.take(self.settings.kafka_topic, messages, self._epoch, self._cuts,
+                                 self.precheck, time.monotonic())
+        for error in errors:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", error)
 
     # --- the worker: plan, insert, dead letters, commit ------------------------------
     def _owned(self, segment: Segment) -> bool:
