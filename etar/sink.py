@@ -6,16 +6,17 @@ Python only pre-checks a few bytes per message (:func:`etar.sink_batch.precheck`
 path is :meth:`etar.sink_batch.Batch.take`).
 
 Pipeline: the main thread consumes and batches while one worker thread inserts the previous
-batch (a hand-over queue of one). A batch is cut into segments, one per partition, each
-inserted as a block with a deduplication token (see :mod:`etar.sink_batch`). The main thread
-commits the plan (where the segments end, as offset metadata) and hands the segments over; the
-worker inserts them and waits until their dead letters are acknowledged; the main thread then
-commits their end offsets (with the next plan when one is due). Only the main thread calls the
-consumer: confluent-kafka serialises calls from several threads, and a commit from the worker
-waited seconds behind ``consume()``. A crash or a rebalance replays at most the uncommitted
-segments, cut at the same offsets, which ClickHouse then drops
-(``non_replicated_deduplication_window`` on the table); the ReplacingMergeTree on event_id
-stays as a second line.
+batch (a hand-over queue of one). Fetches are large (a backlog arrives in few round trips) and
+a message that looks like the events already accepted is batched in a few operations. A batch
+is cut into segments, one per partition, each inserted as a block with a deduplication token
+(see :mod:`etar.sink_batch`). The main thread commits the plan (where the segments end, as
+offset metadata) and hands the segments over; the worker inserts them and waits until their
+dead letters are acknowledged; the main thread then commits their end offsets (with the next
+plan when one is due). Only the main thread calls the consumer: confluent-kafka serialises
+calls from several threads, and a commit from the worker waited seconds behind ``consume()``. A
+crash or a rebalance replays at most the uncommitted segments, cut at the same offsets, which
+ClickHouse then drops (``non_replicated_deduplication_window`` on the table); the
+ReplacingMergeTree on event_id stays as a second line.
 
 Bad input: a message that is not a valid event goes unchanged to the dead-letter topic with
 Kafka Connect's error headers. When ClickHouse refuses a block for its data, the block is
