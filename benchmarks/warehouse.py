@@ -210,8 +210,11 @@ def _lane(settings: Settings, tag: str) -> Settings:
 
 
 def _etar(lane: Settings, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **lane.environ("kafka_topic", "kafka_dlq_topic", "clickhouse_table",
-                                        "sink_group_id", "state_dir")}
+    # the stack's addresses too: another checkout (``--sink-dir``) has no ``.env`` of its own
+    env = {**os.environ, **lane.environ(
+        "kafka_topic", "kafka_dlq_topic", "clickhouse_table", "sink_group_id", "state_dir",
+        "kafka_bootstrap_servers", "schema_registry_url", "clickhouse_host", "clickhouse_port",
+        "clickhouse_user", "clickhouse_password", "clickhouse_database")}
     env.pop("PYTHONPATH", None)
     log = LOGS / f"{lane.kafka_topic}-{args[0]}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -331,10 +334,12 @@ def _print(label: str, value: str) -> None:
     print(f"{label:<58} {value:>16}")
 
 
-def _report(name: str, drain: dict[str, float], sus: dict[str, Any]) -> None:
+def _report(name: str, drain: dict[str, float], sus: dict[str, Any] | None) -> None:
     _print(f"[{name}] sink draining a backlog, rows/s (start-up excluded)",
            f"{drain['rows_per_s']:,.0f}")
     _print(f"[{name}]   including start-up, rows/s", f"{drain['with_startup_rows_per_s']:,.0f}")
+    if sus is None:
+        return
     _print(f"[{name}] sustained {sus['rate']:,.0f} ev/s x {sus['seconds']:.0f}s ({sus['source']}),"
            " achieved ev/s", f"{sus['achieved_rate']:,.0f}")
     _print(f"[{name}]   event → queryable p50 / p95 / max, ms",
@@ -352,6 +357,8 @@ def main() -> None:
     parser.add_argument("--sink-dir", type=Path, action="append", default=[],
                         help="also measure the sink of this checkout (repeatable)")
     parser.add_argument("--skip-insert", action="store_true")
+    parser.add_argument("--skip-sustained", action="store_true",
+                        help="measure only the backlog drain (no sustained run)")
     args = parser.parse_args()
     settings = get_settings()
     results: dict[str, Any] = {"machine": {"cores": os.cpu_count()},
@@ -363,8 +370,10 @@ def main() -> None:
         sinks.update({str(path): path for path in args.sink_dir})
         for name, path in sinks.items():
             results[name] = {
-                "sink_drain": sink_throughput(settings, args.rows, args.source, path),
-                "sustained": sustained(settings, args.rate, args.seconds, args.source, path)}
+                "sink_drain": sink_throughput(settings, args.rows, args.source, path)}
+            if not args.skip_sustained:
+                results[name]["sustained"] = sustained(settings, args.rate, args.seconds,
+                                                       args.source, path)
     results["loadavg_after"] = os.getloadavg()
     print(f"\n{os.cpu_count()} cores, load average {results['loadavg_before'][0]:.1f} → "
           f"{results['loadavg_after'][0]:.1f} (absolute figures are taken under that load)\n")
@@ -377,14 +386,15 @@ def main() -> None:
                f"{insert['http_rows_per_s']:,.0f}")
         _print("  HTTP / in-process", f"{insert['http_vs_inprocess']:.2f}x")
     for name in sinks:
-        _report(name, results[name]["sink_drain"], results[name]["sustained"])
+        _report(name, results[name]["sink_drain"], results[name].get("sustained"))
     if len(sinks) > 1:
         base = results[next(iter(args.sink_dir)).__str__()]
         this = results["this"]
         _print("drain rows/s, this / other",
                f"{this['sink_drain']['rows_per_s'] / base['sink_drain']['rows_per_s']:.1f}x")
-        _print("sustained p95, this / other",
-               f"{this['sustained']['p95_ms'] / max(base['sustained']['p95_ms'], 1):.2f}x")
+        if "sustained" in this:
+            _print("sustained p95, this / other",
+                   f"{this['sustained']['p95_ms'] / max(base['sustained']['p95_ms'], 1):.2f}x")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "warehouse.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"\nwritten {RESULTS / 'warehouse.json'}")

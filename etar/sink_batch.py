@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from etar.errors import EtarError
 
@@ -81,6 +81,23 @@ def precheck(key: bytes | None, value: bytes | None,
     return None
 
 
+class Prechecker:
+    """:func:`precheck` remembering the framings (magic byte and schema id) found valid, so
+    that a message framed like those needs only the key checks (:meth:`Batch.take`)."""
+
+    def __init__(self, schema_problem: Callable[[int], str | None]) -> None:
+        self.schema_problem = schema_problem
+        self.framings: set[bytes] = set()
+        """The first 5 bytes of values whose schema id is the event schema's."""
+
+    def __call__(self, key: bytes | None, value: bytes | None) -> str | None:
+        reason = precheck(key, value, self.schema_problem)
+        if reason is None:
+            assert value is not None
+            self.framings.add(value[:5])
+        return reason
+
+
 def _shape(schema: Any) -> Any:
     """A parsed Avro schema without its documentation, for comparison."""
     if isinstance(schema, dict):
@@ -123,6 +140,22 @@ class KnownSchemas:
             verdict = f"schema id {schema_id} is another schema ({name}), not the event's"
         self._verdicts[schema_id] = verdict
         return verdict
+
+
+class ConsumedMessage(Protocol):
+    """What :meth:`Batch.take` reads of a consumed message (confluent-kafka's ``Message``)."""
+
+    def error(self) -> Any: ...
+
+    def partition(self) -> int | None: ...
+
+    def offset(self) -> int | None: ...
+
+    def key(self) -> bytes | None: ...
+
+    def value(self) -> bytes | None: ...
+
+    def headers(self) -> Headers: ...
 
 
 @dataclass
@@ -239,6 +272,61 @@ class Batch:
         self.messages += 1
         if self.started is None:
             self.started = now
+
+    def take(self, topic: str, messages: Iterable[ConsumedMessage],
+             epochs: dict[TopicPartitionKey, int], cuts: dict[TopicPartitionKey, list[int]],
+             check: Prechecker, now: float) -> list[Any]:
+        """Add consumed messages of ``topic``; the errors they carried are returned.
+
+        The hot path of a backlog, a few operations per message: a message whose framing
+        ``check`` already knows, whose key is its user_id, and whose partition has no planned
+        cut ahead is appended to its partition's open segment. Anything else goes through
+        :func:`precheck` (by ``check``) and :meth:`add`. Partitions without an epoch (revoked
+        meanwhile) are skipped: their next owner reads them.
+        """
+        errors: list[Any] = []
+        framings, hexlify = check.framings, binascii.hexlify
+        partition, epoch, tp = -1, None, (topic, -1)
+        pending: list[int] = []
+        segment: Segment | None = None
+        rows = size = 0
+        for message in messages:
+            if message.error() is not None:
+                errors.append(message.error())
+                continue
+            if message.partition() != partition:
+                partition = message.partition() or 0
+                tp = (topic, partition)
+                epoch, segment = epochs.get(tp), None
+                if epoch is not None:
+                    pending = cuts.setdefault(tp, [])
+            if epoch is None:
+                continue
+            key, value, offset = message.key(), message.value(), message.offset() or 0
+            if (segment is not None and not pending and key is not None and value is not None
+                    and len(key) == UUID_KEY_SIZE and value[:5] in framings
+                    and _USER_ID.stop <= len(value) <= MAX_EVENT_BYTES
+                    and value[5] == _UUID_STRING == value[42]
+                    and value[_USER_ID].replace(b"-", b"") == hexlify(key)):
+                segment.offsets.append(offset)
+                segment.values.append(value)
+                segment.keys.append(key)
+                segment.headers.append(message.headers())
+                segment.end = offset + 1
+                rows += 1
+                size += len(key) + len(value)
+                continue
+            self.add(tp, offset, epoch, pending, key, value, message.headers(),
+                     check(key, value), now)
+            last = self.segments[tp][-1]
+            segment = None if last.sealed else last
+        if rows:
+            self.rows += rows
+            self.messages += rows
+            self.bytes += size
+            if self.started is None:
+                self.started = now
+        return errors
 
     def sealed_ends(self, tp: TopicPartitionKey) -> list[int]:
         """Where the partition's sealed segments still held end: planned cuts not yet used."""

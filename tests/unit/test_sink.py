@@ -27,6 +27,7 @@ from etar.sink_batch import (
     DeadLetter,
     Failure,
     KnownSchemas,
+    Prechecker,
     SinkError,
     TooManyPartitions,
     classify,
@@ -313,6 +314,78 @@ def test_on_revoke_does_not_raise_when_the_commit_fails() -> None:
     sink._finished[("t", 0)] = (10, 1)
     sink._on_revoke(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
     assert len(consumer.commits) == 1 and ("t", 0) not in sink._epoch
+
+
+class _Consumed:
+    """A consumed message of any partition, or a consumer error."""
+
+    def __init__(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                 error: object = None) -> None:
+        self._partition, self._offset, self._key, self._value = partition, offset, key, value
+        self._error, self._headers = error, [("trace", b"%d" % offset)]
+
+    def error(self) -> object:
+        return self._error
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+
+def _segments(batch: Batch) -> list[tuple[Any, ...]]:
+    return [(s.tp, s.epoch, s.start, s.end, s.sealed, s.offsets, s.values, s.keys, s.headers,
+             [(d.offset, d.key, d.value, d.headers, d.reason) for d in s.dead])
+            for group in batch.segments.values() for s in group]
+
+
+def test_take_keeps_exactly_what_precheck_and_add_keep() -> None:
+    """The fast path of Batch.take agrees with precheck + add message by message: poison of
+    every kind, an upper-case user_id (valid, the fast path leaves it to precheck), planned
+    cuts, a revoked partition, consumer errors, partitions interleaved."""
+    key, value = _value()
+    upper = value[:43] + value[43:79].upper() + value[79:]
+    kinds: list[tuple[bytes | None, bytes | None]] = [
+        (key, value), (key, None), (key, b"not avro at all"), (key, _value(7)[1]),
+        (None, value), (b"short", value), (uuid.uuid4().bytes, value), (key, upper),
+        (key, value[:5] + b"\x02" + value[6:]), (key, value + b"x" * MAX_EVENT_BYTES)]
+    messages: list[_Consumed] = []
+    for run in range(4):
+        for partition in (0, 1, 2):  # partition 2 is not ours (revoked meanwhile)
+            base = 100 + run * 40
+            messages += [_Consumed(partition, base + i, key, value) for i in range(10)]
+            messages += [_Consumed(partition, base + 10 + i, *kinds[(i + run) % len(kinds)])
+                         for i in range(len(kinds))]
+    messages.insert(5, _Consumed(0, -1, None, None, error="fetch failed"))
+    epochs = {("t", 0): 1, ("t", 1): 2}
+
+    def plans() -> dict[tuple[str, int], list[int]]:
+        return {("t", 0): [], ("t", 1): [104, 133, 190]}
+
+    fast, fast_cuts = Batch(), plans()
+    errors = fast.take("t", messages, epochs, fast_cuts, Prechecker(_ours), 5.0)
+    slow, slow_cuts = Batch(), plans()
+    for m in messages:
+        tp = ("t", m.partition())
+        if m.error() is None and tp in epochs:
+            slow.add(tp, m.offset(), epochs[tp], slow_cuts[tp], m.key(), m.value(),
+                     m.headers(), precheck(m.key(), m.value(), _ours), 5.0)
+    assert errors == ["fetch failed"]
+    assert _segments(fast) == _segments(slow) and fast_cuts == slow_cuts
+    assert (fast.rows, fast.messages, fast.bytes, fast.started) == (
+        slow.rows, slow.messages, slow.bytes, slow.started)
+    assert fast.rows == 2 * 4 * (10 + 2)  # the valid ones and the upper-case user_id
+    assert len([s for s in fast.segments[("t", 1)] if s.sealed]) == 3
 
 
 # --- the sink's loop against a fake broker and a fake ClickHouse -----------------------------
