@@ -144,7 +144,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 20,
-        "batch.size": 256 * 1024,
+        "batch.size": 1024 * 1024,  # while the broker lags, fewer and larger requests
         "compression.type": "lz4",
         "message.timeout.ms": 60_000,
         # Only failures call back into Python; what is neither failed nor still queued
