@@ -3,20 +3,24 @@ uses it (the engine's insert), through a bounded queue.
 
 The event loop only receives: it hands batches of about ``BATCH`` bytes to a queue of at most
 ``QUEUE`` batches and waits while it is full (TCP's flow control then slows the client). The
-reading thread joins them and decompresses what it takes (``Content-Encoding``, then native
-blocks for ``decompress=1``) one bounded piece at a time. So an insert streams into the engine
-while its body arrives, memory stays bounded whatever the body expands to, and a body that fails
-to decompress, is cut short or whose client goes away fails its reader, which cancels the insert:
-nothing of it is committed.
+reading thread takes them without waiting on the event loop, joins them and decompresses them
+(``Content-Encoding``, then native blocks for ``decompress=1``) one bounded piece at a time.
+So an insert streams into the engine while its body arrives, memory stays bounded whatever the
+body expands to, and a body that fails to decompress, is cut short or whose client goes away
+fails its reader, which cancels the insert: nothing of it is committed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import anyio
-from anyio import from_thread, to_thread
+from anyio import to_thread
 from starlette.requests import Request
 
 from etar.native.clickhouse import blocks, codecs
@@ -53,7 +57,11 @@ class Body:
             raise EngineError(36, f"Code: 36. DB::Exception: {exc}. (BAD_ARGUMENTS)") from None
         if native_blocks:
             self._decoders.append(blocks.BlockDecoder(verify))
-        self._send, self._receive = anyio.create_memory_object_stream[list[bytes]](QUEUE)
+        self._queue: deque[list[bytes]] = deque()
+        self._changed = threading.Condition()
+        """Guards the queue and ``_closed``; notified when either changes."""
+        self._closed = False
+        """Whether receiving ended (nothing more is queued)."""
         self._complete = False
         """Whether the body's end arrived (else its queue closed early)."""
         self._failure: Exception | None = None
@@ -64,6 +72,10 @@ class Body:
     async def serving(self, work: Callable[[], Awaitable[T]]) -> T:
         """``work()``, with the body received beside it; what is left unread when it ends
         (it failed early) is not waited for."""
+        # a reading thread frees room in the queue without waiting for the loop to run it
+        self._loop = asyncio.get_running_loop()
+        self._room = anyio.Semaphore(QUEUE)
+        self._arrived = anyio.Event()
         outcome: list[T] = []
         failure: list[Exception] = []
         async with anyio.create_task_group() as group:
@@ -77,6 +89,17 @@ class Body:
             raise failure[0]
         return outcome[0]
 
+    def _put(self, batch: list[bytes] | None) -> None:
+        """Queue ``batch``, or (None) close the queue; wake whoever waits for it."""
+        with self._changed:
+            if batch is None:
+                self._closed = True
+            else:
+                self._queue.append(batch)
+            self._changed.notify_all()
+        self._arrived.set()
+        self._arrived = anyio.Event()
+
     async def _feed(self) -> None:
         batch: list[bytes] = []
         size = 0
@@ -86,15 +109,17 @@ class Body:
                     batch.append(chunk)
                     size += len(chunk)
                 if size >= BATCH:
-                    await self._send.send(batch)
+                    await self._room.acquire()
+                    self._put(batch)
                     batch, size = [], 0
             if batch:
-                await self._send.send(batch)
+                await self._room.acquire()
+                self._put(batch)
             self._complete = True
         except Exception as exc:  # ClientDisconnect above all: the reader fails with it
             self._failure = exc
         finally:
-            self._send.close()
+            self._put(None)
 
     def _ended(self) -> None:
         """At the queue's end: raise unless the whole body arrived."""
@@ -104,14 +129,34 @@ class Body:
             raise EngineError(394, "Code: 394. DB::Exception: The request was cancelled "
                                    "before its body ended. (QUERY_WAS_CANCELLED)")
 
-    def _batches(self) -> Iterator[bytes]:
+    def _take(self) -> list[bytes] | None:
+        """The next batch, None at the queue's end; waits for it: for the reading thread."""
+        with self._changed:
+            while not self._queue and not self._closed:
+                self._changed.wait()
+            if not self._queue:
+                return None
+            batch = self._queue.popleft()
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody feeds any more
+            self._loop.call_soon_threadsafe(self._room.release)
+        return batch
+
+    async def _take_async(self) -> list[bytes] | None:
+        """``_take`` for the event loop."""
         while True:
-            try:
-                batch = from_thread.run(self._receive.receive)
-            except anyio.EndOfStream:
-                self._ended()
-                return
+            with self._changed:
+                if self._queue:
+                    self._room.release()
+                    return self._queue.popleft()
+                if self._closed:
+                    return None
+                arrived = self._arrived
+            await arrived.wait()
+
+    def _batches(self) -> Iterator[bytes]:
+        while (batch := self._take()) is not None:
             yield batch[0] if len(batch) == 1 else b"".join(batch)
+        self._ended()
 
     def _decode_error(self, exc: Exception) -> EngineError:
         if isinstance(exc, blocks.BlockError):
@@ -176,9 +221,8 @@ class Body:
         parts: list[bytes] = []
         taken = 0
         while taken < size:
-            try:
-                batch = await self._receive.receive()
-            except anyio.EndOfStream:
+            batch = await self._take_async()
+            if batch is None:
                 self._ended()
                 break
             parts.extend(batch)
@@ -190,7 +234,7 @@ class Body:
         if self._decoders or self._pieces is not None:
             return await to_thread.run_sync(self.read)
         parts: list[bytes] = []
-        async for batch in self._receive:
+        while (batch := await self._take_async()) is not None:
             parts.extend(batch)
         self._ended()
         self._pieces = iter(())

@@ -36,7 +36,7 @@ from typing import IO
 
 from anyio import to_thread
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -316,6 +316,9 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
             return _error_response(EngineError(
                 27, f"Code: 27. DB::Exception: {error}. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"),
                 engine, query_id, method)
+        except ClientDisconnect:  # an insert it fed was cancelled: nothing of it is committed
+            log.info("query %s: the client left before its request body ended", query_id)
+            return Response(b"", status_code=400)  # nobody reads it
         finally:
             if locked and session is not None:
                 session.release()
