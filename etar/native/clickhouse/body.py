@@ -7,7 +7,9 @@ reading thread takes them without waiting on the event loop, joins them and deco
 (``Content-Encoding``, then native blocks for ``decompress=1``) one bounded piece at a time.
 So an insert streams into the engine while its body arrives, memory stays bounded whatever the
 body expands to, and a body that fails to decompress, is cut short or whose client goes away
-fails its reader, which cancels the insert: nothing of it is committed.
+fails its reader, which cancels the insert: nothing of it is committed. A client that sends
+nothing for ``http_receive_timeout`` seconds fails it too, as in ClickHouse, so a stalled upload
+does not hold a worker thread for ever.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ BATCH = 1024 * 1024
 """Received bytes queued at a time."""
 QUEUE = 8
 """Batches received ahead of the reader at most."""
+RECEIVE_TIMEOUT = 30.0
+"""Seconds without any data before a body is given up (ClickHouse's ``http_receive_timeout``)."""
 
 T = TypeVar("T")
 
@@ -46,9 +50,10 @@ class Body:
     ``read_all`` are for the event loop (decompression still runs in a worker thread).
     """
 
-    def __init__(self, request: Request, native_blocks: bool = False, verify: bool = True
-                 ) -> None:
+    def __init__(self, request: Request, native_blocks: bool = False, verify: bool = True,
+                 receive_timeout: float = RECEIVE_TIMEOUT) -> None:
         self._request = request
+        self._timeout = receive_timeout
         self._encoding = request.headers.get("content-encoding")
         try:
             self._decoders: list[codecs.Decoder] = (
@@ -103,8 +108,13 @@ class Body:
     async def _feed(self) -> None:
         batch: list[bytes] = []
         size = 0
+        stream = self._request.stream()
         try:
-            async for chunk in self._request.stream():
+            while True:
+                with anyio.fail_after(self._timeout):
+                    chunk = await anext(stream, None)
+                if chunk is None:
+                    break
                 if chunk:
                     batch.append(chunk)
                     size += len(chunk)
@@ -116,6 +126,10 @@ class Body:
                 await self._room.acquire()
                 self._put(batch)
             self._complete = True
+        except TimeoutError:
+            self._failure = EngineError(
+                209, f"Code: 209. DB::Exception: Timeout exceeded while reading the request body "
+                     f"({self._timeout:g} s without data). (SOCKET_TIMEOUT)")
         except Exception as exc:  # ClientDisconnect above all: the reader fails with it
             self._failure = exc
         finally:

@@ -41,7 +41,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from etar.native.clickhouse import blocks, codecs, native
-from etar.native.clickhouse.body import Body
+from etar.native.clickhouse.body import RECEIVE_TIMEOUT, Body
 from etar.native.clickhouse.engine import (
     Connection,
     Engine,
@@ -306,7 +306,8 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
                 locked = True
             verify = not _flag(
                 settings, "http_native_compression_disable_checksumming_on_decompress")
-            body = Body(request, params.get("decompress") == "1", verify)
+            body = Body(request, params.get("decompress") == "1", verify,
+                        float(settings.get("http_receive_timeout", RECEIVE_TIMEOUT)))
             response = await body.serving(lambda: _run(
                 engine, request, params.get("query", ""), body, settings, bind, database,
                 default_format, revision, method, session))

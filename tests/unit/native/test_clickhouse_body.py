@@ -7,6 +7,7 @@ import gzip
 import io
 import os
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
@@ -241,3 +242,23 @@ def test_an_insert_whose_body_fails_midway_commits_nothing(
     assert engine.execute(f"SELECT count() FROM {table}", "TSV").body.read() == b"1\n"
     engine.execute(f"DROP TABLE {table}", "TSV")
 
+
+
+def test_a_stalled_upload_fails_after_the_receive_timeout() -> None:
+    first = [b"1,a\n"]
+
+    async def receive() -> dict[str, Any]:
+        if first:
+            return {"type": "http.request", "body": first.pop(), "more_body": True}
+        await anyio.sleep(60)  # the client sends nothing more
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def main() -> None:
+        stalled = Body(_request(receive), receive_timeout=0.3)
+        await stalled.serving(lambda: to_thread.run_sync(_pieces, stalled))
+
+    started = time.monotonic()
+    with pytest.raises(EngineError) as caught:
+        anyio.run(main)
+    assert caught.value.code == 209 and "SOCKET_TIMEOUT" in caught.value.message
+    assert time.monotonic() - started < 10
