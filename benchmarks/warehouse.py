@@ -71,21 +71,17 @@ def _arrow_events(rows: int) -> pa.Table:
 
 def insert_http_vs_inprocess(settings: Settings, rows: int, repeat: int = 3
                              ) -> dict[str, float]:
-    """Best of ``repeat`` inserts of one Arrow table, after a warm-up, each path."""
+    """Best of ``repeat`` inserts of one Arrow table each path, after a warm-up of each.
+
+    The two paths take turns (HTTP, in-process, HTTP, …) so that a load change on a shared
+    machine weighs on both alike.
+    """
     data = _arrow_events(rows)
     ddl = warehouse.table_ddl(settings.model_copy(update={"clickhouse_table": "bench_insert"}))
     limit = {"max_partitions_per_insert_block": 1000}
     ch = warehouse.client(settings)
     ch.command("DROP TABLE IF EXISTS bench_insert")
     ch.command(ddl)
-    http_s = []
-    for attempt in range(repeat + 1):
-        ch.command("TRUNCATE TABLE bench_insert")
-        started = time.perf_counter()
-        ch.insert_arrow("bench_insert", data if attempt else data.slice(0, 1000), settings=limit)
-        http_s.append(time.perf_counter() - started)
-    assert ch.command("SELECT count() FROM bench_insert") == rows
-    ch.command("DROP TABLE bench_insert")
 
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, data.schema) as writer:
@@ -93,11 +89,17 @@ def insert_http_vs_inprocess(settings: Settings, rows: int, repeat: int = 3
     payload = sink.getvalue().to_pybytes()
     statement = (f"INSERT INTO bench_insert ({', '.join(warehouse.COLUMNS)}) "
                  "SETTINGS max_partitions_per_insert_block = 1000")
-    local_s = []
+    http_s, local_s = [], []
     with tempfile.TemporaryDirectory() as folder:
         conn = chdb.connect(folder)
         conn.query(ddl)
-        for _ in range(repeat + 1):
+        for attempt in range(repeat + 1):
+            ch.command("TRUNCATE TABLE bench_insert")
+            started = time.perf_counter()
+            ch.insert_arrow("bench_insert", data if attempt else data.slice(0, 1000),
+                            settings=limit)
+            http_s.append(time.perf_counter() - started)
+
             conn.query("TRUNCATE TABLE bench_insert")
             started = time.perf_counter()
             inserter = conn.send_insert(statement, "Arrow")
@@ -106,9 +108,13 @@ def insert_http_vs_inprocess(settings: Settings, rows: int, repeat: int = 3
             local_s.append(time.perf_counter() - started)
         assert conn.query("SELECT count() FROM bench_insert").bytes().strip() == str(rows).encode()
         conn.close()
+    assert ch.command("SELECT count() FROM bench_insert") == rows
+    ch.command("DROP TABLE bench_insert")
     http, local = min(http_s[1:]), min(local_s[1:])
+    per_turn = sorted(lo / hi for lo, hi in zip(local_s[1:], http_s[1:], strict=True))
     return {"rows": rows, "http_rows_per_s": rows / http, "inprocess_rows_per_s": rows / local,
-            "http_vs_inprocess": local / http}
+            "http_vs_inprocess": local / http,
+            "http_vs_inprocess_median_of_turns": per_turn[len(per_turn) // 2]}
 
 
 # --- sending events -----------------------------------------------------------------------
@@ -359,15 +365,21 @@ def main() -> None:
     parser.add_argument("--skip-insert", action="store_true")
     parser.add_argument("--skip-sustained", action="store_true",
                         help="measure only the backlog drain (no sustained run)")
+    parser.add_argument("--skip-sink", action="store_true",
+                        help="only the insert measure (HTTP endpoint vs in-process)")
+    parser.add_argument("--insert-repeat", type=int, default=3,
+                        help="timed inserts per path (after a warm-up); the best counts")
     args = parser.parse_args()
     settings = get_settings()
     results: dict[str, Any] = {"machine": {"cores": os.cpu_count()},
                                "loadavg_before": os.getloadavg()}
     with running(settings):
         if not args.skip_insert:
-            results["insert"] = insert_http_vs_inprocess(settings, args.rows)
-        sinks: dict[str, Path | None] = {"this": None}
-        sinks.update({str(path): path for path in args.sink_dir})
+            results["insert"] = insert_http_vs_inprocess(settings, args.rows,
+                                                         args.insert_repeat)
+        sinks: dict[str, Path | None] = {}
+        if not args.skip_sink:
+            sinks = {"this": None, **{str(path): path for path in args.sink_dir}}
         for name, path in sinks.items():
             results[name] = {
                 "sink_drain": sink_throughput(settings, args.rows, args.source, path)}

@@ -6,8 +6,11 @@ HTTP interface documentation. Each run works in a database of its own, dropped a
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
+import os
+import socket
 import struct
 import threading
 import time
@@ -15,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from urllib.parse import quote
 
 import httpx
 import lz4.frame
@@ -411,3 +415,52 @@ def test_native_output_shaped_by_client_protocol_version(url: str, auth: tuple[s
     # after each column's type, one byte: no custom serialization
     n_type = plain.index(b"UInt64") + len(b"UInt64")
     assert shaped[8 + n_type] == 0 and len(shaped) == len(plain) + 8 + 2
+
+
+def _random_csv(rows: int) -> bytes:
+    """CSV that compresses little: its body spans many of the endpoint's received batches."""
+    return b"".join(b"%d,%s\n" % (i, os.urandom(24).hex().encode()) for i in range(rows))
+
+
+def test_a_body_corrupt_midway_inserts_nothing(url: str, auth: tuple[str, str],
+                                               database: str) -> None:
+    table = f"{database}.corrupt_midway"
+    httpx.post(url, content=f"CREATE TABLE {table} (a UInt64, s String) ENGINE = MergeTree "
+               "ORDER BY a".encode(), auth=auth).raise_for_status()
+    body = gzip.compress(_random_csv(150_000)) + b"\x1f\x8b but no gzip member"
+    assert len(body) > 3 * 1024 * 1024  # the engine has taken several batches by then
+    response = httpx.post(url, params={"query": f"INSERT INTO {table} FORMAT CSV"},
+                          content=body, headers={"Content-Encoding": "gzip"}, auth=auth,
+                          timeout=60)
+    assert response.headers["X-ClickHouse-Exception-Code"] == "354", response.text
+    count = httpx.post(url, content=f"SELECT count() FROM {table}".encode(), auth=auth)
+    assert count.text == "0\n"
+
+
+def test_a_client_leaving_midway_inserts_nothing(stack_settings: Settings, url: str,
+                                                 auth: tuple[str, str], database: str) -> None:
+    table = f"{database}.left_midway"
+    httpx.post(url, content=f"CREATE TABLE {table} (a UInt64, s String) ENGINE = MergeTree "
+               "ORDER BY a".encode(), auth=auth).raise_for_status()
+    data = _random_csv(100_000)
+    sent = data[:data.index(b"\n", len(data) // 2) + 1]  # whole rows, half of the body
+    session = f"left-{uuid.uuid4().hex}"
+    target = (f"/?session_id={session}&query=" +
+              quote(f"INSERT INTO {table} FORMAT CSV"))
+    token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    with socket.create_connection((stack_settings.clickhouse_host,
+                                   stack_settings.clickhouse_port), timeout=30) as raw:
+        raw.sendall(f"POST {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n"
+                    f"Content-Length: {len(data)}\r\n\r\n".encode() + sent)
+        time.sleep(0.5)  # the endpoint takes what came before the client leaves
+    deadline = time.monotonic() + 30
+    while True:  # the session is locked until the endpoint has dealt with the request
+        after = httpx.post(url, params={"session_id": session}, content=b"SELECT 1",
+                           auth=auth, timeout=10)
+        if after.headers.get("X-ClickHouse-Exception-Code") != "373":
+            break
+        assert time.monotonic() < deadline, "the request never ended"
+        time.sleep(0.2)
+    assert after.text == "1\n"
+    count = httpx.post(url, content=f"SELECT count() FROM {table}".encode(), auth=auth)
+    assert count.text == "0\n"

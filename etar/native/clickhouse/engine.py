@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 SPOOL_BYTES = 32 * 1024 * 1024
 INSERT_CHUNK = 8 * 1024 * 1024
-"""Bytes handed to chdb's streaming insert at a time."""
+"""Most bytes handed to chdb's streaming insert at a time."""
 _STREAMED = ("SELECT", "WITH", "(")
 """Statements chdb can stream; the rest (SHOW, DESCRIBE, DDL…) run in one piece."""
 _CONCATENABLE = frozenset({
@@ -89,7 +89,7 @@ class Result:
 
 
 class Readable(Protocol):
-    """Anything with ``read(size)``: a file, a spooled body, a prefixed stream."""
+    """Anything with ``read(size)``: a file, a request body as it arrives, a prefixed stream."""
 
     def read(self, size: int = -1, /) -> bytes: ...
 
@@ -264,7 +264,11 @@ class Connection:
 
     def insert(self, statement: str, fmt: str, data: Readable,
                settings: Mapping[str, str] | None = None, database: str | None = None) -> Stats:
-        """Stream ``data`` (in input format ``fmt``) into ``statement`` (``INSERT INTO t …``)."""
+        """Stream ``data`` (in input format ``fmt``) into ``statement`` (``INSERT INTO t …``).
+
+        The engine takes the rows at the end: when reading ``data`` fails (its error is raised
+        as it is) or the engine refuses it, the insert is cancelled and nothing is committed.
+        """
         stats = Stats()
         started = time.perf_counter_ns()
         with self.applied(settings or {}, database):
@@ -274,14 +278,20 @@ class Connection:
                 raise EngineError.from_engine(exc) from None
             try:
                 while chunk := data.read(INSERT_CHUNK):
-                    inserter.append(chunk)
-                result = inserter.finish()
-            except Exception as exc:
+                    try:
+                        inserter.append(chunk)
+                    except Exception as exc:
+                        raise EngineError.from_engine(exc) from None
+                try:
+                    result = inserter.finish()
+                except Exception as exc:
+                    raise EngineError.from_engine(exc) from None
+            except BaseException:
                 try:
                     inserter.cancel()
                 except Exception as cancel_error:
                     log.debug("cancelling the insert: %s", cancel_error)
-                raise EngineError.from_engine(exc) from None
+                raise
         stats.written_rows = result.rows_written
         stats.written_bytes = result.bytes_written
         stats.elapsed_ns = time.perf_counter_ns() - started

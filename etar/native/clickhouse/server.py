@@ -15,8 +15,8 @@ shaped by ``client_protocol_version`` (``native``) serve the JDBC and Go drivers
 
 Sessions have a connection of their own, so ``SET`` settings, the ``USE`` database and
 temporary tables last between their requests; one request at a time per session (a second
-gets SESSION_IS_LOCKED). Request bodies are decompressed in a worker thread, never on the
-event loop.
+gets SESSION_IS_LOCKED). An insert's body streams into the engine while it arrives, read and
+decompressed in the insert's worker thread, never on the event loop (``body``).
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ import base64
 import hmac
 import json
 import logging
-import queue
 import re
-import tempfile
 import threading
 import time
 import uuid
@@ -36,14 +34,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import IO
 
-import anyio
 from anyio import to_thread
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from etar.native.clickhouse import blocks, codecs, native
+from etar.native.clickhouse.body import RECEIVE_TIMEOUT, Body
 from etar.native.clickhouse.engine import (
     Connection,
     Engine,
@@ -65,10 +63,6 @@ TRANSPORT_PARAMS = frozenset({
 })
 CLOSE_WAIT = 10.0
 """Seconds shutting down waits for the sessions' running statements."""
-_BODY_BATCH = 1024 * 1024
-"""Received bytes handed to the decompressing thread at a time."""
-BODY_SPOOL_BYTES = 256 * 1024 * 1024
-"""Request bodies up to this stay in memory (an insert batch of a few hundred MB is common)."""
 _READ_ONLY = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "(",
                         "SET", "USE"})
 _INSERT = re.compile(rb"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)[ \t]*(\r?\n)?", re.S | re.I)
@@ -172,10 +166,6 @@ def _error_response(error: EngineError, engine: Engine, query_id: str,
         media_type="text/plain; charset=UTF-8")
 
 
-def _block_error(error: blocks.BlockError) -> EngineError:
-    return EngineError(error.code, f"Code: {error.code}. DB::Exception: {error}. ({error.name})")
-
-
 def _block_method(settings: dict[str, str]) -> int:
     """The method of ``compress=1`` responses: ``network_compression_method``, LZ4 by default."""
     name = settings.get("network_compression_method", "lz4").strip().lower()
@@ -219,97 +209,10 @@ def _authenticate(request: Request, credentials: Credentials) -> None:
                               "(AUTHENTICATION_FAILED)")
 
 
-async def _read_body(request: Request, native_blocks: bool = False, verify: bool = True
-                     ) -> IO[bytes]:
-    """The request body, decompressed per ``Content-Encoding`` and then (``decompress=1``) from
-    native blocks, spooled and rewound.
-
-    Decompression runs in a worker thread fed batches of what arrives, so the event loop only
-    receives; a bad block ends the request before anything reached the engine.
-    """
-    spool = tempfile.SpooledTemporaryFile(max_size=BODY_SPOOL_BYTES)  # noqa: SIM115
-    encoding = request.headers.get("content-encoding")
-    try:
-        decoders: list[codecs.Decoder] = [codecs.decoder(encoding)] if encoding else []
-    except ValueError as exc:
-        spool.close()
-        raise EngineError(
-            36, f"Code: 36. DB::Exception: {exc}. (BAD_ARGUMENTS)") from None
-    block_decoder = blocks.BlockDecoder(verify) if native_blocks else None
-    if block_decoder is not None:
-        decoders.append(block_decoder)
-    try:
-        if not decoders:
-            async for chunk in request.stream():
-                spool.write(chunk)
-        else:
-            pieces: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-            failure: list[EngineError] = []
-
-            def write(piece: bytes, stage: int = 0) -> None:
-                """``piece`` through the decoders from ``stage`` on, into the spool in pieces
-                each decoder bounds (a decompression bomb never expands in one go)."""
-                if stage == len(decoders):
-                    spool.write(piece)
-                    return
-                for out in decoders[stage].pieces(piece):
-                    write(out, stage + 1)
-
-            def decode() -> None:
-                while (piece := pieces.get()) is not None:
-                    if failure:
-                        continue  # drain what still arrives
-                    try:
-                        write(piece)
-                    except blocks.BlockError as exc:
-                        failure.append(_block_error(exc))
-                    except Exception as exc:  # any codec's failure is the body's
-                        failure.append(EngineError(
-                            354, f"Code: 354. DB::Exception: Cannot decompress the body "
-                            f"({encoding}): {exc}. (CANNOT_DECOMPRESS)"))
-                if failure:
-                    return
-                try:
-                    for decoder in decoders:
-                        decoder.finish()
-                except blocks.BlockError as exc:
-                    failure.append(_block_error(exc))
-                except ValueError as exc:
-                    failure.append(EngineError(
-                        354, f"Code: 354. DB::Exception: Cannot decompress the body "
-                        f"({encoding}): {exc}. (CANNOT_DECOMPRESS)"))
-
-            async def feed() -> None:
-                batch: list[bytes] = []
-                size = 0
-                try:
-                    async for chunk in request.stream():
-                        batch.append(chunk)
-                        size += len(chunk)
-                        if size >= _BODY_BATCH:
-                            pieces.put(b"".join(batch))
-                            batch, size = [], 0
-                    if batch:
-                        pieces.put(b"".join(batch))
-                finally:
-                    pieces.put(None)
-
-            async with anyio.create_task_group() as group:
-                group.start_soon(feed)
-                await to_thread.run_sync(decode)
-            if failure:
-                raise failure[0]
-    except BaseException:
-        spool.close()
-        raise
-    spool.seek(0)
-    return spool  # type: ignore[return-value]
-
-
 class _Prefixed:
     """A file-like reader yielding ``head`` and then the rest of ``tail``."""
 
-    def __init__(self, head: bytes, tail: IO[bytes]) -> None:
+    def __init__(self, head: bytes, tail: Body) -> None:
         self._head, self._tail = head, tail
 
     def read(self, size: int = -1, /) -> bytes:
@@ -403,18 +306,20 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
                 locked = True
             verify = not _flag(
                 settings, "http_native_compression_disable_checksumming_on_decompress")
-            body = await _read_body(request, params.get("decompress") == "1", verify)
-            try:
-                response = await _run(engine, request, params.get("query", ""), body, settings,
-                                      bind, database, default_format, revision, method, session)
-            finally:
-                body.close()
+            body = Body(request, params.get("decompress") == "1", verify,
+                        float(settings.get("http_receive_timeout", RECEIVE_TIMEOUT)))
+            response = await body.serving(lambda: _run(
+                engine, request, params.get("query", ""), body, settings, bind, database,
+                default_format, revision, method, session))
         except EngineError as error:
             return _error_response(error, engine, query_id, method)
         except ValueError as error:  # a malformed number in a transport parameter
             return _error_response(EngineError(
                 27, f"Code: 27. DB::Exception: {error}. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"),
                 engine, query_id, method)
+        except ClientDisconnect:  # an insert it fed was cancelled: nothing of it is committed
+            log.info("query %s: the client left before its request body ended", query_id)
+            return Response(b"", status_code=400)  # nobody reads it
         finally:
             if locked and session is not None:
                 session.release()
@@ -425,15 +330,15 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
             response.headers["X-ClickHouse-Session-Id"] = params["session_id"]
         return response
 
-    async def _run(engine: Engine, request: Request, url_query: str, body: IO[bytes],
+    async def _run(engine: Engine, request: Request, url_query: str, body: Body,
                    settings: dict[str, str], bind: dict[str, str], database: str | None,
                    default_format: str, revision: int, method: int | None,
                    session: _Session | None) -> Response:
-        head = url_query.encode() if url_query else body.read(64 * 1024)
+        head = url_query.encode() if url_query else await body.head(64 * 1024)
         insert = _INSERT.match(head)
         if insert:
             inline = head[insert.end():]
-            data = _Prefixed(inline, body)
+            data = _Prefixed(inline, body) if inline else body
             statement, fmt = insert.group(1).decode(), insert.group(2).decode()
             _check_method(request, statement)
 
@@ -441,9 +346,9 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
                 conn = session.open(engine) if session else None
                 return engine.insert(statement, fmt, data, settings, database, conn)
 
-            stats = await to_thread.run_sync(run_insert)
+            stats = await to_thread.run_sync(run_insert)  # reads the body as it arrives
             return Response(b"", headers={"X-ClickHouse-Summary": json.dumps(stats.summary())})
-        rest = body.read()
+        rest = await body.read_all()
         if url_query:
             sql = url_query + ("\n" + rest.decode() if rest.strip() else "")
         else:

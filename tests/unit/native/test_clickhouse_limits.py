@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import anyio
 import brotli
 import lz4.frame
 import pytest
 from backports import zstd
-from starlette.requests import Request
 
 from etar.native.clickhouse import blocks, codecs, server
 from etar.native.clickhouse.engine import Engine, EngineError
@@ -66,32 +62,6 @@ def test_a_decompression_bomb_comes_out_in_bounded_pieces(
     assert max(sizes) <= step
 
 
-def test_a_gzip_bomb_reaches_the_body_spool_in_bounded_writes(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codecs, "STEP", 64 * 1024)
-    writes: list[int] = []
-
-    class Spool(tempfile.SpooledTemporaryFile):  # type: ignore[type-arg]
-        def write(self, data: bytes) -> int:  # type: ignore[override]
-            writes.append(len(data))
-            return super().write(data)
-
-    monkeypatch.setattr(server.tempfile, "SpooledTemporaryFile", Spool)
-    chunks = [_bomb("gzip", 4 * 1024 * 1024)]
-
-    async def receive() -> dict[str, object]:
-        return {"type": "http.request", "body": chunks.pop(0), "more_body": False}
-
-    async def read() -> int:
-        request = Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
-                           "headers": [(b"content-encoding", b"gzip")]}, receive)
-        spool = await server._read_body(request)
-        return len(spool.read())
-
-    assert anyio.run(read) == 4 * 1024 * 1024
-    assert max(writes) <= 64 * 1024
-
-
 def _zstd_block(payload: bytes, declared: int) -> bytes:
     header = blocks._HEADER.pack(blocks.ZSTD, blocks.HEADER_SIZE + len(payload), declared)
     return blocks.checksum(header + payload) + header + payload
@@ -114,17 +84,6 @@ def test_native_blocks_come_out_one_block_at_a_time() -> None:
     assert [len(piece) for piece in decoder.pieces(stream)] == [100_000] * 5
     two_frames = _zstd_block(zstd.compress(b"x" * 7) + zstd.compress(b"y" * 3), 10)
     assert blocks.BlockDecoder().decompress(two_frames) == b"x" * 7 + b"y" * 3
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Engine]:
-    """chdb in this process (one engine per process: the module shares it)."""
-    with tempfile.TemporaryDirectory(prefix="etar-chdb-") as folder:
-        opened = Engine(str(Path(folder) / "data"))
-        try:
-            yield opened
-        finally:
-            opened.close()
 
 
 def test_a_result_stream_that_fails_midway_is_cancelled(engine: Engine) -> None:

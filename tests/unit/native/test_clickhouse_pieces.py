@@ -1,21 +1,15 @@
 """Pure pieces of the ClickHouse HTTP endpoint: statement parsing, body codecs, native block
-compression, Native reshaping, and where request bodies are decompressed."""
+compression and Native reshaping (request bodies: ``test_clickhouse_body``)."""
 
 from __future__ import annotations
 
-import gzip
 import os
 import struct
-import threading
-import zlib
-from collections.abc import Iterator
 
-import anyio
 import pytest
 from clickhouse_cityhash.cityhash import CityHash128
-from starlette.requests import Request
 
-from etar.native.clickhouse import blocks, codecs, native, server
+from etar.native.clickhouse import blocks, codecs, native
 from etar.native.clickhouse.engine import EngineError, first_keyword
 from etar.native.clickhouse.server import _FORMAT, _INSERT
 
@@ -120,41 +114,6 @@ def test_native_shaper_refuses_types_it_cannot_walk() -> None:
         native.Shaper(54460)(b"\x01\x01\x01j\x04JSON\x00")
 
 
-def test_request_bodies_are_decompressed_off_the_event_loop(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    threads: list[int] = []
-
-    class Recording:
-        def __init__(self) -> None:
-            self._inner = zlib.decompressobj(wbits=31)
-
-        def pieces(self, data: bytes) -> Iterator[bytes]:
-            threads.append(threading.get_ident())
-            yield self._inner.decompress(data)
-
-        def finish(self) -> None:
-            threads.append(threading.get_ident())
-
-    monkeypatch.setattr(codecs, "decoder", lambda encoding: Recording())
-    payload = b"1,row\n" * 200_000
-    body = gzip.compress(payload)
-    chunks = [body[i:i + 65_536] for i in range(0, len(body), 65_536)]
-
-    async def receive() -> dict[str, object]:
-        chunk = chunks.pop(0)
-        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
-
-    async def read() -> tuple[bytes, int]:
-        request = Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
-                           "headers": [(b"content-encoding", b"gzip")]}, receive)
-        spool = await server._read_body(request)
-        return spool.read(), threading.get_ident()
-
-    data, loop_thread = anyio.run(read)
-    assert data == payload
-    assert threads and loop_thread not in threads
-
-
 @pytest.mark.parametrize("encoding", codecs.ENCODINGS)
 def test_a_truncated_body_is_refused_not_half_read(encoding: str) -> None:
     encoder = codecs.encoder(encoding)
@@ -166,20 +125,3 @@ def test_a_truncated_body_is_refused_not_half_read(encoding: str) -> None:
     cut.decompress(compressed[: len(compressed) // 2])
     with pytest.raises(ValueError, match="truncated"):
         cut.finish()
-
-
-@pytest.mark.parametrize("body", [gzip.compress(b"1,row\n" * 1000)[:-20], b"not gzip at all"])
-def test_a_truncated_or_corrupt_body_gets_code_354(body: bytes) -> None:
-    chunks = [body]
-
-    async def receive() -> dict[str, object]:
-        return {"type": "http.request", "body": chunks.pop(0), "more_body": False}
-
-    async def read() -> None:
-        request = Request({"type": "http", "method": "POST", "path": "/", "query_string": b"",
-                           "headers": [(b"content-encoding", b"gzip")]}, receive)
-        await server._read_body(request)
-
-    with pytest.raises(EngineError) as caught:
-        anyio.run(read)
-    assert caught.value.code == 354
