@@ -333,14 +333,23 @@ def _start(workers: list[Any]) -> None:
     """Start ``workers`` with Ctrl-C and SIGTERM held back (here and, inherited, in them).
 
     A signal to the whole process group while a worker is still importing would otherwise
-    kill it before it could ignore the signal; the parent gets its own once they all run.
+    kill it before it could ignore the signal. Blocking covers this thread and the workers it
+    forks; one that reaches another thread of the parent (numpy's, say) is only noted while
+    they start. Either way the parent gets it as ``KeyboardInterrupt`` once they all run.
     """
+    noted: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: noted.append(signum))
+                for signum in _STOP_SIGNALS}
     held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         for worker in workers:
             worker.start()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # what was held is noted now
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if noted:
+        raise KeyboardInterrupt(signal.Signals(noted[0]).name)
 
 
 def _ignore_stop_signals() -> None:
