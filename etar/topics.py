@@ -7,12 +7,15 @@ Kafka (the native broker or the compose one).
 from __future__ import annotations
 
 import logging
+import time
 
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from etar.config import Settings
 from etar.errors import ServiceUnavailable, StackError
 
+log = logging.getLogger(__name__)
 _quiet = logging.getLogger("etar.librdkafka")
 _quiet.setLevel(logging.CRITICAL)  # probes expect refused connections; their errors say why
 
@@ -22,6 +25,31 @@ def admin(settings: Settings, timeout: float = 5.0) -> AdminClient:
     return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers,
                         "socket.timeout.ms": int(timeout * 1000),
                         "logger": _quiet})  # type: ignore[dict-item]
+
+
+_NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                  KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION,
+                  KafkaError._UNKNOWN_TOPIC)
+
+
+def watermarks(consumer: Consumer, topic: str, partition: int = 0, within: float = 30.0
+               ) -> tuple[int, int]:
+    """A partition's low and high offsets. A topic just created, or a broker just restarted,
+    may have no leader for a few seconds: retriable errors are retried for ``within`` s."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=10)
+            return low, high
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _NO_LEADER_YET)
+            if not retriable or time.monotonic() > deadline:
+                raise
+            log.info("waiting for the leader of %s[%d]: %s", topic, partition, error)
+            time.sleep(0.5)
 
 
 def ensure_topic(settings: Settings, name: str, partitions: int,

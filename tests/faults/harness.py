@@ -20,13 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from etar import warehouse
 from etar.config import Settings
 from etar.minute import Minute
 from etar.native import stack
 from etar.native.supervisor import Service
+from etar.topics import watermarks
 from tests.integration.lanes import produce
 
 RESTART_TIMEOUT = 150.0
@@ -147,8 +148,8 @@ def dead_letter_offsets(settings: Settings) -> dict[int, int]:
             settings.kafka_dlq_topic)
         if topic is None or topic.error is not None:
             return {}
-        return {p: consumer.get_watermark_offsets(
-            TopicPartition(settings.kafka_dlq_topic, p), timeout=10)[1] for p in topic.partitions}
+        return {p: watermarks(consumer, settings.kafka_dlq_topic, p)[1]
+                for p in topic.partitions}
     finally:
         consumer.close()
 

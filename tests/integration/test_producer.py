@@ -37,7 +37,7 @@ from etar.serde import (
     registry_client,
     value_subject,
 )
-from etar.topics import admin, ensure_topic
+from etar.topics import admin, ensure_topic, watermarks
 from tests.integration.lanes import env_for, wait_for
 
 pytestmark = pytest.mark.integration
@@ -65,8 +65,7 @@ def _consumer(settings: Settings) -> Consumer:
 
 def _end_offsets(consumer: Consumer, topic: str) -> dict[int, int]:
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions}
+    return {p: watermarks(consumer, topic, p)[1] for p in partitions}
 
 
 def _read_all(settings: Settings) -> list[Message]:

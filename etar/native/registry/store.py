@@ -15,15 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from etar.native.registry import compat
 from etar.native.registry.compat import Level
+from etar.topics import watermarks
 
 log = logging.getLogger(__name__)
 
@@ -91,25 +91,6 @@ class State:
                 self.subject_levels[subject] = Level(value["compatibilityLevel"])
 
 
-def _watermarks(consumer: Consumer, topic: str, within: float = 30.0) -> tuple[int, int]:
-    """The log's offsets; a just-created topic may have no leader for a few seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-            return low, high
-        except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            retriable = isinstance(error, KafkaError) and (error.retriable() or error.code() in (
-                KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION,
-                KafkaError._UNKNOWN_TOPIC))
-            if not retriable or time.monotonic() > deadline:
-                raise
-            log.info("waiting for %s's leader: %s", topic, error)
-            time.sleep(0.5)
-
-
 class SchemaStore:
     """Registry operations over :class:`State`, each write appended to the log first."""
 
@@ -127,7 +108,7 @@ class SchemaStore:
         consumer = Consumer({"bootstrap.servers": self._bootstrap, "group.id": "etar-registry",
                              "enable.auto.commit": False, "auto.offset.reset": "earliest"})
         try:
-            low, high = _watermarks(consumer, self.topic)
+            low, high = watermarks(consumer, self.topic)
             consumer.assign([TopicPartition(self.topic, 0, low)])
             position = low
             while position < high:

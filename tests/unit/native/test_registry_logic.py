@@ -83,19 +83,19 @@ class _FlakyConsumer:
 def test_the_schemas_log_waits_for_its_leader(monkeypatch: pytest.MonkeyPatch) -> None:
     from confluent_kafka import KafkaError
 
-    from etar.native.registry import store
+    from etar import topics
 
-    monkeypatch.setattr(store.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(topics.time, "sleep", lambda _s: None)
     consumer = _FlakyConsumer([KafkaError._UNKNOWN_PARTITION,
                                KafkaError.NOT_LEADER_FOR_PARTITION])
-    assert store._watermarks(consumer, "_schemas") == (0, 7)  # type: ignore[arg-type]
+    assert topics.watermarks(consumer, "_schemas") == (0, 7)  # type: ignore[arg-type]
 
 
 def test_the_schemas_log_does_not_retry_what_waiting_cannot_fix() -> None:
     from confluent_kafka import KafkaError, KafkaException
 
-    from etar.native.registry import store
+    from etar import topics
 
     consumer = _FlakyConsumer([KafkaError.TOPIC_AUTHORIZATION_FAILED])
     with pytest.raises(KafkaException):
-        store._watermarks(consumer, "_schemas")  # type: ignore[arg-type]
+        topics.watermarks(consumer, "_schemas")  # type: ignore[arg-type]
