@@ -322,7 +322,8 @@ class _Consumed:
     def __init__(self, partition: int, offset: int, key: bytes | None, value: bytes | None,
                  error: object = None) -> None:
         self._partition, self._offset, self._key, self._value = partition, offset, key, value
-        self._error, self._headers = error, [("trace", b"%d" % offset)]
+        self._error = error
+        self._headers: list[tuple[str, bytes]] | None = [("trace", b"%d" % offset)]
 
     def error(self) -> object:
         return self._error
@@ -339,7 +340,7 @@ class _Consumed:
     def value(self) -> bytes | None:
         return self._value
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, bytes]] | None:
         return self._headers
 
 
@@ -392,32 +393,15 @@ def test_take_keeps_exactly_what_precheck_and_add_keep() -> None:
 TP = ("t", 0)
 
 
-class _Msg:
-    """A consumed message of partition ``TP``."""
+class _Msg(_Consumed):
+    """A consumed message of partition ``TP``, without headers."""
 
     def __init__(self, offset: int, key: bytes | None, value: bytes | None) -> None:
-        self._offset, self._key, self._value = offset, key, value
-
-    def error(self) -> None:
-        return None
+        super().__init__(TP[1], offset, key, value)
+        self._headers = None
 
     def topic(self) -> str:
         return TP[0]
-
-    def partition(self) -> int:
-        return TP[1]
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> None:
-        return None
 
 
 def _events(offsets: range) -> list[_Msg]:
