@@ -10,8 +10,9 @@ ClickHouse query, so no stage re-parses or re-normalises a minute.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from etar.errors import ConfigError
 
@@ -19,6 +20,15 @@ STEM_FORMAT = "%Y-%m-%d_%H-%M"
 """Object names of a minute: ``YYYY-MM-DD_HH-MM.parquet`` / ``.json``."""
 
 ONE_MINUTE = timedelta(minutes=1)
+
+TEXT_FORMS = "YYYY-MM-DDTHH:MM[:00[.000…]][Z|±HH:MM] (T or a space; no offset means UTC)"
+"""The minute spellings :meth:`Minute.parse` accepts, and nothing else."""
+
+_TEXT = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<hour>\d{2}):(?P<minute>\d{2})"
+    r"(?::(?P<second>\d{2})(?:\.(?P<fraction>\d{1,9}))?)?"
+    r"(?P<zone>Z|[+-]\d{2}:\d{2})?", re.IGNORECASE | re.ASCII)
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 class InvalidMinute(ConfigError):
@@ -35,17 +45,26 @@ class Minute:
         if self.start.tzinfo is None:
             raise InvalidMinute(f"{self.start.isoformat()} has no time zone; etar minutes are "
                                 "UTC: pass an aware datetime (tzinfo=UTC)")
-        if self.start.second or self.start.microsecond:
+        try:
+            start = self.start.astimezone(UTC)  # a plain datetime, even from a pendulum one
+        except OverflowError:
+            raise InvalidMinute(f"{self.start.isoformat()} is out of the range of dates "
+                                "once in UTC") from None
+        # Checked in UTC: an offset with seconds (+00:00:30) moves a :00 into another minute.
+        if start.second or start.microsecond:
             raise InvalidMinute(f"{self.start.isoformat()} is not the start of a minute "
                                 "(seconds must be 0)")
-        start = self.start.astimezone(UTC)  # a plain datetime, even from a pendulum one
         object.__setattr__(self, "start", datetime(start.year, start.month, start.day,
                                                    start.hour, start.minute, tzinfo=UTC))
 
     @classmethod
     def parse(cls, value: str | datetime | Minute, *, closed: bool = True,
               now: datetime | None = None) -> Minute:
-        """Read a minute from an ISO string (no offset = UTC) or an aware datetime.
+        """Read a minute from text in one of :data:`TEXT_FORMS` or an aware datetime.
+
+        Text without an offset is a UTC minute; an offset (``+01:00``) is whole hours and
+        minutes and the minute is converted to UTC. Anything else (a day, compact or week
+        dates, an offset with seconds, trailing characters) is refused.
 
         ``closed`` (the default) also refuses a minute that has not ended at ``now``: its
         rows are still arriving, so no stage may read it yet.
@@ -137,14 +156,23 @@ class Minute:
 
 
 def _from_text(text: str) -> datetime:
+    """The instant ``text`` names, if it is written in one of :data:`TEXT_FORMS`."""
     cleaned = text.strip()
-    try:
-        moment = datetime.fromisoformat(cleaned.replace("z", "Z"))
-    except ValueError:
-        raise InvalidMinute(f"{text!r} is not a minute; write it as ISO 8601 in UTC, e.g. "
-                            "2026-01-01T10:30 (or 2026-01-01T10:30Z)") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # the documented form: a UTC wall-clock minute
-    if cleaned.count(":") < 1 or ("T" not in cleaned.upper() and " " not in cleaned):
+    if _DAY.fullmatch(cleaned):
         raise InvalidMinute(f"{text!r} names a day, not a minute; e.g. 2026-01-01T10:30")
-    return moment
+    found = _TEXT.fullmatch(cleaned)
+    if found is None:
+        raise InvalidMinute(f"{text!r} is not a minute; write {TEXT_FORMS}, e.g. "
+                            "2026-01-01T10:30 (or 2026-01-01T10:30Z)")
+    if int(found["second"] or 0) or int(found["fraction"] or 0):
+        raise InvalidMinute(f"{text!r} is not the start of a minute (seconds must be 0)")
+    zone = (found["zone"] or "Z").upper()
+    try:
+        offset = UTC if zone == "Z" else timezone(
+            (-1 if zone[0] == "-" else 1) * timedelta(hours=int(zone[1:3]),
+                                                       minutes=int(zone[4:6])))
+        return datetime.fromisoformat(f"{found['date']}T{found['hour']}:{found['minute']}"
+                                      ).replace(tzinfo=offset)
+    except ValueError:  # month 13, hour 24, offset ±24:00 or beyond…
+        raise InvalidMinute(f"{text!r} is not a minute: no such date, time or offset; write "
+                            f"{TEXT_FORMS}") from None

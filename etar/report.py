@@ -2,14 +2,21 @@
 
 The Spark job writes a report as JSON next to its minute's Parquet object; :func:`report_minute`
 reads it back and POSTs it to the dashboard API, which validates it as a :class:`MinuteReport`;
-the UI reads it back with :func:`fetch`.
+the UI reads it back with :func:`fetch`. The bucket's reports are the record: after a restart
+the API reloads its history from them (:func:`bucket_history`).
+
+Reports are JSON as RFC 8259 defines it: :func:`loads_strict` refuses ``NaN``, ``Infinity`` and
+numbers too large for a float, which Python's ``json`` module would accept.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import logging
+import math
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 from pydantic import (
@@ -17,7 +24,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    field_validator,
     model_validator,
 )
 
@@ -25,7 +31,46 @@ from etar import storage
 from etar.config import Settings, get_settings
 from etar.errors import EtarError, ServiceUnavailable
 from etar.events import EventType
-from etar.minute import Minute
+from etar.minute import InvalidMinute, Minute
+
+log = logging.getLogger(__name__)
+
+
+def _not_json(token: str, doc: str) -> NoReturn:
+    raise json.JSONDecodeError(f"{token} is not a JSON number (RFC 8259): numbers must be finite",
+                               doc, max(doc.find(token), 0))
+
+
+def loads_strict(data: str | bytes) -> Any:
+    """``json.loads`` without its extensions: ``NaN``, ``Infinity``, ``-Infinity`` and numbers
+    that overflow a float (``1e400``) raise ``json.JSONDecodeError``, as does non-UTF-8 text."""
+    try:
+        doc = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as exc:
+        raise json.JSONDecodeError(f"not UTF-8 text ({exc.reason})", "", exc.start) from None
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            _not_json(text, doc)
+        return value
+
+    return json.loads(doc, parse_constant=lambda token: _not_json(token, doc),
+                      parse_float=finite)
+
+
+def _minute(value: object) -> object:
+    """A minute as :meth:`Minute.parse` reads it (text) or an aware datetime's minute."""
+    if isinstance(value, Minute):
+        return value.start
+    if isinstance(value, bool) or not isinstance(value, str | datetime):
+        raise ValueError("expected an ISO 8601 minute, e.g. 2026-01-01T10:30:00Z")
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return Minute.parse(value, closed=False).start
+    except InvalidMinute as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _iso(value: object) -> object:
@@ -71,8 +116,9 @@ class ByEventType(BaseModel):
 class MinuteReport(BaseModel):
     """The Spark job's report of one minute (see ``etar.analysis.aggregate``)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
-    minute: IsoDatetime = Field(description="start of the minute, UTC")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    minute: Annotated[datetime, BeforeValidator(_minute)] = Field(
+        description="start of the minute: YYYY-MM-DDTHH:MM[:00][Z|±HH:MM] (no offset: UTC)")
     total_events: int = Field(ge=0)
     total_errors: int = Field(ge=0)
     error_rate: float = Field(0.0, ge=0, le=1)
@@ -81,18 +127,6 @@ class MinuteReport(BaseModel):
     by_event_type: ByEventType
     source: str | None = Field(None, description="the Parquet object the report was made from")
     generated_at: IsoDatetime | None = None
-
-    @field_validator("minute")
-    @classmethod
-    def _utc_minute(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        if value.second or value.microsecond:
-            raise ValueError("minute must be the start of a minute (seconds = 0)")
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("minute is out of the range of dates") from None
 
     @model_validator(mode="after")
     def _totals_add_up(self) -> MinuteReport:
@@ -140,6 +174,62 @@ def read_report(minute: Minute, settings: Settings | None = None) -> dict[str, A
     """The minute's JSON report as the Spark job wrote it to the bucket."""
     document: dict[str, Any] = storage.read_json(minute.json_name, settings)
     return document
+
+
+def bucket_history(limit: int, settings: Settings | None = None,
+                   now: datetime | None = None) -> list[MinuteReport]:
+    """The newest ``limit`` valid reports in the bucket, oldest first.
+
+    Lists one hour's prefix (``YYYY-MM-DD_HH-``) at a time, from ``now``'s hour back across
+    the retention window (``clickhouse_retention_hours``), never the whole bucket, and stops
+    once it has ``limit`` reports. An object that is not valid JSON, not a valid report or
+    not of the minute it is named after is logged and skipped.
+    """
+    settings = settings or get_settings()
+    s3 = storage.client(settings)
+    hour = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0,
+                                                              microsecond=0)
+    found: list[MinuteReport] = []
+    for back in range(settings.clickhouse_retention_hours + 1):
+        prefix = f"{hour - timedelta(hours=back):%Y-%m-%d_%H-}"
+        names = sorted((item.object_name for item in s3.list_objects(settings.s3_bucket, prefix)
+                        if item.object_name and item.object_name.endswith(".json")),
+                       reverse=True)
+        for name in names:
+            report = _bucket_report(name, settings)
+            if report is not None:
+                found.append(report)
+                if len(found) == limit:
+                    return found[::-1]
+    return found[::-1]
+
+
+def _bucket_report(name: str, settings: Settings) -> MinuteReport | None:
+    """The report stored as ``name``, or None (logged) when it is not one."""
+    from minio.error import S3Error
+    from pydantic import ValidationError
+
+    try:
+        minute = Minute.from_object_name(name)
+        response = storage.client(settings).get_object(settings.s3_bucket, name)
+        try:
+            report = MinuteReport.model_validate(loads_strict(response.read()))
+        finally:
+            response.close()
+            response.release_conn()
+    except S3Error as exc:
+        if exc.code in ("NoSuchKey", "NoSuchObject"):  # expired between list and read
+            return None
+        raise
+    except (InvalidMinute, ValueError, ValidationError) as exc:
+        log.warning("skipping s3://%s/%s: not a valid report (%s)", settings.s3_bucket, name,
+                    str(exc).splitlines()[0])
+        return None
+    if report.minute != minute.start:
+        log.warning("skipping s3://%s/%s: it reports minute %s", settings.s3_bucket, name,
+                    report.minute.isoformat())
+        return None
+    return report
 
 
 def report_minute(minute: Minute, settings: Settings | None = None) -> dict[str, Any]:

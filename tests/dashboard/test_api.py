@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +46,8 @@ def test_empty_before_the_first_report(client: TestClient) -> None:
     latest = client.get("/report")
     assert latest.status_code == 204 and latest.content == b""
     assert client.get("/reports").json() == []
-    assert client.get("/healthz").json() == {"status": "ok", "reports": 0, "capacity": 3}
+    assert client.get("/healthz").json() == {"status": "ok", "reports": 0, "capacity": 3,
+                                              "history": "off"}
 
 
 def test_post_needs_the_bearer_token(client: TestClient) -> None:
@@ -64,7 +66,7 @@ def test_post_needs_the_bearer_token(client: TestClient) -> None:
     (lambda r: r.update(minute="2026-05-01T10:30:15Z"), "start of a minute"),
     (lambda r: r.pop("by_event_type"), "missing"),
     (lambda r: r.update(surprise=1), "extra"),
-    (lambda r: r.update(minute="not-a-minute"), "not an ISO 8601 date-time"),
+    (lambda r: r.update(minute="not-a-minute"), "is not a minute"),
     (lambda r: r.update(minute=1767225600), "expected an ISO 8601"),
     (lambda r: r.update(total_errors=-2), "greater than or equal"),
     (lambda r: r["by_event_type"]["PAGE_VIEW"].update(success=-10), "greater than or equal"),
@@ -168,3 +170,56 @@ def test_a_minute_out_of_the_date_range_gets_422_not_500(client: TestClient) -> 
     response = client.post("/report", json=body, headers=auth())
     assert response.status_code == 422, response.text
     assert "range" in response.text
+
+
+def _raw() -> dict[str, str]:
+    return {**auth(), "Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize("field, literal", [
+    ("revenue", "Infinity"), ("revenue", "NaN"), ("error_rate", "NaN"),
+    ("unique_users", "-Infinity"), ("revenue", "1e400"), ("surprise", "NaN"),
+    ("by_event_type.PAGE_VIEW.success", "Infinity"),
+])
+def test_nan_and_infinity_anywhere_in_a_report_get_422(client: TestClient, field: str,
+                                                       literal: str) -> None:
+    body = report()
+    marker = "__NUMBER__"
+    *path, last = field.split(".")
+    target = body
+    for key in path:
+        target = target[key]
+    target[last] = marker
+    text = json.dumps(body).replace(f'"{marker}"', literal)
+    response = client.post("/report", content=text.encode(), headers=_raw())
+    assert response.status_code == 422, response.text
+    assert literal in response.text and "finite" in response.text
+    assert client.get("/reports").json() == []
+    assert client.post("/report", json=report(), headers=auth()).status_code == 201
+
+
+@pytest.mark.parametrize("minute", [
+    "2026-01-01T00:00:00+00:00:30",  # an offset with seconds: 23:59:30 the day before
+    "2026-01-01T00:00:00-00:00:30",
+    "2026-01-01T10:30Z junk", "2026-01-01T10:30:00ZZ", "2026-01-01T10", "2026-01-01T10+01:00",
+    "20260101T1030", "2026-W01-4T10:30", "2026-01-01", "2026-01-01T10:30:00.5Z",
+    "2026-01-01T10:30:00+0100", "2026-01-01T24:00", "2026-01-01T10:30+25:00",
+])
+def test_malformed_or_ambiguous_minutes_get_422(client: TestClient, minute: str) -> None:
+    response = client.post("/report", json=report(minute), headers=auth())
+    assert response.status_code == 422, response.text
+    assert "minute" in response.text
+    assert client.get("/reports").json() == []
+
+
+@pytest.mark.parametrize("minute, stored", [
+    ("2026-05-01T10:30:00Z", "2026-05-01T10:30:00Z"),
+    ("2026-05-01T10:30", "2026-05-01T10:30:00Z"),
+    ("2026-05-01 10:30:00.000+00:00", "2026-05-01T10:30:00Z"),
+    ("2026-05-01T12:30:00+02:00", "2026-05-01T10:30:00Z"),
+])
+def test_every_documented_spelling_of_a_minute_is_accepted(client: TestClient, minute: str,
+                                                            stored: str) -> None:
+    response = client.post("/report", json=report(minute), headers=auth())
+    assert response.status_code == 201, response.text
+    assert response.json()["accepted"] == stored
