@@ -1,6 +1,10 @@
 """Dashboard API: reports in (POST /report, bearer token), reports out (GET /report[s]).
 
-The API owns the report store: recent minutes in a bounded in-memory deque.
+The API owns the report store: recent minutes in a bounded in-memory deque. The reports in
+the bucket are the record, the store a view of them: at start-up the served ``app`` reloads
+the newest ``ETAR_DASHBOARD_HISTORY`` of them (``etar.report.bucket_history``, one hour's
+prefix at a time), retrying in the background while S3 is unreachable, so a restart keeps the
+history. Bodies are strict JSON: ``NaN`` / ``Infinity`` get 422.
 
     uvicorn dashboard.api:app --port 8000
 
@@ -8,9 +12,13 @@ The API owns the report store: recent minutes in a bounded in-memory deque.
 """
 
 import hmac
+import logging
+import threading
 from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from contextlib import asynccontextmanager
 from threading import Lock
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.responses import JSONResponse
@@ -20,8 +28,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from etar.config import Settings, get_settings
-from etar.report import MinuteReport
+from etar.report import MinuteReport, bucket_history, loads_strict
 from etar.security import refuse_default_secrets
+
+log = logging.getLogger("dashboard.api")
 
 MAX_BODY = 64 * 1024
 """Largest request body accepted (a minute's report is about 1 KB); larger ones get 413."""
@@ -44,6 +54,17 @@ class ReportStore:
             self._reports.clear()
             self._reports.extend(kept)
 
+    def preload(self, reports: Iterable[MinuteReport]) -> int:
+        """Add reports of minutes not held yet (a report posted since start-up is newer than
+        the bucket's copy); the newest ``size`` are kept. Returns how many were added."""
+        with self._lock:
+            held = {r.minute for r in self._reports}
+            added = [r for r in reports if r.minute not in held]
+            kept = sorted([*self._reports, *added], key=lambda r: r.minute)
+            self._reports.clear()
+            self._reports.extend(kept)
+        return len(added)
+
     def latest(self) -> MinuteReport | None:
         with self._lock:
             return self._reports[-1] if self._reports else None
@@ -56,6 +77,62 @@ class ReportStore:
     def __len__(self) -> int:
         return len(self._reports)
 
+
+class HistoryLoader:
+    """Reloads the store from the bucket once, in a thread, retrying while S3 is unreachable
+    (1 s, 2 s, … up to 30 s apart) until it succeeds or the app stops."""
+
+    def __init__(self, store: ReportStore, settings: Settings) -> None:
+        self.store, self.settings = store, settings
+        self.state = "loading"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="history-loader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                reports = bucket_history(self.settings.dashboard_history, self.settings)
+            except Exception as exc:  # S3 down or refusing: the API serves meanwhile
+                log.warning("history not reloaded from s3://%s yet (%s); retrying in %.0f s",
+                            self.settings.s3_bucket, exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            added = self.store.preload(reports)
+            self.state = "loaded"
+            log.warning("history reloaded: %d report(s) from s3://%s", added,
+                        self.settings.s3_bucket)
+            return
+
+
+class StrictJsonRequest(Request):
+    """A request whose JSON body is parsed by ``loads_strict`` (no NaN / Infinity): FastAPI
+    turns its ``JSONDecodeError`` into a 422 naming the token."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = loads_strict(await self.body())
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """Routes that read their bodies as :class:`StrictJsonRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJsonRequest(request.scope, request.receive))
+
+        return strict
 
 
 class BodyLimit:
@@ -104,16 +181,30 @@ def _replay(first: Message, receive: Receive) -> Receive:
     return replay
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, reload_history: bool = False) -> FastAPI:
     """The API for ``settings`` (token, history size); routes only wire the store.
 
-    Refuses (ConfigError) to serve a non-loopback ``bind_host`` with the default token.
+    ``reload_history``: at start-up, reload the store from the reports in the bucket (the
+    served ``app`` does; in-process tests need no S3). Refuses (ConfigError) to serve a
+    non-loopback ``bind_host`` with the default token.
     """
     settings = settings or get_settings()
     refuse_default_secrets(settings, settings.bind_host, "dashboard_token")
     store = ReportStore(settings.dashboard_history)
-    app = FastAPI(title="etar dashboard API", version="1",
-                  description="Minute reports of the etar pipeline, kept in memory.")
+    loader = HistoryLoader(store, settings) if reload_history else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if loader is not None:
+            loader.start()
+        yield
+        if loader is not None:
+            loader.stop()
+
+    app = FastAPI(title="etar dashboard API", version="1", lifespan=lifespan,
+                  description="Minute reports of the etar pipeline, kept in memory and "
+                              "reloaded from the bucket's reports at start-up.")
+    app.router.route_class = StrictJsonRoute
     app.add_middleware(BodyLimit, limit=MAX_BODY)
 
     def authorized(
@@ -138,7 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/report", status_code=status.HTTP_201_CREATED,
               dependencies=[Depends(authorized)],
-              responses={400: {"description": "the body cannot be read as JSON"},
+              responses={400: {"description": "the body cannot be read"},
                          401: {"description": "missing or wrong bearer token"},
                          413: {"description": f"a body over {MAX_BODY} bytes"}})
     def post_report(report: MinuteReport) -> dict[str, object]:
@@ -162,9 +253,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, object]:
-        return {"status": "ok", "reports": len(store), "capacity": settings.dashboard_history}
+        """Alive; ``history`` is ``loading`` until the bucket's reports are reloaded, then
+        ``loaded`` (``off`` when this app does not reload)."""
+        return {"status": "ok", "reports": len(store), "capacity": settings.dashboard_history,
+                "history": loader.state if loader is not None else "off"}
 
     return app
 
 
-app = create_app()
+app = create_app(reload_history=True)
