@@ -223,3 +223,16 @@ def test_every_documented_spelling_of_a_minute_is_accepted(client: TestClient, m
     response = client.post("/report", json=report(minute), headers=auth())
     assert response.status_code == 201, response.text
     assert response.json()["accepted"] == stored
+
+
+def test_reloaded_reports_never_replace_a_report_posted_since_start_up() -> None:
+    from dashboard.api import ReportStore
+    from etar.report import MinuteReport
+
+    store = ReportStore(3)
+    store.add(MinuteReport.model_validate(report("2026-05-01T10:33:00Z", errors=7)))
+    loaded = [MinuteReport.model_validate(report(f"2026-05-01T10:{m}:00Z")) for m in (30, 31,
+                                                                                      32, 33)]
+    assert store.preload(loaded) == 3
+    assert [(r.minute.minute, r.total_errors) for r in store.recent()] == [(31, 2), (32, 2),
+                                                                            (33, 7)]
