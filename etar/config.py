@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path(".etar"), description="all native-stack state")
     project_dir: Path = Field(Path("."), description="the checkout: dags/, dashboard/, notebooks/")
     bind_host: str = Field("127.0.0.1", description="address the native services listen on")
+    allow_unauthenticated_bind: bool = Field(
+        False, description="let services without authentication (Kafka, the schema registry, "
+        "Spark Connect, Redis, the dashboard UI) listen on a non-loopback bind_host")
     stack_services: str = Field(
         "", description="comma-separated services `etar stack` runs (empty: all of them)")
 

@@ -1,9 +1,12 @@
-"""Guards every etar server applies before it listens: no well-known secret off loopback."""
+"""Guards every etar server applies before it listens: no well-known secret off loopback, no
+unauthenticated service off loopback unless asked, a private state folder."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import stat
+from pathlib import Path
 
 from etar.config import Settings
 from etar.errors import ConfigError
@@ -11,6 +14,13 @@ from etar.errors import ConfigError
 ALLOW_DEFAULTS = "ETAR_ALLOW_DEFAULT_SECRETS"
 """Set to 1 to serve a non-loopback address with a default secret anyway (a private network
 the operator vouches for); the refusal's message names it."""
+
+ALLOW_UNAUTHENTICATED = "ETAR_ALLOW_UNAUTHENTICATED_BIND"
+"""The setting (``Settings.allow_unauthenticated_bind``) that lets a service without any
+authentication listen off loopback; the refusal's message names it."""
+
+STATE_DIR_MODE = 0o700
+"""The state folder's mode: data, logs and generated configuration are the user's alone."""
 
 
 def is_loopback(host: str) -> bool:
@@ -40,3 +50,35 @@ def refuse_default_secrets(settings: Settings, host: str, *names: str) -> None:
         raise ConfigError(f"refusing to serve on {host} with the well-known default "
                           f"{variables}: set a secret of your own (or {ALLOW_DEFAULTS}=1 on a "
                           "private network)")
+
+
+def refuse_unauthenticated_bind(settings: Settings, host: str, service: str) -> None:
+    """ConfigError when ``host`` is not loopback and ``service`` (which has no authentication
+    at all) would listen there, unless ``allow_unauthenticated_bind`` is set."""
+    if is_loopback(host) or settings.allow_unauthenticated_bind:
+        return
+    raise ConfigError(f"refusing to serve {service} on {host}: it has no authentication, so "
+                      f"anyone who can reach {host} could read and change it. Bind to loopback "
+                      f"(ETAR_BIND_HOST=127.0.0.1), or set {ALLOW_UNAUTHENTICATED}=1 on a "
+                      "network you trust")
+
+
+def require_secrets(settings: Settings, host: str, *names: str) -> None:
+    """Off loopback, each secret ``names`` must be set (an empty one often means no
+    authentication) and not the published default (:func:`refuse_default_secrets`)."""
+    if is_loopback(host):
+        return
+    empty = [name for name in names if not getattr(settings, name).get_secret_value()]
+    if empty and not settings.allow_unauthenticated_bind:
+        variables = ", ".join(f"ETAR_{name.upper()}" for name in empty)
+        raise ConfigError(f"refusing to serve on {host} with an empty {variables}: set a secret "
+                          f"(or {ALLOW_UNAUTHENTICATED}=1 on a network you trust)")
+    refuse_default_secrets(settings, host, *names)
+
+
+def secure_state_dir(path: Path) -> Path:
+    """Create the state folder with mode 0700, or tighten an existing one to it."""
+    path.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != STATE_DIR_MODE:
+        path.chmod(STATE_DIR_MODE)
+    return path

@@ -34,6 +34,7 @@ from mirakuru.exceptions import (
 
 from etar.config import Settings
 from etar.errors import StackError
+from etar.security import secure_state_dir
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ class Stack:
         """Start the supervisor in its own session and return once every service is ready."""
         if self.read_state() is not None:
             raise StackError("the stack is already running (see `etar stack status`)")
+        secure_state_dir(self.state_dir)  # 0700: data, logs and configs are the user's alone
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / "supervisor.log", "w") as out:
             process = subprocess.Popen(
@@ -201,6 +203,7 @@ class Stack:
         """Start every service in order, then supervise until SIGTERM / Ctrl-C."""
         if self.read_state() is not None:
             raise StackError("the stack is already running (see `etar stack status`)")
+        secure_state_dir(self.state_dir)  # 0700: data, logs and configs are the user's alone
         self.log_dir.mkdir(parents=True, exist_ok=True)
         executors: list[_ServiceExecutor] = []
         previous = {sig: signal.signal(sig, self._raise_stop)

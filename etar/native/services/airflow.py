@@ -30,6 +30,7 @@ from etar.config import Settings
 from etar.errors import StackError
 from etar.native.services import redis
 from etar.native.supervisor import Service
+from etar.security import require_secrets
 
 HEALTH_PATH = "/api/v2/monitor/health"
 
@@ -122,8 +123,18 @@ def _airflow(*args: str) -> list[str]:
     return [sys.executable, "-m", "airflow", *args]
 
 
+SECRETS = ("airflow_admin_password", "airflow_jwt_secret", "airflow_secret_key",
+           "airflow_fernet_key")
+"""Every component's secrets: refused off loopback while empty or the published defaults."""
+
+
+def guard(settings: Settings) -> None:
+    require_secrets(settings, settings.bind_host, *SECRETS)
+
+
 def prepare_api_server(settings: Settings) -> None:
     """The first component: the passwords file, then ``airflow db migrate`` (idempotent)."""
+    guard(settings)
     home(settings).mkdir(parents=True, exist_ok=True)
     target = passwords_file(settings)
     tmp = target.with_suffix(".tmp")
@@ -215,7 +226,7 @@ def services(settings: Settings) -> list[Service]:
             port=None,
             url=f"{api}{HEALTH_PATH} ({component})",
             ready=_component_probe(settings, component, started),
-            prepare=started.mark(),
+            prepare=started.mark(lambda: guard(settings)),
             env=env,
             start_timeout=180,
         ))
@@ -225,6 +236,7 @@ def services(settings: Settings) -> list[Service]:
         port=None,
         url=f"{redis.broker_url(settings)} (Celery, concurrency {concurrency})",
         ready=lambda: worker_ready(settings),
+        prepare=lambda: guard(settings),
         env=env,
         start_timeout=180,
     ))

@@ -8,6 +8,7 @@ import httpx
 
 from etar.config import Settings
 from etar.native.supervisor import Service
+from etar.security import refuse_unauthenticated_bind, require_secrets
 
 
 def api_ready(settings: Settings) -> bool:
@@ -31,6 +32,7 @@ def services(settings: Settings) -> list[Service]:
         port=settings.dashboard_api_port,
         url=f"{settings.dashboard_api_url} (docs: /docs)",
         ready=lambda: api_ready(settings),
+        prepare=lambda: require_secrets(settings, settings.bind_host, "dashboard_token"),
         start_timeout=60,
     )
     ui = Service(
@@ -43,6 +45,8 @@ def services(settings: Settings) -> list[Service]:
         port=settings.dashboard_ui_port,
         url=ui_url(settings),
         ready=lambda: ui_ready(settings),
+        prepare=lambda: refuse_unauthenticated_bind(settings, settings.bind_host,
+                                                    "the dashboard UI (Streamlit)"),
         env={"PYTHONPATH": str(settings.project_dir)},
         start_timeout=90,
     )

@@ -15,6 +15,7 @@ import httpx
 
 from etar.config import Settings
 from etar.native.supervisor import Service
+from etar.security import require_secrets
 
 
 def url(settings: Settings) -> str:
@@ -55,6 +56,7 @@ def service(settings: Settings) -> Service:
         port=settings.jupyter_port,
         url=f"{url(settings)}/lab (token: ETAR_JUPYTER_TOKEN)",
         ready=lambda: ready(settings),
+        prepare=lambda: require_secrets(settings, settings.bind_host, "jupyter_token"),
         env=environment(settings),
         start_timeout=90,
     )

@@ -90,6 +90,9 @@ def _server_properties(settings: Settings) -> str:
 
 def prepare(settings: Settings) -> None:
     """Install the jars, write the configuration and format the storage if it is new."""
+    from etar.security import refuse_unauthenticated_bind
+
+    refuse_unauthenticated_bind(settings, settings.bind_host, "Kafka (PLAINTEXT listeners)")
     install(settings)
     conf_dir = settings.state_dir / "kafka"
     conf_dir.mkdir(parents=True, exist_ok=True)

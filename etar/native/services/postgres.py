@@ -1,10 +1,11 @@
 """PostgreSQL for Airflow's metadata DB and Celery results: Debian's server, the stack's cluster.
 
-The cluster lives in ``<state>/data/postgres``, is created by ``initdb`` on first start (UTF-8,
-peer auth on the unix socket for the ``postgres`` superuser, SCRAM on TCP), listens on
-``bind_host:postgres_port`` and keeps its socket in ``<state>/run/postgres``. PostgreSQL
-refuses to run as root, so when etar runs as root the server (and ``initdb``, ``psql``) run as
-the ``postgres`` system user, who owns the data folder and must be able to reach it.
+The cluster lives in ``<state>/data/postgres`` (as root: under :data:`FALLBACK_ROOT`, since
+the state folder is 0700 and the server runs as ``postgres``), is created by ``initdb`` on
+first start (UTF-8, peer auth on the unix socket for the ``postgres`` superuser, SCRAM on
+TCP), listens on ``bind_host:postgres_port`` and keeps its socket in ``<state>/run/postgres``.
+PostgreSQL refuses to run as root, so when etar runs as root the server (and ``initdb``,
+``psql``) run as the ``postgres`` system user, who owns the data folder and must reach it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from etar.config import Settings
 from etar.errors import StackError
 from etar.native.supervisor import Service
+from etar.security import require_secrets
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +53,17 @@ def _tool(name: str) -> str:
 
 
 FALLBACK_ROOT = Path("/var/lib/etar-postgres")
-"""Where the cluster lives when the ``postgres`` user cannot reach the state folder (a
-checkout under a 0700 home): one folder per state folder."""
+"""Where the cluster lives when the server runs as the ``postgres`` user (etar run as root):
+the state folder is private (0700), so that user cannot reach it. One folder per state folder."""
 
 
 def _home(settings: Settings) -> Path:
-    """The state folder, or its stand-in under :data:`FALLBACK_ROOT` when unreachable."""
-    if _as_root() and unreachable_folder(settings.state_dir / "data") is not None:
+    """The state folder, or (as root) its stand-in under :data:`FALLBACK_ROOT`.
+
+    Decided without looking at the folder: the service's command is built before the
+    supervisor creates or tightens the state folder, and both must name the same place.
+    """
+    if _as_root():
         key = hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:12]
         return FALLBACK_ROOT / key
     return settings.state_dir
@@ -117,8 +123,21 @@ def _own(path: Path) -> None:
             os.lchown(item, entry.pw_uid, entry.pw_gid)
 
 
+def _move_cluster(old: Path, new: Path) -> None:
+    """A cluster made in the state folder before the folder became private (0700) moves to
+    where the postgres user can reach it, once (Airflow's metadata is kept)."""
+    if new == old or not (old / "PG_VERSION").exists() or (new / "PG_VERSION").exists():
+        return
+    log.warning("moving the PostgreSQL cluster %s to %s: the postgres user cannot reach the "
+                "private state folder", old, new)
+    if new.is_dir() and not any(new.iterdir()):
+        new.rmdir()
+    shutil.move(old, new)
+
+
 def prepare(settings: Settings) -> None:
     """Check the data folder is reachable, then ``initdb`` it on first start."""
+    require_secrets(settings, settings.bind_host, "airflow_postgres_password")
     initdb = bin_dir() / "initdb"
     data = data_dir(settings)
     if _as_root():
@@ -128,9 +147,10 @@ def prepare(settings: Settings) -> None:
             raise StackError("no `postgres` system user: install Debian's postgresql "
                              "(`make install`)") from exc
         if not data.is_relative_to(settings.state_dir):
-            log.warning("the postgres user cannot reach %s: the cluster lives in %s instead",
-                        settings.state_dir, data)
+            log.info("the postgres user cannot reach %s (private, 0700): the cluster lives in "
+                     "%s instead", settings.state_dir, data)
         data.parent.mkdir(parents=True, exist_ok=True)
+        _move_cluster(settings.state_dir / "data" / "postgres", data)
         blocked = unreachable_folder(data)
         if blocked is not None:
             raise StackError(

@@ -11,6 +11,7 @@ import shutil
 from etar.config import Settings
 from etar.errors import StackError
 from etar.native.supervisor import Service
+from etar.security import refuse_unauthenticated_bind
 
 
 def broker_url(settings: Settings) -> str:
@@ -18,6 +19,7 @@ def broker_url(settings: Settings) -> str:
 
 
 def prepare(settings: Settings) -> None:
+    refuse_unauthenticated_bind(settings, settings.bind_host, "Redis (no password)")
     if shutil.which("redis-server") is None:
         raise StackError("redis-server is not installed: `make install` (as root) installs "
                          "Debian's redis-server, or `apt-get install redis-server`")

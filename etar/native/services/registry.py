@@ -8,6 +8,7 @@ import httpx
 
 from etar.config import Settings
 from etar.native.supervisor import Service
+from etar.security import refuse_unauthenticated_bind
 
 
 def ready(settings: Settings) -> bool:
@@ -23,5 +24,7 @@ def service(settings: Settings) -> Service:
         port=settings.schema_registry_port,
         url=settings.schema_registry_url,
         ready=lambda: ready(settings),
+        prepare=lambda: refuse_unauthenticated_bind(settings, settings.bind_host,
+                                                    "the schema registry"),
         start_timeout=60,
     )

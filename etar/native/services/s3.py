@@ -30,6 +30,7 @@ from pathlib import Path
 from etar.config import Settings
 from etar.errors import StackError
 from etar.native.supervisor import Service, port_open
+from etar.security import require_secrets
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def ready(settings: Settings) -> bool:
 
 def prepare(settings: Settings) -> None:
     """Install when missing (a no-op after `etar stack install`) and create the data folder."""
+    require_secrets(settings, settings.bind_host, "s3_secret_key")
     install(settings)
     data_dir(settings).mkdir(parents=True, exist_ok=True)
 

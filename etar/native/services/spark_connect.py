@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from etar.config import Settings
 from etar.native.supervisor import Service
+from etar.security import refuse_unauthenticated_bind
 from etar.spark_submit import spark_home, submit_spec
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -68,6 +69,8 @@ def service(settings: Settings) -> Service:
         port=settings.spark_connect_port,
         url=f"{settings.spark_connect_url} (master {settings.spark_master})",
         ready=lambda: ready(settings),
+        prepare=lambda: refuse_unauthenticated_bind(settings, settings.bind_host,
+                                                    "Spark Connect"),
         after_start=lambda: warm_up(settings),
         env=spec.env,
         start_timeout=180,

@@ -165,11 +165,16 @@ def test_postgres_data_lives_where_the_postgres_user_can_reach_it() -> None:
 
     base = Path("/tmp") / f"etar-test-{uuid.uuid4().hex[:8]}"
     fresh = Settings(_env_file=None, state_dir=base / "not-yet" / ".etar")
-    assert postgres.data_dir(fresh) == fresh.state_dir / "data" / "postgres"  # not created
-    if os.geteuid() == 0:
-        try:
-            (base / "closed").mkdir(mode=0o700, parents=True)
-            hidden = Settings(_env_file=None, state_dir=base / "closed" / ".etar")
-            assert postgres.data_dir(hidden).is_relative_to(postgres.FALLBACK_ROOT)
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
+    if os.geteuid() != 0:  # the server runs as whoever runs etar: the state folder is theirs
+        assert postgres.data_dir(fresh) == fresh.state_dir / "data" / "postgres"
+        return
+    # As root the server runs as `postgres`, who cannot enter the private (0700) state folder:
+    # the same place before the folder exists and after, whatever its mode.
+    assert postgres.data_dir(fresh).is_relative_to(postgres.FALLBACK_ROOT)
+    try:
+        (base / "closed").mkdir(mode=0o700, parents=True)
+        hidden = Settings(_env_file=None, state_dir=base / "closed" / ".etar")
+        assert postgres.data_dir(hidden).is_relative_to(postgres.FALLBACK_ROOT)
+        assert postgres.data_dir(hidden) != postgres.data_dir(fresh)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
