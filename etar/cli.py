@@ -115,8 +115,13 @@ def stack_down(
     stopped = stack.down()
     console.print("stack stopped" if stopped else "the stack was not running")
     if volumes:
-        shutil.rmtree(stack.state_dir / "data", ignore_errors=True)
-        console.print(f"deleted {stack.state_dir / 'data'}")
+        from etar.native.services import postgres
+
+        # As root, Postgres keeps its cluster outside the private state folder.
+        for data in dict.fromkeys([stack.state_dir / "data",
+                                   postgres.data_dir(stack.settings).parent]):
+            shutil.rmtree(data, ignore_errors=True)
+            console.print(f"deleted {data}")
 
 
 def _print_status(rows: list[dict[str, object]]) -> None:
