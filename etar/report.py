@@ -187,6 +187,8 @@ def bucket_history(limit: int, settings: Settings | None = None,
     """
     settings = settings or get_settings()
     s3 = storage.client(settings)
+    if not s3.bucket_exists(settings.s3_bucket):
+        return []  # nothing reported yet (S3 itself unreachable raises)
     hour = (now or datetime.now(UTC)).astimezone(UTC).replace(minute=0, second=0,
                                                               microsecond=0)
     found: list[MinuteReport] = []

@@ -149,3 +149,9 @@ def test_bucket_history_lists_by_hour_not_the_whole_bucket(api: Settings) -> Non
     recent = Minute.last_closed().previous
     _put(api, recent.json_name, json.dumps(_report(recent, 2)))
     assert [r.total_events for r in bucket_history(10, api)] == [2]
+
+
+def test_a_missing_bucket_is_an_empty_history(api: Settings) -> None:
+    from etar.report import bucket_history
+
+    assert bucket_history(5, api.model_copy(update={"s3_bucket": "no-such-bucket-here"})) == []
