@@ -300,3 +300,52 @@ def _uid(user: str) -> int:
     import pwd
 
     return pwd.getpwnam(user).pw_uid
+
+
+# --- notebook 00 and make compose-check ----------------------------------------------------
+
+
+@pytest.mark.integration
+def test_notebook_00_runs_where_no_native_stack_runs(stack_settings: Settings,
+                                                     tmp_path: Path) -> None:
+    """The compose jupyter has no native stack: 00_stack checks the services it reaches (here
+    the native stack's, seen from a state folder that holds no stack)."""
+    import papermill
+    from confluent_kafka.schema_registry import Schema
+
+    from etar.events import load_schema_str
+    from etar.serde import registry_client
+
+    registry_client(stack_settings).register_schema(
+        f"{stack_settings.kafka_topic}-value", Schema(load_schema_str(), "AVRO"))
+    env = {"ETAR_STATE_DIR": str(tmp_path / "no-stack"),
+           **stack_settings.environ("kafka_bootstrap_servers", "schema_registry_url",
+                                    "clickhouse_port", "s3_endpoint")}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        papermill.execute_notebook(str(REPO_ROOT / "notebooks" / "00_stack.ipynb"),
+                                   str(tmp_path / "00_stack.ipynb"), kernel_name="python3",
+                                   progress_bar=False, cwd=str(REPO_ROOT / "notebooks"))
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_make_compose_check_fails_fast_without_a_docker_engine() -> None:
+    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False) \
+        if shutil.which("docker") else None
+    if probe is not None and probe.returncode == 0:
+        pytest.skip("a Docker engine is reachable here: `make compose-check` would start the "
+                    "whole stack")
+    started = time.monotonic()
+    result = subprocess.run(["make", "-s", "compose-check"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert time.monotonic() - started < 20
+    message = result.stdout + result.stderr
+    assert ("no Docker engine is reachable" in message
+            or "no `docker` command on PATH" in message), message
