@@ -34,6 +34,10 @@ class CheckFailed(Exception):
     """The check cannot go on; the message says why."""
 
 
+class NoDocker(Exception):
+    """No Docker engine (or compose plugin) to run the stack on."""
+
+
 def _env_file() -> Path:
     env = ROOT / ".env"
     return env if env.exists() else ROOT / ".env.example"
@@ -59,7 +63,7 @@ def _compose(*args: str, timeout: float = 120, check: bool = True
 def require_docker() -> None:
     """Fail fast, with what to do, when there is no Docker engine or compose plugin."""
     if shutil.which("docker") is None:
-        raise SystemExit("compose-check: no `docker` command on PATH: install Docker Engine "
+        raise NoDocker("no `docker` command on PATH: install Docker Engine "
                          "with the compose plugin (the native stack needs none: `make up`)")
     try:
         info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
@@ -68,12 +72,12 @@ def require_docker() -> None:
         info = subprocess.CompletedProcess([], 1, "", "`docker info` did not answer in 30 s")
     if info.returncode != 0:
         reason = (info.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise SystemExit(f"compose-check: no Docker engine is reachable ({reason}); start "
+        raise NoDocker(f"no Docker engine is reachable ({reason}); start "
                          "Docker and retry (the native stack needs none: `make up`)")
     plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True,
                             timeout=30, check=False)
     if plugin.returncode != 0:
-        raise SystemExit("compose-check: `docker compose` is missing: install the Docker "
+        raise NoDocker("`docker compose` is missing: install the Docker "
                          "Compose plugin (v2)")
 
 
@@ -159,7 +163,11 @@ def clickhouse_count(minute: datetime, settings: dict[str, str]) -> int:
 
 
 def main() -> int:
-    require_docker()
+    try:
+        require_docker()
+    except NoDocker as exc:
+        print(f"compose-check: {exc}", file=sys.stderr)
+        return 2
     started = time.monotonic()
     settings = _settings(_env_file())
     try:

@@ -14,6 +14,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -345,6 +346,9 @@ def test_make_compose_check_fails_fast_without_a_docker_engine() -> None:
     result = subprocess.run(["make", "-s", "compose-check"], cwd=REPO_ROOT, capture_output=True,
                             text=True, timeout=60, check=False)
     assert result.returncode != 0
+    direct = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "compose_check.py")],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert direct.returncode == 2, direct.stderr
     assert time.monotonic() - started < 20
     message = result.stdout + result.stderr
     assert ("no Docker engine is reachable" in message
