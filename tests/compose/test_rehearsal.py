@@ -353,3 +353,35 @@ def test_make_compose_check_fails_fast_without_a_docker_engine() -> None:
     message = result.stdout + result.stderr
     assert ("no Docker engine is reachable" in message
             or "no `docker` command on PATH" in message), message
+
+
+@pytest.mark.integration
+def test_the_one_shot_init_commands_create_the_table_and_bucket_the_settings_name(
+        project: dict[str, Any], stack_settings: Settings, unique: str) -> None:
+    """clickhouse-init and s3-init's own commands, run against the native stack with a database
+    and a bucket of this test's: the table lands in ETAR_CLICKHOUSE_DATABASE (the server's
+    initdb SQL would have put it in `default`), the bucket is created."""
+    from etar import warehouse
+
+    database, bucket_name = f"compose_{unique}", f"compose-init-{unique}"
+    admin = warehouse.client(stack_settings)
+    admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    settings = stack_settings.model_copy(update={"clickhouse_database": database,
+                                                 "s3_bucket": bucket_name})
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env.update(settings.environ("clickhouse_host", "clickhouse_port", "clickhouse_user",
+                                "clickhouse_password", "clickhouse_database",
+                                "clickhouse_table", "s3_endpoint", "s3_access_key",
+                                "s3_secret_key", "s3_region", "s3_bucket"))
+    try:
+        for name in ("clickhouse-init", "s3-init"):
+            subprocess.run(project[name]["command"], env=env, cwd=REPO_ROOT, check=True,
+                           timeout=120, capture_output=True)
+        tables = admin.command("SELECT count() FROM system.tables WHERE database = "
+                               "{db:String} AND name = {t:String}",
+                               parameters={"db": database, "t": settings.clickhouse_table})
+        assert int(tables) == 1
+        assert storage.client(settings).bucket_exists(bucket_name)
+    finally:
+        admin.command(f"DROP DATABASE IF EXISTS {database}")
+        storage.drop_bucket(settings)
