@@ -38,24 +38,29 @@ class NoDocker(Exception):
     """No Docker engine (or compose plugin) to run the stack on."""
 
 
-def _env_file() -> Path:
-    env = ROOT / ".env"
-    return env if env.exists() else ROOT / ".env.example"
+def _env_files() -> list[Path]:
+    """.env.example, then .env when there is one (its values win, as in compose)."""
+    files = [ROOT / ".env.example", ROOT / ".env"]
+    return [path for path in files if path.exists()]
 
 
-def _settings(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines()
-             if "=" in line and not line.lstrip().startswith("#"))
-    return {key.strip(): value.strip() for key, value in pairs}
+def _settings() -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for path in _env_files():
+        pairs = (line.split("=", 1) for line in path.read_text().splitlines()
+                 if "=" in line and not line.lstrip().startswith("#"))
+        settings.update({key.strip(): value.strip() for key, value in pairs})
+    return settings
 
 
 def _compose(*args: str, timeout: float = 120, check: bool = True
              ) -> subprocess.CompletedProcess[str]:
-    command = ["docker", "compose", "--env-file", str(_env_file()), *args]
+    env_files = [arg for path in _env_files() for arg in ("--env-file", str(path))]
+    command = ["docker", "compose", *env_files, *args]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                             check=False)
     if check and result.returncode != 0:
-        raise CheckFailed(f"`{' '.join(command[4:])}` failed: "
+        raise CheckFailed(f"`docker compose {' '.join(args)}` failed: "
                           f"{(result.stderr or result.stdout).strip()[-800:]}")
     return result
 
@@ -169,7 +174,7 @@ def main() -> int:
         print(f"compose-check: {exc}", file=sys.stderr)
         return 2
     started = time.monotonic()
-    settings = _settings(_env_file())
+    settings = _settings()
     try:
         _compose("up", "-d", "--build", timeout=UP_TIMEOUT_S)
         wait_healthy()
@@ -178,7 +183,7 @@ def main() -> int:
         report = wait_report(minute)
         stored = clickhouse_count(minute, settings)
     except (CheckFailed, OSError, subprocess.TimeoutExpired) as exc:
-        print(f"compose-check: FAILED: {exc}")
+        print("compose-check: FAILED: " + " | ".join(str(exc).split("\n")))
         return 1
     reported = int(report.get("total_events", -1))
     verdict = "ok" if EVENTS == stored == reported else "MISMATCH"

@@ -79,7 +79,10 @@ def replay(the_plan: Plan, root: Path, venv: Path, timeout: float = 300) -> None
                 else:
                     shutil.copy2(REPO_ROOT / source, target)
         else:
-            subprocess.run(args, cwd=root, env=env, check=True, timeout=timeout,
+            # the uv that runs the tests (`uv run` names itself in UV), else the one on PATH
+            uv = os.environ.get("UV") or shutil.which("uv")
+            assert uv, "uv is needed to replay the Dockerfiles' uv commands"
+            subprocess.run([uv, *args[1:]], cwd=root, env=env, check=True, timeout=timeout,
                            capture_output=True, text=True)
 
 
