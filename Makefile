@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install up down test unit lint bench clean chaos
+.PHONY: install up down test unit lint bench clean chaos compose-check
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -46,3 +46,8 @@ bench: install
 
 clean:
 	$(RUN) etar stack down --volumes
+
+# The compose stack on a Docker host: up, one minute end to end, produced = ClickHouse = report
+# (standard library only; fails fast when no Docker engine is reachable)
+compose-check:
+	$(PYTHON) tools/compose_check.py

@@ -17,13 +17,14 @@ import yaml
 
 from etar.config import Settings
 from etar.native import all_services as native_services
+from etar.security import ALLOW_DEFAULTS
 from tests import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 TEMPLATE = REPO_ROOT / "connect" / "clickhouse_connector_configuration.json"
 NATIVE_TO_COMPOSE = {"kafka": "broker", "schema-registry": "schema-registry",
-                     "clickhouse": "clickhouse", "sink": "connect", "s3": "minio",
+                     "clickhouse": "clickhouse", "sink": "connect", "s3": "s3",
                      "dashboard-api": "dashboard-api", "dashboard-ui": "dashboard-ui",
                      "postgres": "postgres", "redis": "redis",
                      "airflow-api-server": "airflow-apiserver",
@@ -35,7 +36,7 @@ INTERNAL_ONLY = {"postgres", "redis", "spark-connect"}
 """Compose keeps Postgres and Redis on its network; natively they use their own ports (5433,
 6380) so they never meet ones the machine already runs. Compose analyses minutes with
 spark-submit on its Spark cluster (ETAR_SPARK_MODE=submit) instead of a Connect server."""
-ONE_SHOT = {"kafka-init", "minio-init", "airflow-init", "connect-helper"}
+ONE_SHOT = {"kafka-init", "clickhouse-init", "s3-init", "airflow-init", "connect-helper"}
 
 
 def _example_env() -> dict[str, str]:
@@ -44,10 +45,10 @@ def _example_env() -> dict[str, str]:
     return {key: value for key, value in pairs}
 
 
-def _composecheck(compose: Path) -> subprocess.CompletedProcess[str]:
+def _composecheck(compose: Path, env: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess[str]:
     go = shutil.which("go")
     assert go, "Go is needed to run compose-go (tools/composecheck)"
-    return subprocess.run([go, "run", ".", "-env", str(ENV_EXAMPLE), str(compose)],
+    return subprocess.run([go, "run", ".", "-env", str(env), str(compose)],
                           cwd=REPO_ROOT / "tools" / "composecheck", capture_output=True,
                           text=True, timeout=600, check=False)
 
@@ -83,7 +84,7 @@ def test_every_native_service_is_in_compose_with_its_port(project: dict[str, Any
 
 
 def test_etar_containers_use_etar_settings_names(project: dict[str, Any]) -> None:
-    fields = {f"ETAR_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"ETAR_{name.upper()}" for name in Settings.model_fields} | {ALLOW_DEFAULTS}
     for name, service in project.items():
         unknown = {key for key in service["environment"] if key.startswith("ETAR_")} - fields
         assert not unknown, (name, unknown)

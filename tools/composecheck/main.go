@@ -21,6 +21,9 @@ import (
 
 type service struct {
 	Ports      []uint32          `json:"ports"`
+	Targets    []uint32          `json:"targets"`
+	Hostname   string            `json:"hostname,omitempty"`
+	Command    []string          `json:"command,omitempty"`
 	Image      string            `json:"image,omitempty"`
 	Build      string            `json:"build,omitempty"`
 	Dockerfile string            `json:"dockerfile,omitempty"`
@@ -57,12 +60,14 @@ func main() {
 	sort.Strings(names)
 	for _, name := range names {
 		s := project.Services[name]
-		item := service{Image: s.Image, Profiles: s.Profiles, Health: s.HealthCheck != nil &&
-			!s.HealthCheck.Disable, DependsOn: map[string]string{}, Env: map[string]string{}}
+		item := service{Image: s.Image, Hostname: s.Hostname, Command: s.Command,
+			Profiles: s.Profiles, Health: s.HealthCheck != nil &&
+				!s.HealthCheck.Disable, DependsOn: map[string]string{}, Env: map[string]string{}}
 		for _, p := range s.Ports {
 			var published uint64
 			fmt.Sscan(p.Published, &published)
 			item.Ports = append(item.Ports, uint32(published))
+			item.Targets = append(item.Targets, p.Target)
 		}
 		if s.Build != nil {
 			item.Build, item.Dockerfile = s.Build.Context, s.Build.Dockerfile
