@@ -64,7 +64,7 @@ class Settings(BaseSettings):
         default_factory=resources.table_retention_hours, ge=1,
         description="TTL of minute partitions (default: the one in clickhouse_table_schema.sql)")
 
-    # S3 (native stack: versitygw over a local folder; compose: MinIO)
+    # S3: versitygw (native stack: over a local folder; compose: its official image)
     s3_endpoint: str = "http://127.0.0.1:9000"
     s3_access_key: str = "etar"
     s3_secret_key: SecretStr = SecretStr("etar-secret-key")
