@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     bind_host: str = Field("127.0.0.1", description="address the native services listen on")
     stack_services: str = Field(
         "", description="comma-separated services `etar stack` runs (empty: all of them)")
+    stack_restart_burst: int = Field(
+        5, ge=1, description="restarts of one service allowed within the interval below")
+    stack_restart_interval_seconds: float = Field(
+        600.0, gt=0, description="the restart window; past the burst a service waits for it")
 
     # Kafka (KRaft)
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
