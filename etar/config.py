@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # Schema Registry
     schema_registry_url: str = "http://127.0.0.1:8081"
     schemas_topic: str = "_schemas"
+    schema_registry_timeout_seconds: float = Field(
+        15.0, gt=0, description="a write to the schemas topic unacknowledged this long: 50002")
 
     # ClickHouse (the native stack serves chdb on ClickHouse's HTTP interface)
     clickhouse_host: str = "127.0.0.1"
