@@ -165,7 +165,10 @@ class SchemaStore:
             if message.error():
                 raise RegistryError(STORE_ERROR, f"Error reading {self.topic}: "
                                     f"{message.error()}")
-            self._position = (message.offset() or 0) + 1
+            offset = message.offset() or 0
+            if offset < self._position:  # our own write, applied when it was acknowledged
+                continue
+            self._position = offset + 1
             key = json.loads(message.key() or b"{}")
             value = message.value()
             self.state.apply(key, json.loads(value) if value else None)
