@@ -108,6 +108,8 @@ class Progress:
 
     rows: int = 0
     dead_letters: int = 0
+    replaced: int = 0
+    """Dead letters too large for their topic, written as a record of their coordinates."""
     batches: int = 0
     lag: int = 0
     rows_per_s: float = 0.0
@@ -116,7 +118,8 @@ class Progress:
 
     def line(self) -> str:
         return (f"rows={self.rows} rows_per_s={self.rows_per_s:.0f} lag={self.lag} "
-                f"dead_letters={self.dead_letters} batches={self.batches}")
+                f"dead_letters={self.dead_letters} batches={self.batches}"
+                + (f" replaced_dead_letters={self.replaced}" if self.replaced else ""))
 
 
 def progress_path(settings: Settings) -> Path:
@@ -344,6 +347,7 @@ class Sink:
             self.dead_letters.confirm(DEAD_LETTER_TIMEOUT)
         self.progress.rows += rows
         self.progress.dead_letters += len(letters)
+        self.progress.replaced = self.dead_letters.replaced
         self.progress.batches += 1
         log.debug("inserted %d rows of %d segments in %.3fs, %d dead letters in %.3fs", rows,
                   len(done), inserted - began, len(letters), time.perf_counter() - inserted)

@@ -446,7 +446,8 @@ def test_a_dead_letter_too_large_for_its_topic_is_replaced_by_its_coordinates(
     assert body["key"] is not None and dead.key() == key
     assert "oversized" in body["reason"] and "MSG_SIZE_TOO_LARGE" in body["replaced"]
     assert REPLACED_HEADER in dict(dead.headers() or [])
-    assert "replaced by its coordinates" in (tmp_path / "sink.log").read_text()
+    log = (tmp_path / "sink.log").read_text()
+    assert "replaced by its coordinates" in log and "replaced_dead_letters=1" in log
 
 
 def test_a_sink_failure_ends_with_one_error_line(lane: Settings) -> None:
