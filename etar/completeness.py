@@ -1,12 +1,19 @@
 """When is a minute complete in ClickHouse? When the sink has committed past its cut-off.
 
 The cut-off of a minute is its end plus the allowed lateness (``ETAR_PIPELINE_LATENESS_SECONDS``).
-Every message the producer sent before the cut-off carries an earlier Kafka timestamp, so it
-sits below, per partition, the first offset whose timestamp is at or after the cut-off
-(``offsets_for_times``; the high watermark where there is none yet). The sink commits an
-offset only after ClickHouse accepted every row below it. So once, for every partition, the
-sink group's committed offset has reached that target, everything produced for the minute is
-queryable: no fixed sleep, and no waiting for traffic that came after the minute.
+The event topic stamps records with broker time (``message.timestamp.type=LogAppendTime``, set
+by :func:`etar.topics.create_topics` / ``align_topics`` at every stack start), which never
+decreases along a partition's offsets. So every record appended before the cut-off sits below,
+per partition, the first offset whose timestamp is at or after the cut-off
+(``offsets_for_times``; the high watermark where there is none yet), whatever the producers'
+clocks and however late a queued batch was delivered. (With producer timestamps, CreateTime, a
+record stamped after the cut-off could sit before records of the minute, and the minute was
+declared complete before they were in.) The sink commits an offset only after ClickHouse
+accepted every row below it. So once, for every partition, the sink group's committed offset
+has reached that target, everything appended for the minute by its cut-off is queryable: no
+fixed sleep, and no waiting for traffic that came after the minute. An event of the minute
+appended after the cut-off (a producer held back longer than the lateness) is late: the
+reconciliation of minutes with their reports redoes the minute.
 """
 
 from __future__ import annotations

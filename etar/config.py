@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         "Spark Connect, Redis, the dashboard UI) listen on a non-loopback bind_host")
     stack_services: str = Field(
         "", description="comma-separated services `etar stack` runs (empty: all of them)")
+    stack_restart_burst: int = Field(
+        5, ge=1, description="restarts of one service allowed within the interval below")
+    stack_restart_interval_seconds: float = Field(
+        600.0, gt=0, description="the restart window; past the burst a service waits for it")
 
     # Kafka (KRaft)
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -52,6 +56,8 @@ class Settings(BaseSettings):
     # Schema Registry
     schema_registry_url: str = "http://127.0.0.1:8081"
     schemas_topic: str = "_schemas"
+    schema_registry_timeout_seconds: float = Field(
+        15.0, gt=0, description="a write to the schemas topic unacknowledged this long: 50002")
 
     # ClickHouse (the native stack serves chdb on ClickHouse's HTTP interface)
     clickhouse_host: str = "127.0.0.1"

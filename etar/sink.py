@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -96,6 +97,8 @@ BACKLOG_BYTES = 64 * 1024 * 1024
 FETCH_PARTITION_BYTES = 8 * 1024 * 1024
 """How much of one partition a fetch brings at most (a backlog drains in fewer round trips)."""
 DEAD_LETTER_TIMEOUT = 60.0
+DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024
+"""The dead-letter producer's own limit; the topic's (``max.message.bytes``) decides first."""
 _MAX_BACKOFF = 30.0
 
 
@@ -105,6 +108,8 @@ class Progress:
 
     rows: int = 0
     dead_letters: int = 0
+    replaced: int = 0
+    """Dead letters too large for their topic, written as a record of their coordinates."""
     batches: int = 0
     lag: int = 0
     rows_per_s: float = 0.0
@@ -113,7 +118,8 @@ class Progress:
 
     def line(self) -> str:
         return (f"rows={self.rows} rows_per_s={self.rows_per_s:.0f} lag={self.lag} "
-                f"dead_letters={self.dead_letters} batches={self.batches}")
+                f"dead_letters={self.dead_letters} batches={self.batches}"
+                + (f" replaced_dead_letters={self.replaced}" if self.replaced else ""))
 
 
 def progress_path(settings: Settings) -> Path:
@@ -174,9 +180,13 @@ class Sink:
             "max.partition.fetch.bytes": FETCH_PARTITION_BYTES,
             "fetch.max.bytes": 8 * FETCH_PARTITION_BYTES,
         })
+        # Compressed: a value the event topic took compressed fits the dead-letter topic too
+        # (whose limit is aligned with the event topic's); one that still does not is replaced
+        # by its coordinates (etar.dead_letters).
         producer = dlq or Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
                                     "enable.idempotence": True, "acks": "all",
-                                    "message.max.bytes": 16 * 1024 * 1024,
+                                    "compression.type": "zstd",
+                                    "message.max.bytes": DEAD_LETTER_MAX_BYTES,
                                     "message.timeout.ms": int(DEAD_LETTER_TIMEOUT * 1000)})
         self.dead_letters = DeadLetters(producer, self.settings.kafka_dlq_topic)
         if schemas is None:
@@ -337,6 +347,7 @@ class Sink:
             self.dead_letters.confirm(DEAD_LETTER_TIMEOUT)
         self.progress.rows += rows
         self.progress.dead_letters += len(letters)
+        self.progress.replaced = self.dead_letters.replaced
         self.progress.batches += 1
         log.debug("inserted %d rows of %d segments in %.3fs, %d dead letters in %.3fs", rows,
                   len(done), inserted - began, len(letters), time.perf_counter() - inserted)
@@ -608,25 +619,29 @@ class Sink:
 def main() -> None:
     """Run the sink until SIGTERM / Ctrl-C (``etar sink``, ``python -m etar.sink``).
 
-    ``ETAR_SINK_LOG_LEVEL=DEBUG`` logs every insert and hand-over with its timing.
+    ``ETAR_SINK_LOG_LEVEL=DEBUG`` logs every insert and hand-over with its timing. A failure
+    ends the log with one ``error: …`` line and exit code 1 (``ETAR_DEBUG=1``: the traceback).
     """
     logging.basicConfig(level=os.environ.get("ETAR_SINK_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("httpx", "httpx2", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    sink = Sink()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        sink.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     try:
-        sink.run()
-    except SinkError as exc:
-        log.error("sink stopped: %s", exc)
-        raise SystemExit(1) from None
+        sink = Sink()
 
+        def _stop(signum: int, frame: FrameType | None) -> None:
+            sink.stop()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        sink.run()
+    except Exception as exc:
+        if os.environ.get("ETAR_DEBUG"):
+            raise
+        from etar.failures import describe
+
+        print(f"error: sink stopped: {describe(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 if __name__ == "__main__":
     main()

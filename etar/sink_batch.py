@@ -157,6 +157,8 @@ class ConsumedMessage(Protocol):
 
     def headers(self) -> Headers: ...
 
+    def timestamp(self) -> tuple[int, int]: ...
+
 
 @dataclass
 class DeadLetter:
@@ -169,6 +171,8 @@ class DeadLetter:
     value: bytes | None
     headers: Headers
     reason: str
+    timestamp: int | None = None
+    """The message's Kafka timestamp (ms), kept for letters refused before the insert."""
 
 
 @dataclass(eq=False)
@@ -253,7 +257,7 @@ class Batch:
 
     def add(self, tp: TopicPartitionKey, offset: int, epoch: int, cuts: list[int],
             key: bytes | None, value: bytes | None, headers: Headers,
-            reason: str | None, now: float) -> None:
+            reason: str | None, now: float, timestamp: int | None = None) -> None:
         """Add one message: accepted (``reason`` None) or a dead letter."""
         segment = self._open(tp, offset, epoch, cuts)
         if reason is None:
@@ -264,7 +268,8 @@ class Batch:
             segment.headers.append(headers)
             self.rows += 1
         else:
-            segment.dead.append(DeadLetter(tp[0], tp[1], offset, key, value, headers, reason))
+            segment.dead.append(DeadLetter(tp[0], tp[1], offset, key, value, headers, reason,
+                                           timestamp))
         self.bytes += _size(key) + _size(value)
         segment.end = offset + 1
         if cuts and segment.end >= cuts[0]:
@@ -316,8 +321,9 @@ class Batch:
                 rows += 1
                 size += len(key) + len(value)
                 continue
-            self.add(tp, offset, epoch, pending, key, value, message.headers(),
-                     check(key, value), now)
+            reason = check(key, value)
+            self.add(tp, offset, epoch, pending, key, value, message.headers(), reason, now,
+                     message.timestamp()[1] if reason is not None else None)
             last = self.segments[tp][-1]
             segment = None if last.sealed else last
         if rows:

@@ -10,7 +10,14 @@ import logging
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from etar.config import Settings
 from etar.errors import ServiceUnavailable, StackError
@@ -77,10 +84,68 @@ def delete_topics(settings: Settings, names: list[str]) -> None:
                 raise StackError(f"deleting topic {name!r} failed: {exc}") from exc
 
 
+EVENT_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+"""The event topic's own settings. Broker time (``LogAppendTime``) rises with the offset in a
+partition, whatever the producers' clocks and however late a queued batch is delivered: the
+rule :mod:`etar.completeness` stands on. The event's own time is its Avro ``event_ts``, which
+the sink and the table use; the Kafka timestamp is read by nothing else."""
+DEAD_LETTER_HEADROOM = 64 * 1024
+"""Bytes a dead letter may carry beyond the event it was (the error headers: ≤ 4 kB reason)."""
+
+
+def topic_config(settings: Settings, name: str, timeout: float = 30.0) -> dict[str, str]:
+    """A topic's effective configuration (defaults included)."""
+    client = admin(settings)
+    resource = ConfigResource(ResourceType.TOPIC, name)
+    try:
+        entries = client.describe_configs([resource])[resource].result(timeout=timeout)
+    except Exception as exc:
+        raise StackError(f"reading the configuration of topic {name!r} failed: {exc}") from exc
+    return {key: entry.value for key, entry in entries.items() if entry.value is not None}
+
+
+def set_topic_config(settings: Settings, name: str, config: dict[str, str],
+                     timeout: float = 30.0) -> None:
+    """Set these keys of an existing topic (the others are left as they are; idempotent)."""
+    client = admin(settings)
+    resource = ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+        for key, value in config.items()])
+    try:
+        client.incremental_alter_configs([resource])[resource].result(timeout=timeout)
+    except Exception as exc:
+        raise StackError(f"setting {config} on topic {name!r} failed: {exc}") from exc
+
+
+def dead_letter_limit(event_topic: dict[str, str]) -> int:
+    """The ``max.message.bytes`` a dead-letter topic needs beside this event topic."""
+    return int(event_topic.get("max.message.bytes", "1048588")) + DEAD_LETTER_HEADROOM
+
+
+def align_topics(settings: Settings) -> None:
+    """Give existing topics what :func:`create_topics` creates them with: the event topic's
+    broker timestamps, a dead-letter topic that takes whatever the event topic takes
+    (a larger limit set by hand is kept). Idempotent; run at every stack start."""
+    event = topic_config(settings, settings.kafka_topic)
+    changes = {k: v for k, v in EVENT_TOPIC_CONFIG.items() if event.get(k) != v}
+    if changes:
+        log.info("topic %s: setting %s", settings.kafka_topic, changes)
+        set_topic_config(settings, settings.kafka_topic, changes)
+    need = dead_letter_limit(event)
+    have = int(topic_config(settings, settings.kafka_dlq_topic).get("max.message.bytes", "0"))
+    if have < need:
+        log.info("topic %s: max.message.bytes %d -> %d (the event topic's limit and room for "
+                 "the error headers)", settings.kafka_dlq_topic, have, need)
+        set_topic_config(settings, settings.kafka_dlq_topic, {"max.message.bytes": str(need)})
+
+
 def create_topics(settings: Settings) -> None:
-    """The event topic (several partitions) and its dead-letter topic."""
-    ensure_topic(settings, settings.kafka_topic, settings.kafka_topic_partitions)
+    """The event topic (several partitions, broker timestamps) and its dead-letter topic,
+    aligned with it (:func:`align_topics`)."""
+    ensure_topic(settings, settings.kafka_topic, settings.kafka_topic_partitions,
+                 EVENT_TOPIC_CONFIG)
     ensure_topic(settings, settings.kafka_dlq_topic, 1)
+    align_topics(settings)
 
 
 def require_broker(settings: Settings, timeout: float = 5.0) -> None:

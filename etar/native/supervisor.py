@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,37 @@ from etar.security import secure_state_dir
 
 log = logging.getLogger(__name__)
 
-MAX_RESTARTS = 5
-"""How often the supervisor restarts a service that exits on its own."""
+
+class RestartBudget:
+    """systemd's ``StartLimitBurst`` per ``StartLimitIntervalSec``, as a rate: at most ``burst``
+    restarts of a service within any ``interval`` seconds. Past that, the service waits until
+    its oldest restart leaves the window, then is restarted again: never given up for good."""
+
+    def __init__(self, burst: int, interval: float) -> None:
+        self.burst, self.interval = burst, interval
+        self.times: deque[float] = deque()
+
+    def _forget(self, now: float) -> None:
+        while self.times and self.times[0] <= now - self.interval:
+            self.times.popleft()
+
+    def wait(self, now: float) -> float:
+        """Seconds until a restart is allowed (0: now)."""
+        self._forget(now)
+        if len(self.times) < self.burst:
+            return 0.0
+        return self.times[0] + self.interval - now
+
+    def record(self, now: float) -> int:
+        """Count a restart at ``now``; the restarts within the window, this one included."""
+        self._forget(now)
+        self.times.append(now)
+        return len(self.times)
+
+    @staticmethod
+    def backoff(count: int) -> float:
+        """The pause before the ``count``-th restart within the window: 2, 4, 8 … 30 s."""
+        return float(min(2 ** count, 30))
 
 
 @dataclass
@@ -279,11 +309,16 @@ class Stack:
     ) -> None:
         """Echo the logs (foreground) and restart services that exit on their own.
 
-        A service is restarted up to ``MAX_RESTARTS`` times, waiting longer each time; then
-        it stays down (``etar stack status`` shows it) and the others keep running.
+        Restarts are a rate (:class:`RestartBudget`, ``stack_restart_burst`` per
+        ``stack_restart_interval_seconds``), waiting longer after each within the window; a
+        service over its budget stays down (``etar stack status`` shows it) until the window
+        lets it restart, and the others keep running.
         """
         width = max(len(name) for name in tails)
-        restarts: dict[str, int] = {}
+        budgets = {e.service.name: RestartBudget(self.settings.stack_restart_burst,
+                                                 self.settings.stack_restart_interval_seconds)
+                   for e in executors}
+        held: set[str] = set()
         while True:
             for name, tail in tails.items():
                 for line in tail.new_lines():
@@ -291,20 +326,30 @@ class Stack:
                         print(f"{name:<{width}} | {line}", flush=True)
             for index, executor in enumerate(executors):
                 name = executor.service.name
-                if executor.running() or restarts.get(name, 0) > MAX_RESTARTS:
+                if executor.running():
                     continue
-                count = restarts[name] = restarts.get(name, 0) + 1
-                log.error("%s exited; see %s", name, self.log_dir / f"{name}.log")
-                if count > MAX_RESTARTS:
-                    log.error("%s stays down after %d restarts", name, MAX_RESTARTS)
+                budget = budgets[name]
+                wait = budget.wait(time.monotonic())
+                if wait > 0:
+                    if name not in held:
+                        held.add(name)
+                        log.error("%s exited; it was restarted %d times in %.0fs, so it stays "
+                                  "down for %.0fs (see %s)", name, budget.burst,
+                                  budget.interval, wait, self.log_dir / f"{name}.log")
                     continue
+                if name in held:
+                    held.discard(name)
+                else:
+                    log.error("%s exited; see %s", name, self.log_dir / f"{name}.log")
+                count = budget.record(time.monotonic())
                 executor.kill()  # reap it and anything it left behind
-                time.sleep(min(2 ** count, 30))
+                time.sleep(budget.backoff(count))
                 try:
                     executors[index] = self._start(executor.service)
                     if executor.service.after_start is not None:
                         executor.service.after_start()
-                    log.info("%s restarted (%d/%d)", name, count, MAX_RESTARTS)
+                    log.info("%s restarted (%d/%d), restarts allowed in any %.0fs", name,
+                             count, budget.burst, budget.interval)
                 except Exception as exc:
                     log.error("restarting %s failed: %s", name, exc)
                 self._write_state("ready", _pids(executors))

@@ -15,6 +15,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from etar.minute import Minute
 from etar.native import stack
 from etar.native.supervisor import Service
 from etar.topics import watermarks
-from tests.integration.lanes import produce
+from tests.integration.lanes import env_for, produce
 
 RESTART_TIMEOUT = 150.0
 """Bounded wait for the supervisor to bring a killed service back (its back-off + start)."""
@@ -50,12 +51,14 @@ class FaultRow:
     recover_s: float | None = None
     dead_letters: int | None = None
     note: str = ""
+    dead_letters_expected: int = 0
+    """Poison the fault itself sends (it must reach the dead-letter topic, and nothing else)."""
 
     @property
     def ok(self) -> bool:
         return (self.produced is not None and self.lost == 0 and self.doubled == 0
                 and self.produced == self.in_clickhouse == self.in_report
-                and self.dead_letters == 0)
+                and self.dead_letters == self.dead_letters_expected)
 
 
 def own_minute() -> Minute:
@@ -125,11 +128,18 @@ class Production:
     """``etar produce`` at a fixed rate and seed, into one minute, in the background."""
 
     def __init__(self, settings: Settings, minute: Minute, count: int, rate: float,
-                 seed: int) -> None:
+                 seed: int, processes: int = 1) -> None:
         self.minute, self.count = minute, count
-        process = produce(settings, count, minute, seed, rate=rate, background=True)
+        if processes > 1:  # several producer processes, each writing every partition
+            process: subprocess.Popen[str] | None = subprocess.Popen(
+                [sys.executable, "-m", "etar", "produce", "--count", str(count), "--rate",
+                 str(rate), "--seed", str(seed), "--minute", str(minute), "--processes",
+                 str(processes)], env=env_for(settings), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+        else:
+            process = produce(settings, count, minute, seed, rate=rate, background=True)
         assert process is not None
-        self.process: subprocess.Popen[str] = process
+        self.process = process
 
     def finish(self, timeout: float = 240) -> int:
         """Events the producer's delivery reports confirmed (its summary line)."""

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 from etar import warehouse
 from etar.completeness import check_minute, cutoff
 from etar.config import Settings
+from etar.events import EventGenerator, GeneratorConfig, clock_within_minute
 from etar.minute import Minute
+from etar.serde import UUIDKeySerializer, event_serializer, registry_client
+from etar.topics import align_topics, topic_config
 from tests.integration.lanes import env_for, start_sink, wait_for
 
 pytestmark = pytest.mark.integration
@@ -67,3 +73,56 @@ def test_a_stopped_sink_never_completes_a_minute(lane: Settings) -> None:
     state = check_minute(minute, late, now=cutoff(minute, late))  # no sink runs on this lane
     assert not state.complete and sum(state.behind.values()) == 50, state
     assert "50 messages" in state.reason
+
+
+def _serialized(lane: Settings, minute: Minute, count: int, seed: int
+                ) -> list[tuple[bytes | None, bytes | None]]:
+    """``count`` events stamped (event_ts) inside ``minute``, as the sink reads them."""
+    serialize = event_serializer(registry_client(lane))
+    ctx = SerializationContext(lane.kafka_topic, MessageField.VALUE)
+    keys = UUIDKeySerializer()
+    clock = clock_within_minute(minute, random.Random(seed))
+    return [(keys(e.user_id), serialize(e, ctx))
+            for e in EventGenerator(GeneratorConfig(seed=seed), clock).take(count)]
+
+
+def test_in_minute_records_behind_a_record_stamped_after_the_cut_off_are_waited_for(
+        lane: Settings, tmp_path: Path) -> None:
+    """Two producers on one partition: the first stamps its record after the cut-off (its
+    clock runs ahead, or its batch waited out a broker restart), the second then writes events
+    of the minute. With producer timestamps (CreateTime) ``offsets_for_times`` found the
+    stamped record and the minute was complete once the sink had committed up to it, without
+    the events behind it. With broker time (LogAppendTime, set by the stack) every record
+    appended before the cut-off counts, so the minute waits until they are committed."""
+    align_topics(lane)  # what `etar stack up` does to the event topic, at every start
+    align_topics(lane)  # (idempotent)
+    assert topic_config(lane, lane.kafka_topic)["message.timestamp.type"] == "LogAppendTime"
+    settings = lane.model_copy(update={"pipeline_lateness_seconds": 120.0})
+    minute = Minute.containing(datetime.now(UTC))
+    until = cutoff(minute, settings)  # ≥ 2 minutes away: every record below is appended before
+    ahead = Producer({"bootstrap.servers": lane.kafka_bootstrap_servers})
+    key, value = _serialized(lane, minute.next.next.next, 1, seed=70)[0]
+    ahead.produce(lane.kafka_topic, key=key, value=value, partition=0,
+                  timestamp=int(until.timestamp() * 1000) + 1_000)
+    assert ahead.flush(30) == 0
+    behind = Producer({"bootstrap.servers": lane.kafka_bootstrap_servers})
+    events = _serialized(lane, minute, 50, seed=71)
+    for key, value in events:
+        behind.produce(lane.kafka_topic, key=key, value=value, partition=0)
+    assert behind.flush(30) == 0
+    # The sink has committed everything before the record stamped after the cut-off.
+    group = Consumer({"bootstrap.servers": lane.kafka_bootstrap_servers,
+                      "group.id": lane.sink_group_id, "enable.auto.commit": False})
+    group.commit(offsets=[TopicPartition(lane.kafka_topic, 0, 0)], asynchronous=False)
+    group.close()
+    later = until + timedelta(seconds=5)
+    held = check_minute(minute, settings, now=later)
+    assert not held.complete and held.behind == {0: 51}, held
+    sink = start_sink(settings, tmp_path / "sink.log")
+    try:
+        wait_for(lambda: check_minute(minute, settings, now=later).complete, 60,
+                 "the sink to commit the minute")
+        assert warehouse.count_minute(minute, settings=settings) == len(events)
+    finally:
+        sink.terminate()
+        sink.wait(30)

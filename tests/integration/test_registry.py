@@ -5,19 +5,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from etar.config import Settings
 from etar.events import load_schema_str
+from etar.native import stack
+from etar.native.registry.store import RegistryError, SchemaStore
+from etar.topics import delete_topics, ensure_topic, watermarks
+from tests.integration.lanes import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -212,3 +219,112 @@ def test_ids_survive_a_registry_restart(stack_settings: Settings, client: Schema
     finally:
         process.terminate()
         process.wait(30)
+
+
+OTHER = {"type": "record", "name": "Other", "namespace": "test.etar",
+         "fields": [{"name": "n", "type": "long"}]}
+
+
+@pytest.fixture
+def schemas_topic(stack_settings: Settings, unique: str) -> Iterator[str]:
+    """A `_schemas` log of the test's own (the stack's registry never reads it)."""
+    topic = f"_schemas_{unique}"
+    ensure_topic(stack_settings, topic, 1, {"cleanup.policy": "compact"})
+    yield topic
+    delete_topics(stack_settings, [topic, f"{topic}_compacted"])
+
+
+@contextlib.contextmanager
+def _broker_frozen(settings: Settings) -> Iterator[None]:
+    """SIGSTOP the stack's broker: requests sent meanwhile are answered once it resumes."""
+    state = stack(settings).read_state()
+    assert state is not None, "the stack's supervisor is not running"
+    pid = int(state["services"]["kafka"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _records(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "group.id": f"reader-{uuid.uuid4()}"})
+    try:
+        _, high = watermarks(consumer, topic)
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        records: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + 30
+        while len(records) < high and time.monotonic() < deadline:
+            message = consumer.poll(1)
+            if message is not None and message.error() is None:
+                records.append((message.key(), message.value()))
+        assert len(records) == high
+        return records
+    finally:
+        consumer.close()
+
+
+def test_a_registration_that_timed_out_and_landed_late_keeps_its_id(
+        stack_settings: Settings, schemas_topic: str) -> None:
+    """The broker acknowledges a registration only after the registry answered 50002; the
+    record lands anyway. The next registration must not take its id (before, both got id 2
+    and the log held two schemas under one id), and a retry finds the late one."""
+    store = SchemaStore(stack_settings.kafka_bootstrap_servers, schemas_topic, timeout=3)
+    store.load()
+    try:
+        first = store.register("a-value", json.dumps(V1))
+        with _broker_frozen(stack_settings), pytest.raises(RegistryError) as timed_out:
+            store.register("b-value", json.dumps(V2_REQUIRED))
+        assert timed_out.value.error_code == 50002
+        wait_for(lambda: len(_records(stack_settings, schemas_topic)) == 2, 30,
+                 "the late registration to land")
+        third = store.register("c-value", json.dumps(OTHER))
+        late = store.lookup("b-value", json.dumps(V2_REQUIRED))
+        assert len({first.schema_id, late.schema_id, third.schema_id}) == 3
+        retried = store.register("b-value", json.dumps(V2_REQUIRED))
+        assert (retried.schema_id, retried.version) == (late.schema_id, late.version)
+    finally:
+        store.close()
+    fresh = SchemaStore(stack_settings.kafka_bootstrap_servers, schemas_topic)
+    fresh.load()
+    try:  # the log alone gives one schema per id
+        assert json.loads(fresh.schema(late.schema_id)) == V2_REQUIRED
+        assert json.loads(fresh.schema(third.schema_id)) == OTHER
+    finally:
+        fresh.close()
+
+
+def test_ids_of_hard_deleted_schemas_stay_taken_after_compaction_and_restart(
+        stack_settings: Settings, schemas_topic: str) -> None:
+    """Compaction keeps the last record per key and drops tombstones after
+    ``delete.retention.ms``: a hard-deleted version leaves nothing behind. A registry started
+    on such a log must still not hand its id out again."""
+    store = SchemaStore(stack_settings.kafka_bootstrap_servers, schemas_topic)
+    store.load()
+    try:
+        kept = store.register("kept-value", json.dumps(V1))
+        gone = store.register("gone-value", json.dumps(OTHER))
+        store.delete_subject("gone-value", permanent=False)
+        store.delete_subject("gone-value", permanent=True)
+    finally:
+        store.close()
+    last: dict[bytes | None, bytes | None] = {}
+    for key, value in _records(stack_settings, schemas_topic):  # what compaction leaves
+        last.pop(key, None)
+        last[key] = value
+    compacted = f"{schemas_topic}_compacted"
+    ensure_topic(stack_settings, compacted, 1, {"cleanup.policy": "compact"})
+    producer = Producer({"bootstrap.servers": stack_settings.kafka_bootstrap_servers})
+    for key, value in last.items():
+        if value is not None:
+            producer.produce(compacted, key=key, value=value)
+    assert producer.flush(30) == 0
+    restarted = SchemaStore(stack_settings.kafka_bootstrap_servers, compacted)
+    restarted.load()
+    try:
+        assert restarted.lookup("kept-value", json.dumps(V1)).schema_id == kept.schema_id
+        new = restarted.register("new-value", json.dumps(V2_REQUIRED))
+        assert new.schema_id > gone.schema_id > kept.schema_id
+    finally:
+        restarted.close()

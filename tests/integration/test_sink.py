@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,19 +25,21 @@ import pandas as pd
 import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import OperationalError
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import Schema
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro import parse_schema, schemaless_writer
 
 from etar import warehouse
 from etar.config import Settings
+from etar.dead_letters import REPLACED_HEADER
 from etar.events import EventGenerator, GeneratorConfig
 from etar.serde import UUIDKeySerializer, event_serializer, registry_client
 from etar.sink import Sink
 from etar.sink_batch import Batch, SinkError
-from etar.topics import ensure_topic
+from etar.topics import align_topics, ensure_topic, set_topic_config, topic_config
 from tests.integration.lanes import (
+    env_for,
     expected_events,
     produce,
     recent_minute,
@@ -349,3 +353,110 @@ def test_a_permanent_clickhouse_error_stops_the_sink_without_committing(lane: Se
     committed = consumer.committed([TopicPartition(lane.kafka_topic, p) for p in range(3)], 10)
     consumer.close()
     assert [tp.offset for tp in committed if tp.offset > 0] == []  # at most a plan at 0
+
+
+def produce_at_limit(settings: Settings, partition: int = 0) -> tuple[int, int]:
+    """Write the largest record the event topic accepts (random bytes: no compression helps;
+    about 1 MiB under the broker's default limit) framed like an event; (offset, value size)."""
+    limit = int(topic_config(settings, settings.kafka_topic)["max.message.bytes"])
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "message.max.bytes": limit + 1_000_000, "compression.type": "none"})
+    key = uuid.uuid4().bytes
+    outcome: list[tuple[KafkaError | None, int | None]] = []
+    for overhead in range(60, 400, 4):  # the record batch's framing, found by the broker
+        size = limit - overhead
+        value = b"\x00\x00\x00\x00\x01" + os.urandom(size - 5)
+        outcome.clear()
+        producer.produce(settings.kafka_topic, key=key, value=value, partition=partition,
+                         on_delivery=lambda err, msg: outcome.append((err, msg.offset())))
+        assert producer.flush(30) == 0
+        error, offset = outcome[0]
+        if error is None:
+            assert offset is not None
+            return offset, size
+        assert error.code() == KafkaError.MSG_SIZE_TOO_LARGE, error
+    raise AssertionError(f"no record near {limit} bytes was accepted")
+
+
+def _read_dead_letters(settings: Settings, count: int) -> list[Message]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+                         "group.id": f"dlq-reader-{uuid.uuid4()}",
+                         "fetch.max.bytes": 64 * 1024 * 1024})
+    consumer.assign([TopicPartition(settings.kafka_dlq_topic, 0, 0)])
+    dead: list[Message] = []
+    deadline = time.monotonic() + 60
+    while len(dead) < count and time.monotonic() < deadline:
+        message = consumer.poll(1)
+        if message is not None and message.error() is None:
+            dead.append(message)
+    consumer.close()
+    return dead
+
+
+def test_a_message_at_the_topic_limit_is_dead_lettered_and_the_sink_goes_on(
+        lane: Settings, tmp_path: Path) -> None:
+    """The stack aligns the dead-letter topic with the event topic (as at every stack start):
+    a record as large as the event topic takes, plus the error headers, is dead-lettered whole
+    (before, MSG_SIZE_TOO_LARGE stopped the sink at every restart), and events after it go in."""
+    align_topics(lane)
+    minute = recent_minute(3)
+    offset, size = produce_at_limit(lane)
+    assert size > 1_000_000
+    sink = start_sink(lane, tmp_path / "sink.log")
+    try:
+        produce(lane, 300, minute, seed=41)
+        wait_for(lambda: warehouse.count_minute(minute, settings=lane) == 300, 90,
+                 "the events behind the large one")
+        assert sink.poll() is None, (tmp_path / "sink.log").read_text()[-2000:]
+    finally:
+        sink.terminate()
+        sink.wait(30)
+    (dead,) = _read_dead_letters(lane, 1)
+    headers = dict(dead.headers() or [])
+    assert len(dead.value() or b"") == size and REPLACED_HEADER not in headers
+    assert headers["__connect.errors.offset"] == str(offset).encode()
+    assert b"oversized" in headers["__connect.errors.exception.message"]
+
+
+def test_a_dead_letter_too_large_for_its_topic_is_replaced_by_its_coordinates(
+        lane: Settings, tmp_path: Path) -> None:
+    """A dead-letter topic whose limit someone lowered by hand: the dead letter is written as
+    a record of its coordinates and reason instead, and the sink goes on."""
+    set_topic_config(lane, lane.kafka_dlq_topic, {"max.message.bytes": "100000"})
+    producer = Producer({"bootstrap.servers": lane.kafka_bootstrap_servers})
+    key, value = uuid.uuid4().bytes, b"\x00\x00\x00\x00\x01" + os.urandom(400_000)
+    stamps: list[int] = []
+    producer.produce(lane.kafka_topic, key=key, value=value, partition=1,
+                     on_delivery=lambda err, msg: stamps.append(msg.timestamp()[1]))
+    assert producer.flush(30) == 0 and stamps
+    minute = recent_minute(3)
+    produce(lane, 200, minute, seed=42)
+    sink = start_sink(lane, tmp_path / "sink.log")
+    try:
+        wait_for(lambda: warehouse.count_minute(minute, settings=lane) == 200, 90,
+                 "the events beside the large one")
+        (dead,) = _read_dead_letters(lane, 1)
+        assert sink.poll() is None
+    finally:
+        sink.terminate()
+        sink.wait(30)
+    body = json.loads(dead.value() or b"")
+    assert (body["topic"], body["partition"], body["offset"]) == (lane.kafka_topic, 1, 0)
+    assert body["timestamp"] == stamps[0] and body["value_bytes"] == len(value)
+    assert body["key"] is not None and dead.key() == key
+    assert "oversized" in body["reason"] and "MSG_SIZE_TOO_LARGE" in body["replaced"]
+    assert REPLACED_HEADER in dict(dead.headers() or [])
+    log = (tmp_path / "sink.log").read_text()
+    assert "replaced by its coordinates" in log and "replaced_dead_letters=1" in log
+
+
+def test_a_sink_failure_ends_with_one_error_line(lane: Settings) -> None:
+    produce(lane, 20, recent_minute(2), seed=43)
+    warehouse.client(lane).command(f"DROP TABLE {lane.clickhouse_table}")
+    result = subprocess.run([sys.executable, "-m", "etar.sink"], env=env_for(lane),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: sink stopped: ") and "a retry cannot fix" in last, last
+    assert sum(line.startswith("error:") for line in result.stderr.splitlines()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import uuid
@@ -16,7 +17,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from fastavro import schemaless_writer
 
 from etar.config import get_settings
-from etar.dead_letters import DeadLetters
+from etar.dead_letters import REPLACED_HEADER, DeadLetters
 from etar.events import EventGenerator, GeneratorConfig, load_schema_str, parsed_schema
 from etar.serde import UUIDKeySerializer
 from etar.sink import Sink
@@ -274,6 +275,63 @@ def test_a_dead_letter_not_acknowledged_stops_the_commit(producer: _Producer) ->
         letters.confirm(0.1)
 
 
+class _LimitedTopic(_Producer):
+    """A fake producer for a topic refusing records over ``limit`` bytes (as the broker
+    does), or refusing them at ``produce()`` (over the producer's own message.max.bytes)."""
+
+    def __init__(self, limit: int, at_produce: bool = False) -> None:
+        super().__init__()
+        self.limit, self.at_produce = limit, at_produce
+        self._sizes: list[int] = []
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
+        size = len(kwargs["value"] or b"") + sum(len(k) + len(v) for k, v in kwargs["headers"])
+        if self.at_produce and size > self.limit:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        super().produce(topic, *args, **kwargs)
+        self._sizes.append(size)
+
+    def flush(self, timeout: float = 0) -> int:
+        for callback, size in zip(self._callbacks, self._sizes, strict=True):
+            too_large = size > self.limit
+            callback(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if too_large else None,
+                     _Message())
+        self._callbacks, self._sizes = [], []
+        return 0
+
+
+@pytest.mark.parametrize("at_produce", [False, True])
+def test_a_dead_letter_too_large_for_the_topic_is_replaced_by_its_coordinates(
+        at_produce: bool) -> None:
+    producer = _LimitedTopic(limit=10_000, at_produce=at_produce)
+    big = DeadLetter("events", 1, 42, b"k" * 16, b"\x00" + b"x" * 1_048_000, [("trace", b"1")],
+                     "oversized: 1048001 bytes", timestamp=1_700_000_000_123)
+    letters = DeadLetters(producer, "dlq")
+    letters.send([_letter(), big])
+    letters.confirm(1)  # no SinkError: the sink commits and moves on
+    assert letters.replaced == 1
+    original, replaced = [s for s in producer.sent if len(s["value"]) < 10_000]
+    assert original["value"] == b"v"
+    body = json.loads(replaced["value"])
+    assert (body["topic"], body["partition"], body["offset"], body["timestamp"]) == (
+        "events", 1, 42, 1_700_000_000_123)
+    assert base64.b64decode(body["key"]) == b"k" * 16 == replaced["key"]
+    assert body["value_bytes"] == 1_048_001 and body["reason"] == "oversized: 1048001 bytes"
+    assert "larger than 'dlq' accepts" in body["replaced"]
+    headers = dict(replaced["headers"])
+    assert headers["__connect.errors.offset"] == b"42"
+    assert headers["__connect.errors.exception.message"].startswith(b"oversized")
+    assert REPLACED_HEADER in headers and "trace" not in headers
+
+
+def test_a_replacement_that_fails_too_stops_the_commit() -> None:
+    producer = _LimitedTopic(limit=10)
+    letters = DeadLetters(producer, "dlq")
+    letters.send([DeadLetter("events", 0, 1, b"k", b"x" * 100, None, "oversized")])
+    with pytest.raises(SinkError, match="dead letters failed"):
+        letters.confirm(0.1)
+
+
 def test_wire_info_names_the_schema_id_or_the_missing_framing() -> None:
     assert "schema id 42" in wire_info(b"\x00\x00\x00\x00\x2a\x01")
     assert "no Confluent framing" in wire_info(b"hello")
@@ -343,10 +401,13 @@ class _Consumed:
     def headers(self) -> list[tuple[str, bytes]] | None:
         return self._headers
 
+    def timestamp(self) -> tuple[int, int]:
+        return (2, 1_700_000_000_000 + self._offset)  # (LogAppendTime, ms)
+
 
 def _segments(batch: Batch) -> list[tuple[Any, ...]]:
     return [(s.tp, s.epoch, s.start, s.end, s.sealed, s.offsets, s.values, s.keys, s.headers,
-             [(d.offset, d.key, d.value, d.headers, d.reason) for d in s.dead])
+             [(d.offset, d.key, d.value, d.headers, d.reason, d.timestamp) for d in s.dead])
             for group in batch.segments.values() for s in group]
 
 
@@ -379,8 +440,9 @@ def test_take_keeps_exactly_what_precheck_and_add_keep() -> None:
     for m in messages:
         tp = ("t", m.partition())
         if m.error() is None and tp in epochs:
+            reason = precheck(m.key(), m.value(), _ours)
             slow.add(tp, m.offset(), epochs[tp], slow_cuts[tp], m.key(), m.value(),
-                     m.headers(), precheck(m.key(), m.value(), _ours), 5.0)
+                     m.headers(), reason, 5.0, m.timestamp()[1] if reason else None)
     assert errors == ["fetch failed"]
     assert _segments(fast) == _segments(slow) and fast_cuts == slow_cuts
     assert (fast.rows, fast.messages, fast.bytes, fast.started) == (

@@ -17,7 +17,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     ensure_topic(settings, settings.schemas_topic, 1,
                  {"cleanup.policy": "compact", "min.insync.replicas": "1"})
-    store = SchemaStore(settings.kafka_bootstrap_servers, settings.schemas_topic)
+    store = SchemaStore(settings.kafka_bootstrap_servers, settings.schemas_topic,
+                        settings.schema_registry_timeout_seconds)
     store.load()
     uvicorn.run(create_app(store), host=settings.bind_host, port=settings.schema_registry_port,
                 log_level="info")

@@ -8,6 +8,16 @@ topic from the start, so schema ids are stable across restarts. Record shapes:
   ``{"subject", "version", "id", "schema", "deleted"}`` (null value: version hard-deleted)
 - ``{"keytype": "CONFIG", "subject": <name or null>, "magic": 0}`` →
   ``{"compatibilityLevel"}`` (null value: subject config removed)
+- ``{"keytype": "NOOP", "magic": 0}``: a marker the registry writes to find the log's end
+- ``{"keytype": "MAX_ID", "magic": 0}`` → ``{"max_id"}``: the highest id ever handed out,
+  written before a hard delete, so the deleted id stays taken once compaction has removed
+  its records
+
+Ids are never reused. A write is applied once it is read back from the log (in order, with
+whatever else landed before it). A write whose acknowledgement timed out (50002, as
+Confluent's ``kafkastore.timeout.ms``) may still land later: its id stays reserved, and the
+next write first appends a NOOP and reads the log up to it (the idempotent producer keeps the
+order), so the late record is known before anything is decided.
 """
 
 from __future__ import annotations
@@ -15,11 +25,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from etar.native.registry import compat
 from etar.native.registry.compat import Level
@@ -28,6 +39,10 @@ from etar.topics import watermarks
 log = logging.getLogger(__name__)
 
 _GUID_NAMESPACE = uuid.UUID("6f1c3c1e-7f6b-4f55-9c43-2bf1b5d7a9e1")
+NOOP_KEY = {"keytype": "NOOP", "magic": 0}
+MAX_ID_KEY = {"keytype": "MAX_ID", "magic": 0}
+STORE_ERROR = 50001
+TIMEOUT_ERROR = 50002
 
 
 class RegistryError(Exception):
@@ -66,11 +81,15 @@ class State:
     subjects: dict[str, dict[int, Version]] = field(default_factory=dict)
     global_level: Level = Level.BACKWARD
     subject_levels: dict[str, Level] = field(default_factory=dict)
+    max_id: int = 0
+    """The highest schema id the log has seen (deleted ones included)."""
 
     def apply(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
         """Fold one log record into the state."""
         keytype, subject = key.get("keytype"), key.get("subject")
-        if keytype == "SCHEMA" and isinstance(subject, str):
+        if keytype == "MAX_ID":
+            self.max_id = max(self.max_id, int((value or {}).get("max_id", 0)))
+        elif keytype == "SCHEMA" and isinstance(subject, str):
             versions = self.subjects.setdefault(subject, {})
             if value is None:
                 versions.pop(key["version"], None)
@@ -78,6 +97,7 @@ class State:
                     del self.subjects[subject]
                 return
             schema_id = value["id"]
+            self.max_id = max(self.max_id, schema_id)
             self.schemas.setdefault(schema_id, value["schema"])
             self.ids.setdefault(value["schema"], schema_id)
             versions[value["version"]] = Version(subject, value["version"], schema_id,
@@ -94,51 +114,109 @@ class State:
 class SchemaStore:
     """Registry operations over :class:`State`, each write appended to the log first."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, timeout: float = 15.0) -> None:
         self.topic = topic
+        self.timeout = timeout
+        """How long a write waits for its acknowledgement (then 50002)."""
         self.state = State()
         self._lock = threading.RLock()
         self._bootstrap = bootstrap_servers
         self._producer = Producer({"bootstrap.servers": bootstrap_servers, "acks": "all",
                                    "enable.idempotence": True})
+        self._reader: Consumer | None = None
+        self._position = 0
+        """The next offset of the log to read."""
+        self._uncertain = False
+        """A write's outcome is unknown (it timed out or failed): read the log to its end
+        before the next one."""
+        self._reserved = 0
+        """The highest id handed to a write whose outcome is unknown."""
 
     # --- log ---------------------------------------------------------------------------
     def load(self) -> None:
         """Read the topic from the beginning to its end and rebuild the state."""
-        consumer = Consumer({"bootstrap.servers": self._bootstrap, "group.id": "etar-registry",
-                             "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        try:
-            low, high = watermarks(consumer, self.topic)
-            consumer.assign([TopicPartition(self.topic, 0, low)])
-            position = low
-            while position < high:
-                message = consumer.poll(5)
-                if message is None:
-                    raise KafkaException(f"timed out reading {self.topic} at offset {position}")
-                if message.error():
-                    raise KafkaException(message.error())
-                position = (message.offset() or 0) + 1
-                value = message.value()
-                self.state.apply(json.loads(message.key() or b"{}"),
-                                 json.loads(value) if value else None)
-        finally:
-            consumer.close()
+        self._reader = Consumer({"bootstrap.servers": self._bootstrap,
+                                 "group.id": "etar-registry", "enable.auto.commit": False,
+                                 "auto.offset.reset": "earliest"})
+        low, high = watermarks(self._reader, self.topic)
+        self._reader.assign([TopicPartition(self.topic, 0, low)])
+        self._position = low
+        self._read_until(high, timeout=max(self.timeout, 30.0))
         log.info("loaded %d schemas in %d subjects from %s (%d records)",
                  len(self.state.schemas), len(self.state.subjects), self.topic, high - low)
 
-    def _append(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
-        errors: list[str] = []
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._producer.flush(self.timeout)
 
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
+    def _read_until(self, end: int, timeout: float) -> None:
+        """Apply the log's records up to offset ``end`` (exclusive)."""
+        assert self._reader is not None, "load() first"
+        deadline = time.monotonic() + timeout
+        while self._position < end:
+            message = self._reader.poll(max(0.0, min(1.0, deadline - time.monotonic())))
+            if message is None:
+                if time.monotonic() >= deadline:
+                    raise RegistryError(TIMEOUT_ERROR, f"Timed out reading {self.topic} at "
+                                        f"offset {self._position} (up to {end})")
+                continue
+            if message.error():
+                raise RegistryError(STORE_ERROR, f"Error reading {self.topic}: "
+                                    f"{message.error()}")
+            offset = message.offset() or 0
+            if offset < self._position:  # our own write, applied when it was acknowledged
+                continue
+            self._position = offset + 1
+            key = json.loads(message.key() or b"{}")
+            value = message.value()
+            self.state.apply(key, json.loads(value) if value else None)
 
+    def _write(self, key: dict[str, Any], value: dict[str, Any] | None) -> int:
+        """Append one record; its offset once acknowledged. A timeout (50002) or a failure
+        (50001) leaves its outcome unknown: the record may still land."""
+        outcome: list[tuple[Any, int | None]] = []
         self._producer.produce(self.topic, key=json.dumps(key, separators=(",", ":")),
                                value=None if value is None else json.dumps(value),
-                               on_delivery=delivered)
-        if self._producer.flush(15) or errors:
-            raise RegistryError(50001, f"Error while writing to the schemas log: {errors}")
-        self.state.apply(key, value)
+                               on_delivery=lambda err, msg: outcome.append((err, msg.offset())))
+        self._producer.flush(self.timeout)
+        if not outcome:
+            self._uncertain = True
+            raise RegistryError(TIMEOUT_ERROR, f"Write to the schemas log {self.topic} timed "
+                                f"out after {self.timeout:.0f}s; it may still complete: retry")
+        error, offset = outcome[0]
+        if error is not None or offset is None:
+            self._uncertain = True
+            raise RegistryError(STORE_ERROR, f"Error while writing to the schemas log "
+                                f"{self.topic}: {error}")
+        return offset
+
+    def _catch_up(self) -> None:
+        """After a write of unknown outcome: append a NOOP and read the log up to it, so a
+        late record is applied before anything new is decided."""
+        if not self._uncertain:
+            return
+        offset = self._write(NOOP_KEY, None)
+        self._read_until(offset + 1, self.timeout)
+        self._uncertain = False
+        log.info("caught up with %s after a write of unknown outcome (offset %d)", self.topic,
+                 offset)
+
+    def _append(self, key: dict[str, Any], value: dict[str, Any] | None) -> None:
+        """Write one record and apply it (with whatever landed before it) once in the log."""
+        self._catch_up()
+        offset = self._write(key, value)
+        if offset == self._position:  # nothing else landed meanwhile: no need to read it back
+            self.state.apply(key, value)
+            self._position = offset + 1
+        else:
+            self._read_until(offset + 1, self.timeout)
+
+    def next_id(self) -> int:
+        """A schema id never handed out: above every id in the log, even deleted ones, and
+        above any write whose outcome is unknown."""
+        return max(self.state.max_id, max(self.state.schemas, default=0), self._reserved) + 1
 
     def _write_version(self, version: Version, hard_delete: bool = False,
                        schema: str | None = None) -> None:
@@ -253,6 +331,7 @@ class SchemaStore:
         """Register (or find) the schema under ``subject``; 409 when incompatible."""
         with self._lock:
             text = self._canonical(schema_str, normalize)
+            self._catch_up()  # a registration that timed out may have landed: this very one
             try:
                 return self.lookup(subject, schema_str, normalize)
             except RegistryError as exc:
@@ -265,10 +344,15 @@ class SchemaStore:
                                     f"{problems}")
             schema_id = self.state.ids.get(text)
             if schema_id is None:
-                schema_id = max(self.state.schemas, default=0) + 1
+                schema_id = self.next_id()
             existing = self.state.subjects.get(subject, {})
             version = Version(subject, max(existing, default=0) + 1, schema_id)
-            self._write_version(version, schema=text)
+            try:
+                self._write_version(version, schema=text)
+            except RegistryError:
+                if self._uncertain:
+                    self._reserved = max(self._reserved, schema_id)
+                raise
             return version
 
     def delete_version(self, subject: str, version: str | int, permanent: bool) -> int:
@@ -278,6 +362,8 @@ class SchemaStore:
                 raise RegistryError(40407, f"Subject '{subject}' Version {item.version} was not "
                                     "deleted first before being permanently deleted")
             item = Version(item.subject, item.version, item.schema_id, deleted=True)
+            if permanent:
+                self._keep_ids_taken()
             self._write_version(item, hard_delete=permanent)
             return item.version
 
@@ -287,12 +373,21 @@ class SchemaStore:
             if permanent and any(not v.deleted for v in items):
                 raise RegistryError(40405, f"Subject '{subject}' was not deleted first before "
                                     "being permanently deleted")
+            if permanent:
+                self._keep_ids_taken()
             for item in items:
                 self._write_version(Version(subject, item.version, item.schema_id, True),
                                     hard_delete=permanent)
             if permanent and subject in self.state.subject_levels:
                 self._append({"keytype": "CONFIG", "subject": subject, "magic": 0}, None)
             return [v.version for v in items]
+
+    def _keep_ids_taken(self) -> None:
+        """Record the highest id handed out, so a hard delete (whose records compaction
+        removes) never frees an id for reuse, across restarts too."""
+        highest = self.next_id() - 1
+        if highest > 0:
+            self._append(MAX_ID_KEY, {"max_id": highest})
 
     def set_level(self, subject: str | None, level: str) -> Level:
         try:
