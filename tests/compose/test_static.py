@@ -177,3 +177,16 @@ def test_airflow_runs_the_same_dag_with_celery_and_the_spark_cluster(
         assert env["ETAR_SPARK_MASTER"] == "spark://spark-master:7077"
         for shared in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"):
             assert env[shared] == project["airflow-scheduler"]["environment"][shared]
+
+
+def test_kafka_init_creates_the_topics_as_the_native_stack_aligns_them(
+        project: dict[str, Any]) -> None:
+    """Broker time on the event topic (completeness) and a dead-letter topic that takes the
+    largest event plus its error headers, as ``etar.topics.align_topics`` sets them natively."""
+    from etar.topics import EVENT_TOPIC_CONFIG, dead_letter_limit
+
+    command = " ".join(project["kafka-init"]["command"])
+    event, dead_letter = command.split("&&")
+    for name, value in EVENT_TOPIC_CONFIG.items():
+        assert f"--config {name}={value}" in event
+    assert f"--config max.message.bytes={dead_letter_limit({})}" in dead_letter
