@@ -330,15 +330,21 @@ def recent_minute() -> Minute:
 
 
 def latest_reported_minute(settings: Settings | None = None) -> Minute | None:
-    """The newest minute the dashboard API has a report of (None if none or unreachable)."""
+    """The newest closed minute the dashboard API has a report of and the table has events
+    of (None if none, or the API does not answer)."""
     from etar.report import fetch
 
+    settings = settings or get_settings()
     try:
-        _, history = fetch(settings or get_settings())
-    except Exception:
+        _, history = fetch(settings)
+    except Exception:  # no API: no reported minute to default to
         return None
-    minutes = [Minute.parse(report["minute"], closed=False) for report in history]
-    return max(minutes, default=None)
+    last = Minute.last_closed()
+    reported = sorted({minute for report in history
+                       if (minute := Minute.parse(report["minute"], closed=False)) <= last},
+                      reverse=True)
+    counts = warehouse.count_minutes(reported, settings=settings) if reported else {}
+    return next((minute for minute in reported if counts.get(minute, 0) > 0), None)
 
 
 def latest_minute_with_events(settings: Settings | None = None) -> Minute | None:
@@ -423,6 +429,8 @@ class Workbench:
                  "minute's objects or report")
         return (f"minute {self.minute} ({self.why}); reads table "
                 f"{self.settings.clickhouse_table}; {where}")
+
+    __repr__ = __str__
 
     def _repr_markdown_(self) -> str:
         return f"**{'⚠ LIVE' if self.live else 'sandbox'}** · {self}"
