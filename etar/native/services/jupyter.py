@@ -78,6 +78,8 @@ def environment(settings: Settings) -> dict[str, str]:
     return {"JUPYTER_TOKEN": settings.jupyter_token.get_secret_value(),
             "JUPYTER_CONFIG_DIR": str(home / "config"),
             "JUPYTER_DATA_DIR": str(home / "data"),
+            # this data folder before the virtualenv's, so its python3 kernelspec wins
+            "JUPYTER_PREFER_ENV_PATH": "0",
             "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
             "IPYTHONDIR": str(home / "ipython")}
 
