@@ -8,6 +8,7 @@ values a notebook shows. Charts live in :mod:`etar.charts`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -306,11 +307,18 @@ def ensure_sandbox(settings: Settings | None = None) -> Settings:
 
 
 def drop_sandbox(settings: Settings | None = None) -> None:
-    """Remove the sandbox: its table, bucket, topics and registry subject."""
+    """Remove the sandbox: its table, bucket, topics, consumer group, sink progress and
+    registry subject."""
     from etar.serde import registry_client
+    from etar.sink import progress_path
     from etar.topics import delete_topics
 
     sandbox = sandbox_settings(settings)
+    client = admin(sandbox)  # kept alive until its futures are done
+    for future in client.delete_consumer_groups([sandbox.sink_group_id]).values():
+        with contextlib.suppress(Exception):  # a group that never consumed does not exist
+            future.result(timeout=30)
+    progress_path(sandbox).unlink(missing_ok=True)
     warehouse.client(sandbox).command(f"DROP TABLE IF EXISTS `{sandbox.clickhouse_table}`")
     storage.drop_bucket(sandbox)
     delete_topics(sandbox, [sandbox.kafka_topic, sandbox.kafka_dlq_topic])
@@ -441,7 +449,8 @@ def workbench(minute: str = "", write: str = "auto", demo: int = 0,
     """Resolve the parameters of 02 to 05 (read-only on a live stack unless asked).
 
     ``minute`` empty: the latest reported minute, else the latest closed minute with events;
-    with neither (an empty stack), :data:`DEMO_EVENTS` events produced into the sandbox.
+    with neither (an empty stack), the sandbox's latest minute with events, else
+    :data:`DEMO_EVENTS` events produced into the sandbox first.
     ``write``: ``"sandbox"`` (the workbook's own bucket), ``"live"`` (the stack's bucket and
     dashboard: the minute is replayed), ``"auto"`` (live for a given minute, as ``etar
     replay`` passes one, else sandbox). ``demo`` > 0: that many events produced into the
@@ -471,6 +480,9 @@ def workbench(minute: str = "", write: str = "auto", demo: int = 0,
     elif write == "live":
         raise NotebookParameterError("parameter write='live' without a minute: this stack "
                                      "has no minute with events to replay")
+    elif (kept := latest_minute_with_events(sandbox := ensure_sandbox(settings))) is not None:
+        return Workbench(kept, sandbox, False, "nothing to read on this stack: the demo "
+                         "events already in the sandbox")
     else:
         made, sandbox = demo_minute(DEMO_EVENTS, settings=settings)
         return Workbench(made, sandbox, False, f"nothing to read on this stack: {DEMO_EVENTS} "
