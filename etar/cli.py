@@ -125,6 +125,13 @@ def stack_down(
 
 
 def _print_status(rows: list[dict[str, object]]) -> None:
+    if not sys.stdout.isatty():  # a log, a pipe, CI: whole values, one service a line
+        width = max((len(str(row["service"])) for row in rows), default=0)
+        for row in rows:
+            detail = f"  {row['detail']}" if row["detail"] else ""
+            print(f"{row['service']!s:<{width}}  {'up' if row['up'] else 'down':<4}  "
+                  f"{row['pid'] or '-'!s:<7}  {row['url']}{detail}")
+        return
     table = Table("service", "state", "pid", "address", "detail")
     for row in rows:
         state = "[green]up[/]" if row["up"] else "[red]down[/]"
@@ -137,7 +144,8 @@ def _print_status(rows: list[dict[str, object]]) -> None:
 def stack_status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Which services answer; exit code 0 only when all of them do."""
+    """Which services answer; exit code 0 only when all of them do. A table on a terminal,
+    else one plain line per service with whole addresses (or ``--json``)."""
     rows = _stack().status()
     if as_json:
         print(json.dumps(rows))

@@ -8,6 +8,7 @@ values a notebook shows. Charts live in :mod:`etar.charts`.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -33,8 +34,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 DEMO_MINUTES_AGO = 3
-"""A notebook without a ``minute`` fills the minute that began this many minutes ago: closed,
-and already behind the scheduled pipeline, which therefore never races the notebook on it."""
+"""Demo events go into the sandbox's minute that began this many minutes ago (closed)."""
 
 
 class NotebookParameterError(ConfigError):
@@ -267,7 +267,66 @@ def table_ttl(settings: Settings | None = None) -> str:
     return match.group(1) if match else ""
 
 
-# --- 03 to 05: a minute to work on ------------------------------------------------------------
+# --- 01 to 05: the minute a notebook works on, and where it writes ----------------------------
+
+SANDBOX_SUFFIX = "workbook"
+"""The workbook's sandbox: topic, table, consumer group and bucket named after the stack's own
+with this suffix. Nothing of the stack reads them: no schedule, reconciliation or dashboard."""
+DEMO_EVENTS = 300
+"""Events produced into the sandbox when a notebook finds nothing to read (an empty stack)."""
+WRITES = ("auto", "sandbox", "live")
+
+
+def sandbox_settings(settings: Settings | None = None) -> Settings:
+    """The stack's settings pointed at the workbook's sandbox (topic, table, group, bucket)."""
+    settings = settings or get_settings()
+    return settings.model_copy(update={
+        "kafka_topic": f"{settings.kafka_topic}_{SANDBOX_SUFFIX}",
+        "kafka_dlq_topic": f"{settings.kafka_topic}_{SANDBOX_SUFFIX}_dlq",
+        "clickhouse_table": f"{settings.clickhouse_table}_{SANDBOX_SUFFIX}",
+        "sink_group_id": f"{settings.sink_group_id}-{SANDBOX_SUFFIX}",
+        "s3_bucket": f"{settings.s3_bucket}-{SANDBOX_SUFFIX}",
+        "sink_batch_seconds": min(settings.sink_batch_seconds, 0.5)})
+
+
+def is_sandbox(settings: Settings) -> bool:
+    """Whether ``settings`` writes to the workbook's sandbox bucket."""
+    return settings.s3_bucket.endswith(f"-{SANDBOX_SUFFIX}")
+
+
+def ensure_sandbox(settings: Settings | None = None) -> Settings:
+    """Create the sandbox's topics, table and bucket if missing; its settings."""
+    from etar.topics import ensure_topic
+
+    sandbox = sandbox_settings(settings)
+    ensure_topic(sandbox, sandbox.kafka_topic, 1)
+    ensure_topic(sandbox, sandbox.kafka_dlq_topic, 1)
+    warehouse.apply_schema(settings=sandbox)
+    storage.ensure_bucket(sandbox)
+    return sandbox
+
+
+def drop_sandbox(settings: Settings | None = None) -> None:
+    """Remove the sandbox: its table, bucket, topics, consumer group, sink progress and
+    registry subject."""
+    from etar.serde import registry_client
+    from etar.sink import progress_path
+    from etar.topics import delete_topics
+
+    sandbox = sandbox_settings(settings)
+    client = admin(sandbox)  # kept alive until its futures are done
+    for future in client.delete_consumer_groups([sandbox.sink_group_id]).values():
+        with contextlib.suppress(Exception):  # a group that never consumed does not exist
+            future.result(timeout=30)
+    progress_path(sandbox).unlink(missing_ok=True)
+    warehouse.client(sandbox).command(f"DROP TABLE IF EXISTS `{sandbox.clickhouse_table}`")
+    storage.drop_bucket(sandbox)
+    delete_topics(sandbox, [sandbox.kafka_topic, sandbox.kafka_dlq_topic])
+    registry = registry_client(sandbox)
+    subject = f"{sandbox.kafka_topic}-value"
+    if subject in registry.get_subjects():
+        registry.delete_subject(subject)
+        registry.delete_subject(subject, permanent=True)
 
 
 def recent_minute() -> Minute:
@@ -278,19 +337,161 @@ def recent_minute() -> Minute:
     return minute
 
 
-def demo_minute(count: int = 300, seed: int | None = None, error_rate: float = 0.1,
-                settings: Settings | None = None, timeout: float = 120.0) -> Minute:
-    """Produce ``count`` events into a recent closed minute and wait until the sink stored
-    them; that minute (for notebooks run without a ``minute``, e.g. in CI). Without a
-    ``seed`` the events are new each call (a repeated seed would repeat event ids, which the
-    table collapses)."""
+def latest_reported_minute(settings: Settings | None = None) -> Minute | None:
+    """The newest closed minute the dashboard API has a report of and the table has events
+    of (None if none, or the API does not answer)."""
+    from etar.report import fetch
+
     settings = settings or get_settings()
-    minute = recent_minute()
-    before = warehouse.count_minute(minute, settings=settings)
+    try:
+        _, history = fetch(settings)
+    except Exception:  # no API: no reported minute to default to
+        return None
+    last = Minute.last_closed()
+    reported = sorted({minute for report in history
+                       if (minute := Minute.parse(report["minute"], closed=False)) <= last},
+                      reverse=True)
+    counts = warehouse.count_minutes(reported, settings=settings) if reported else {}
+    return next((minute for minute in reported if counts.get(minute, 0) > 0), None)
+
+
+def latest_minute_with_events(settings: Settings | None = None) -> Minute | None:
+    """The newest closed minute with events in the table (None if none)."""
+    frame = warehouse.partitions(settings=settings)
+    return None if frame.empty else latest_closed_partition(frame)
+
+
+def store(minute: Minute, rows: int, settings: Settings, timeout: float = 120.0) -> int:
+    """Wait until the minute holds at least ``rows`` events; how many it holds. In the
+    sandbox, whose topic the stack's sink does not consume, a sink runs here meanwhile."""
+    if not is_sandbox(settings):
+        return wait_for_rows(minute, rows, settings, timeout)
+    from etar.sink import Sink
+
+    deadline = time.monotonic() + timeout
+    stored, checked = [0], [0.0]
+
+    def done() -> bool:
+        now = time.monotonic()
+        if now - checked[0] >= 0.5:
+            checked[0], stored[0] = now, warehouse.count_minute(minute, settings=settings)
+        return stored[0] >= rows or now > deadline
+
+    Sink(settings).run(until=done)
+    if stored[0] < rows:
+        raise EtarError(f"sandbox minute {minute} holds {stored[0]} events after "
+                        f"{timeout:.0f} s, expected {rows}: is Kafka up (`etar stack status`)?")
+    return stored[0]
+
+
+def produce_target(minute: str, settings: Settings | None = None) -> tuple[Minute, Settings]:
+    """01_produce's minute and lane: a given minute is produced into the stack's topic (as
+    asked); without one, events go into the sandbox at :func:`recent_minute`."""
+    settings = settings or get_settings()
+    given = minute_param(minute)
+    if given is not None:
+        return given, settings
+    return recent_minute(), ensure_sandbox(settings)
+
+
+def demo_minute(count: int = DEMO_EVENTS, seed: int | None = None, error_rate: float = 0.1,
+                settings: Settings | None = None, timeout: float = 120.0,
+                minute: Minute | None = None) -> tuple[Minute, Settings]:
+    """Produce ``count`` events into a closed minute of the sandbox (:func:`recent_minute`
+    unless given) and store them; that minute and the sandbox's settings. Without a ``seed``
+    the events are new each call (a repeated seed repeats event ids, which the table
+    collapses)."""
+    sandbox = ensure_sandbox(settings)
+    minute = minute or recent_minute()
+    before = warehouse.count_minute(minute, settings=sandbox)
     produce(ProduceOptions(count=count, seed=seed, minute=minute,
-                           error_rates=uniform_error_rates(error_rate)), settings)
-    wait_for_rows(minute, before + count, settings, timeout)
-    return minute
+                           error_rates=uniform_error_rates(error_rate)), sandbox)
+    store(minute, before + count, sandbox, timeout)
+    return minute, sandbox
+
+
+@dataclass(frozen=True)
+class Workbench:
+    """The minute a notebook works on, where its events are read and where its Parquet and
+    JSON go (``settings``), and whether that is where production writes (``live``)."""
+
+    minute: Minute
+    settings: Settings
+    live: bool
+    why: str
+
+    @property
+    def sandbox(self) -> bool:
+        """Writes go to the workbook's sandbox bucket."""
+        return not self.live
+
+    @property
+    def demo(self) -> bool:
+        """The events are the sandbox's own (demo events), not the stack's."""
+        return self.settings.clickhouse_table.endswith(f"_{SANDBOX_SUFFIX}")
+
+    def __str__(self) -> str:
+        where = (f"LIVE: writes s3://{self.settings.s3_bucket} and the dashboard "
+                 "(this minute's report is redone)" if self.live else
+                 f"SANDBOX: writes only s3://{self.settings.s3_bucket}, never a live "
+                 "minute's objects or report")
+        return (f"minute {self.minute} ({self.why}); reads table "
+                f"{self.settings.clickhouse_table}; {where}")
+
+    __repr__ = __str__
+
+    def _repr_markdown_(self) -> str:
+        return f"**{'⚠ LIVE' if self.live else 'sandbox'}** · {self}"
+
+
+def workbench(minute: str = "", write: str = "auto", demo: int = 0,
+              settings: Settings | None = None) -> Workbench:
+    """Resolve the parameters of 02 to 05 (read-only on a live stack unless asked).
+
+    ``minute`` empty: the latest reported minute, else the latest closed minute with events;
+    with neither (an empty stack), the sandbox's latest minute with events, else
+    :data:`DEMO_EVENTS` events produced into the sandbox first.
+    ``write``: ``"sandbox"`` (the workbook's own bucket), ``"live"`` (the stack's bucket and
+    dashboard: the minute is replayed), ``"auto"`` (live for a given minute, as ``etar
+    replay`` passes one, else sandbox). ``demo`` > 0: that many events produced into the
+    sandbox first, which the notebook then works on (refused with ``write="live"``).
+    """
+    settings = settings or get_settings()
+    given = minute_param(minute)
+    if write not in WRITES:
+        raise NotebookParameterError(
+            f"parameter write={write!r} must be one of {', '.join(map(repr, WRITES))}")
+    if demo < 0:
+        raise NotebookParameterError(f"parameter demo={demo!r} must be >= 0")
+    live = write == "live" or (write == "auto" and given is not None)
+    if demo:
+        if write == "live":
+            raise NotebookParameterError(
+                "parameter demo: demo events go to the sandbox only; to add events to a live "
+                "minute run 01_produce with that minute")
+        made, sandbox = demo_minute(demo, settings=settings, minute=given)
+        return Workbench(made, sandbox, False, f"{demo} demo events produced into the sandbox")
+    if given is not None:
+        chosen, why = given, "given"
+    elif (reported := latest_reported_minute(settings)) is not None:
+        chosen, why = reported, "the latest reported minute"
+    elif (newest := latest_minute_with_events(settings)) is not None:
+        chosen, why = newest, "the latest closed minute with events"
+    elif write == "live":
+        raise NotebookParameterError("parameter write='live' without a minute: this stack "
+                                     "has no minute with events to replay")
+    elif (kept := latest_minute_with_events(sandbox := ensure_sandbox(settings))) is not None:
+        return Workbench(kept, sandbox, False, "nothing to read on this stack: the demo "
+                         "events already in the sandbox")
+    else:
+        made, sandbox = demo_minute(DEMO_EVENTS, settings=settings)
+        return Workbench(made, sandbox, False, f"nothing to read on this stack: {DEMO_EVENTS} "
+                         "demo events produced into the sandbox")
+    if live:
+        return Workbench(chosen, settings, True, why)
+    scratch = settings.model_copy(update={"s3_bucket": sandbox_settings(settings).s3_bucket})
+    storage.ensure_bucket(scratch)
+    return Workbench(chosen, scratch, False, why)
 
 
 def wait_for_rows(minute: Minute, rows: int, settings: Settings | None = None,

@@ -10,6 +10,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
+
+import httpx
 
 from etar.config import Settings
 from etar.events import Event, EventGenerator, GeneratorConfig, clock_within_minute
@@ -62,3 +65,20 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 def start_sink(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "etar.sink"], env=env_for(settings),
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def delete_subjects(settings: Settings, containing: str) -> list[str]:
+    """Soft- then hard-delete every registry subject whose name contains ``containing``
+    (what a test registered); the subjects deleted."""
+    url = settings.schema_registry_url.rstrip("/")
+    with httpx.Client(base_url=url, timeout=30) as client:
+        subjects = client.get("/subjects", params={"deleted": "true"})
+        subjects.raise_for_status()
+        doomed = sorted(s for s in subjects.json() if containing in s)
+        for subject in doomed:
+            path = f"/subjects/{quote(subject, safe='')}"
+            for params in ({}, {"permanent": "true"}):
+                response = client.delete(path, params=params)
+                # 404: not there (any more); 40401/40404/40405: already (soft-)deleted
+                assert response.status_code in (200, 404), response.text
+    return doomed

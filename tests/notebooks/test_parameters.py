@@ -19,9 +19,9 @@ EXPECTED = {
     "01_produce.ipynb": {"rate": "float", "duration": "float", "processes": "int",
                          "error_rate": "float", "minute": "str", "decode": "int"},
     "02_partitions.ipynb": {"minute": "str", "last": "int"},
-    "03_extract.ipynb": {"minute": "str", "preview": "int"},
-    "04_analyze.ipynb": {"minute": "str"},
-    "05_report.ipynb": {"minute": "str"},
+    "03_extract.ipynb": {"minute": "str", "preview": "int", "write": "str", "demo": "int"},
+    "04_analyze.ipynb": {"minute": "str", "write": "str", "demo": "int"},
+    "05_report.ipynb": {"minute": "str", "write": "str", "demo": "int"},
 }
 
 
@@ -66,6 +66,18 @@ def _fails(name: str, tmp_path: Path, **parameters: object) -> PapermillExecutio
     return failure.value
 
 
+@pytest.mark.parametrize(("parameters", "message"), [
+    ({"write": "prod"}, "write='prod' must be one of 'auto', 'sandbox', 'live'"),
+    ({"demo": -1}, "demo=-1 must be >= 0"),
+    ({"demo": 10, "write": "live"}, "demo events go to the sandbox only"),
+])
+def test_bad_write_or_demo_fails_before_any_work(parameters: dict[str, object], message: str,
+                                                 tmp_path: Path) -> None:
+    error = _fails("03_extract.ipynb", tmp_path, **parameters)
+    assert error.ename == "NotebookParameterError" and message in error.evalue, error.evalue
+    assert error.exec_count == 4  # autoreload, parameters, injected parameters, the check
+
+
 def test_a_negative_rate_fails_in_the_parameter_check(tmp_path: Path) -> None:
     error = _fails("01_produce.ipynb", tmp_path, rate=-5.0)
     assert error.ename == "NotebookParameterError"
@@ -77,7 +89,7 @@ def test_a_negative_rate_fails_in_the_parameter_check(tmp_path: Path) -> None:
 def test_a_malformed_minute_fails_in_the_parameter_check(name: str, tmp_path: Path) -> None:
     error = _fails(name, tmp_path, minute="yesterday at ten")
     assert error.ename == "NotebookParameterError"
-    assert "minute='yesterday at ten'" in error.evalue and "ISO 8601" in error.evalue
+    assert "minute='yesterday at ten'" in error.evalue and "is not a minute" in error.evalue
 
 
 @pytest.mark.parametrize(("minute", "message"), [

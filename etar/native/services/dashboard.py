@@ -41,7 +41,9 @@ def services(settings: Settings) -> list[Service]:
                  str(settings.project_dir / "dashboard" / "ui.py"),
                  "--server.address", settings.bind_host,
                  "--server.port", str(settings.dashboard_ui_port), "--server.headless", "true",
-                 "--browser.gatherUsageStats", "false"],
+                 "--browser.gatherUsageStats", "false",
+                 # viewers get no "Deploy" button nor developer menu, even from localhost
+                 "--client.toolbarMode", "viewer"],
         port=settings.dashboard_ui_port,
         url=ui_url(settings),
         ready=lambda: ui_ready(settings),
