@@ -38,7 +38,8 @@ LOCKED_SETTINGS = frozenset({
 """Settings naming a path, a URL or SQL, or changing how a statement parses: never changed."""
 FORCED_SETTINGS = {"input_format_values_interpret_expressions": "0",
                    "input_format_values_deduce_templates_of_expressions": "0"}
-"""Set on every connection: ``VALUES`` data is data, never expressions such as ``file()``."""
+"""Set for a streamed ``FORMAT Values`` body (never seen by the guard): its data is data, never
+expressions such as ``file()``. ``VALUES`` in the query text is checked like a ``SELECT``."""
 
 _LOCAL_TABLES = frozenset(name.lower() for name in (
     # table functions reading nothing outside the engine

@@ -363,7 +363,7 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state["engine"] = Engine(path, guard.FORCED_SETTINGS)
+        state["engine"] = Engine(path)
         guard.learn(state["engine"].table_names())
         log.info("ClickHouse %s engine open on %s", state["engine"].version, path)
         try:
@@ -487,6 +487,8 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
             if not canonical.endswith(suffix):
                 raise EngineError(62, "Code: 62. DB::Exception: Syntax error: an INSERT's data "
                                       "follows its FORMAT clause. (SYNTAX_ERROR)")
+            if fmt.lower() == "values":  # data never checked: its expressions stay data
+                settings = {**settings, **guard.FORCED_SETTINGS}
             return await _insert(engine, canonical[:-len(suffix)], fmt, data, settings,
                                  database, session, access)
         rest = await body.read_all(max(0, limits.max_query_bytes - len(head)))
@@ -502,6 +504,8 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
         if _INLINE.match(canonical) and ast.startswith("InsertQuery"):
             statement, data_text = await to_thread.run_sync(_split_values, engine, sql,
                                                             canonical)
+            if data_text.strip().rstrip(";").strip():  # its expressions: checked like a SELECT
+                await to_thread.run_sync(analysed, engine, "SELECT " + data_text, bind)
             return await _insert(engine, statement, "Values",
                                  _Prefixed(data_text.encode(), _Empty()), settings, database,
                                  session, access)
