@@ -433,3 +433,15 @@ def test_sessions_are_capped(endpoint: tuple[str, Path]) -> None:
         "session_id": f"cap-{i}-{uuid.uuid4().hex[:6]}", "session_timeout": "5"}))
         for i in range(8)]
     assert 700 in codes, codes
+
+
+def test_the_default_reader_password_is_refused_off_loopback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETAR_")}
+    env.update({"ETAR_STATE_DIR": str(tmp_path / ".etar"), "ETAR_BIND_HOST": "0.0.0.0",
+                "ETAR_CLICKHOUSE_PORT": str(_free_port()),
+                "ETAR_CLICKHOUSE_PASSWORD": "a-writer-secret-of-its-own"})
+    done = subprocess.run([sys.executable, "-m", "etar.native.clickhouse"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "ETAR_CLICKHOUSE_READER_PASSWORD" in done.stderr + done.stdout
+    assert "ETAR_CLICKHOUSE_PASSWORD," not in done.stderr + done.stdout
