@@ -278,6 +278,10 @@ def _print_urls() -> None:
     table.add_row("dashboard", f"http://{settings.bind_host}:{settings.dashboard_ui_port}", "")
     table.add_row("dashboard API docs", f"{settings.dashboard_api_url}/docs",
                   "POST /report: bearer ETAR_DASHBOARD_TOKEN")
+    clickhouse = f"http://{settings.clickhouse_host}:{settings.clickhouse_port}"
+    table.add_row("ClickHouse (read-only user, for IDEs)", clickhouse,
+                  f"{settings.clickhouse_reader_user} / "
+                  f"{settings.clickhouse_reader_password.get_secret_value()}")
     token = settings.jupyter_token.get_secret_value()
     table.add_row("JupyterLab (the workbook)",
                   f"http://{settings.bind_host}:{settings.jupyter_port}/lab?token={token}",

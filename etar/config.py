@@ -64,6 +64,20 @@ class Settings(BaseSettings):
     clickhouse_port: int = Field(8123, ge=1, le=65535)
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("etar")
+    clickhouse_reader_user: str = Field(
+        "reader", description="a read-only user (readonly profile) for IDEs, notebooks, BI")
+    clickhouse_reader_password: SecretStr = SecretStr("etar-reader")
+    clickhouse_reader_readonly: int = Field(
+        2, ge=1, le=2, description="the reader's readonly: 1 no setting changes, 2 settings ok")
+    clickhouse_remote_url_allow_hosts: str = Field(
+        "", description="hosts (host or host:port, comma-separated) url()/s3()/remote()… may "
+                        "reach; empty: none (the native stack adds its own S3 endpoint)")
+    clickhouse_allowed_origins: str = Field(
+        "", description="browser origins (e.g. http://localhost:3000) whose requests are "
+                        "served; any other Origin gets 403")
+    clickhouse_max_query_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest non-INSERT request body, decompressed")
+    clickhouse_max_sessions: int = Field(100, ge=1, description="HTTP sessions open at once")
     clickhouse_database: str = "default"
     clickhouse_table: str = "user_interactions"
     clickhouse_retention_hours: int = Field(
@@ -165,6 +179,11 @@ class Settings(BaseSettings):
     def schema_registry_port(self) -> int:
         """Port of ``schema_registry_url``."""
         return urlsplit(self.schema_registry_url).port or 80
+
+    @property
+    def clickhouse_user_files(self) -> Path:
+        """The only folder ``file()``, ``INTO OUTFILE`` and ``FROM INFILE`` may reach."""
+        return self.state_dir / "data" / "clickhouse" / "user_files"
 
     @property
     def s3_port(self) -> int:

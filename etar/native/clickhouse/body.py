@@ -243,13 +243,37 @@ class Body:
             taken += sum(map(len, batch))
         return b"".join(parts)
 
-    async def read_all(self) -> bytes:
-        """The rest of the body at once (a statement that takes it whole)."""
+    async def read_all(self, limit: int | None = None) -> bytes:
+        """The rest of the body at once (a statement that takes it whole); QUERY_IS_TOO_LARGE
+        as soon as more than ``limit`` bytes (decompressed) came, the rest never read."""
         if self._decoders or self._pieces is not None:
-            return await to_thread.run_sync(self.read)
+            return await to_thread.run_sync(self._read_up_to, limit)
         parts: list[bytes] = []
+        taken = 0
         while (batch := await self._take_async()) is not None:
             parts.extend(batch)
+            taken += sum(map(len, batch))
+            if limit is not None and taken > limit:
+                raise too_large(limit)
         self._ended()
         self._pieces = iter(())
         return b"".join(parts)
+
+    def _read_up_to(self, limit: int | None) -> bytes:
+        if limit is None:
+            return self.read()
+        parts: list[bytes] = []
+        taken = 0
+        while piece := self.read(1024 * 1024):
+            parts.append(piece)
+            taken += len(piece)
+            if taken > limit:
+                raise too_large(limit)
+        return b"".join(parts)
+
+
+def too_large(limit: int) -> EngineError:
+    """A server's error for a query text longer than its ``max_query_size``."""
+    return EngineError(229, f"Code: 229. DB::Exception: Query is too large (more than {limit} "
+                            f"bytes left for its text). max_query_size = {limit}. "
+                            "(QUERY_IS_TOO_LARGE)")

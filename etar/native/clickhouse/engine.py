@@ -182,6 +182,17 @@ class Connection:
             self._run(f"SET {_identifier(name)} = {_quote(str(value))}")
             self.settings[name] = str(value)
 
+    def start(self, settings: Mapping[str, str]) -> None:
+        """Make ``settings`` lasting on a new connection, in order (``readonly`` last)."""
+        for name, value in settings.items():
+            self._run(f"SET {_identifier(name)} = {_quote(str(value))}")
+            self.settings[name] = str(value)
+
+    @property
+    def readonly(self) -> int:
+        """The connection's lasting ``readonly`` (its profile's, or a session's ``SET``)."""
+        return int(self.settings.get("readonly", "0") or 0)
+
     def use(self, database: str) -> None:
         """Make ``database`` the lasting current one (a session's ``USE``)."""
         self._run(f"USE {_identifier(database)}")
@@ -301,8 +312,10 @@ class Connection:
 class Engine:
     """The chdb engine of one data folder, handing out connections to it."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, forced: Mapping[str, str] | None = None) -> None:
         self._path = path
+        self._forced = dict(forced or {})
+        """Settings every connection starts with (the endpoint's locked ones)."""
         self._root = chdb.connect(path)  # keeps the engine open between requests
         self._root_lock = threading.Lock()
         self.version = self._scalar("SELECT version()")
@@ -315,20 +328,52 @@ class Engine:
         with self._root_lock:
             return str(self._root.query(sql, "TabSeparated").bytes().decode().strip())
 
-    def connect(self) -> Connection:
-        """A new connection of its own (a fresh session: default settings and database)."""
+    def table_names(self) -> list[str]:
+        """Every table function, table engine and database engine the engine knows."""
+        return self._scalar(
+            "SELECT arrayStringConcat(groupArray(name), ' ') FROM (SELECT name FROM "
+            "system.table_functions UNION ALL SELECT name FROM system.table_engines "
+            "UNION ALL SELECT name FROM system.database_engines)").split()
+
+    def analyse(self, sql: str, params: Mapping[str, str] | None = None) -> tuple[str, str]:
+        """The engine's own reading of ``sql``, never executed: its canonical text (one
+        statement; several are a syntax error, as on a server) and its ``EXPLAIN AST``."""
+        with self._root_lock:
+            try:
+                canonical = self._root.query(
+                    f"SELECT formatQuerySingleLine({_quote(sql)})", "TSVRaw").bytes()
+                text = canonical.decode().strip()
+                ast = self._root.query(f"EXPLAIN AST {text}", "TSVRaw",
+                                       params=dict(params or {}) or None).bytes().decode()
+            except Exception as exc:
+                error = EngineError.from_engine(exc)
+                error.message = error.message.replace(
+                    f" In scope SELECT formatQuerySingleLine({_quote(sql)}).", "")
+                raise error from None
+        return text, ast
+
+    def connect(self, readonly: int = 0) -> Connection:
+        """A new connection of its own (a fresh session: default settings and database, the
+        forced settings, and ``readonly`` when not 0, which the engine enforces)."""
         try:
-            return Connection(chdb.connect(self._path))
+            conn = Connection(chdb.connect(self._path))
         except Exception as exc:
             raise EngineError.from_engine(exc) from None
+        try:
+            conn.start({**self._forced, **({"readonly": str(readonly)} if readonly else {})})
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     @contextmanager
-    def connection(self, session: Connection | None = None) -> Iterator[Connection]:
+    def connection(self, session: Connection | None = None,
+                   readonly: int = 0) -> Iterator[Connection]:
         """``session`` when given, else a connection for this statement alone."""
         if session is not None:
             yield session
             return
-        conn = self.connect()
+        conn = self.connect(readonly)
         try:
             yield conn
         finally:
@@ -342,19 +387,19 @@ class Engine:
     def execute(self, sql: str, fmt: str, params: Mapping[str, str] | None = None,
                 settings: Mapping[str, str] | None = None, database: str | None = None,
                 session: Connection | None = None,
-                shape: Callable[[bytes], bytes] | None = None) -> Result:
+                shape: Callable[[bytes], bytes] | None = None, readonly: int = 0) -> Result:
         """Run one statement on ``session`` or a connection of its own (``Connection.execute``)."""
-        with self.connection(session) as conn:
+        with self.connection(session, readonly) as conn:
             return conn.execute(sql, fmt, params, settings, database, shape)
 
     def insert(self, statement: str, fmt: str, data: Readable,
                settings: Mapping[str, str] | None = None, database: str | None = None,
-               session: Connection | None = None) -> Stats:
+               session: Connection | None = None, readonly: int = 0) -> Stats:
         """Stream ``data`` into ``statement`` (``Connection.insert``)."""
-        with self.connection(session) as conn:
+        with self.connection(session, readonly) as conn:
             return conn.insert(statement, fmt, data, settings, database)
 
-    def check_settings(self, settings: Mapping[str, str]) -> None:
+    def check_settings(self, settings: Mapping[str, str], readonly: int = 0) -> None:
         """Raise ClickHouse's error when a setting is unknown or its value invalid."""
-        with self.connection() as conn, conn.applied(settings, None):
+        with self.connection(None, readonly) as conn, conn.applied(settings, None):
             pass

@@ -15,7 +15,16 @@ shaped by ``client_protocol_version`` (``native``) serve the JDBC and Go drivers
 
 Sessions have a connection of their own, so ``SET`` settings, the ``USE`` database and
 temporary tables last between their requests; one request at a time per session (a second
-gets SESSION_IS_LOCKED). An insert's body streams into the engine while it arrives, read and
+gets SESSION_IS_LOCKED); a user's sessions are their own, at most ``Limits.max_sessions`` in
+all, ``session_timeout`` an integer up to ``max_session_timeout`` (3600 s) as on a server.
+
+A server's rules before anything reaches the engine (``guard``): paths confined to
+``user_files``, remote hosts to an allow-list, multi-statements refused, ``readonly`` 0/1/2 from
+the user's profile, the URL and a session's ``SET`` (enforced by the engine on the connection;
+GET implies 2), a browser's cross-origin request refused with 403 before authentication, and a
+non-INSERT body capped (after decompression) at ``Limits.max_query_bytes``.
+
+An insert's body streams into the engine while it arrives, read and
 decompressed in the insert's worker thread, never on the event loop (``body``).
 """
 
@@ -25,6 +34,7 @@ import base64
 import hmac
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -40,16 +50,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from etar.native.clickhouse import blocks, codecs, native
+from etar.native.clickhouse import blocks, codecs, guard, native
 from etar.native.clickhouse.body import RECEIVE_TIMEOUT, Body
 from etar.native.clickhouse.engine import (
     Connection,
     Engine,
     EngineError,
+    Readable,
     Result,
     Stats,
     first_keyword,
 )
+from etar.native.clickhouse.guard import Guard
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +77,17 @@ CLOSE_WAIT = 10.0
 """Seconds shutting down waits for the sessions' running statements."""
 _READ_ONLY = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "(",
                         "SET", "USE"})
+_READING = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "Explain", "Show", "Describe",
+            "Exists", "UseQuery")
+"""``EXPLAIN AST`` roots of statements that only read (``readonly`` 1 and 2 allow them)."""
+_VALUES = re.compile(r"\bVALUES\b", re.I)
+_INLINE = re.compile(r"^INSERT\b.* FORMAT (\w+)$", re.S)
 _INSERT = re.compile(rb"^\s*(INSERT\s+INTO\s+.+?)\s+FORMAT\s+(\w+)[ \t]*(\r?\n)?", re.S | re.I)
 _FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.I)
 _SET = re.compile(r"^\s*SET\s+(.*?)\s*;?\s*$", re.S | re.I)
 _USE = re.compile(r"^\s*USE\s+`?([\w.]+)`?\s*;?\s*$", re.I)
-_STATUS = {40: 400, 89: 400, 271: 400, 194: 401, 516: 403, 192: 403, 193: 403, 164: 403, 373: 423,
+_STATUS = {291: 403, 491: 403, 344: 403, 452: 403, 700: 403, 374: 400, 229: 413,
+           40: 400, 89: 400, 271: 400, 194: 401, 516: 403, 192: 403, 193: 403, 164: 403, 373: 423,
            60: 404, 81: 404, 16: 404, 47: 404, 73: 400, 62: 400, 36: 400, 27: 400, 115: 400,
            456: 400, 457: 400, 467: 400, 26: 400, 6: 400, 38: 400, 41: 400, 53: 400, 70: 400,
            33: 400}
@@ -79,12 +97,27 @@ _CONTENT_TYPES = (("TabSeparated", "text/tab-separated-values; charset=UTF-8"),
                   ("Pretty", "text/plain; charset=UTF-8"), ("XML", "application/xml"))
 
 
-@dataclass
-class Credentials:
-    """The one user the endpoint accepts."""
+@dataclass(frozen=True)
+class User:
+    """A user the endpoint accepts, with its profile's ``readonly`` (0, 1 or 2)."""
 
-    user: str
+    name: str
     password: str
+    readonly: int = 0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A server's limits on what clients may ask of it."""
+
+    max_query_bytes: int = 1024 * 1024
+    """Largest non-INSERT body (decompressed), like a server's ``max_query_size``."""
+    max_sessions: int = 100
+    """Sessions open at once (all users); a new one beyond gets USER_SESSION_LIMIT_EXCEEDED."""
+    max_session_timeout: int = 3600
+    """Largest ``session_timeout`` (a server's ``max_session_timeout``)."""
+    allowed_origins: frozenset[str] = frozenset()
+    """Browser origins whose requests are served; any other ``Origin`` gets 403."""
 
 
 @dataclass
@@ -96,9 +129,10 @@ class _Session:
     connection: Connection | None = None
     """Opened by its first statement (in a worker thread); closed when the session expires."""
 
-    def open(self, engine: Engine) -> Connection:
+    def open(self, engine: Engine, readonly: int = 0) -> Connection:
+        """The session's connection; a new one starts with its user's ``readonly``."""
         if self.connection is None:
-            self.connection = engine.connect()
+            self.connection = engine.connect(readonly)
         return self.connection
 
     def close(self) -> None:
@@ -113,23 +147,29 @@ class _Session:
 
 
 class _Sessions:
-    def __init__(self) -> None:
-        self._items: dict[str, _Session] = {}
+    def __init__(self, limit: int = 100) -> None:
+        self._items: dict[tuple[str, str], _Session] = {}
         self._guard = threading.Lock()
+        self._limit = limit
 
-    def get(self, session_id: str, timeout: float, check: bool) -> _Session:
+    def get(self, session_id: str, timeout: float, check: bool, user: str = "") -> _Session:
         now = time.monotonic()
+        key = (user, session_id)  # a session belongs to the user who opened it
         with self._guard:
-            for key, old in list(self._items.items()):
+            for old_key, old in list(self._items.items()):
                 if now - old.last_used > old.timeout and old.lock.acquire(blocking=False):
-                    del self._items[key]
+                    del self._items[old_key]
                     old.close()
-            if session_id not in self._items:
+            if key not in self._items:
                 if check:
                     raise EngineError(372, f"Code: 372. DB::Exception: Session {session_id} "
                                           "not found. (SESSION_NOT_FOUND)")
-                self._items[session_id] = _Session(timeout=timeout)
-            session = self._items[session_id]
+                if len(self._items) >= self._limit:
+                    raise EngineError(700, f"Code: 700. DB::Exception: User {user or 'default'} "
+                                          f"has overflown session count {self._limit}. "
+                                          "(USER_SESSION_LIMIT_EXCEEDED)")
+                self._items[key] = _Session(timeout=timeout)
+            session = self._items[key]
             session.last_used = now
             return session
 
@@ -139,7 +179,7 @@ class _Sessions:
         deadline = time.monotonic() + wait
         with self._guard:
             items, self._items = self._items, {}
-        for session_id, session in items.items():
+        for (_, session_id), session in items.items():
             if session.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 try:
                     session.close()
@@ -191,7 +231,7 @@ def _content_type(fmt: str) -> str:
     return "application/octet-stream"
 
 
-def _authenticate(request: Request, credentials: Credentials) -> None:
+def _authenticate(request: Request, users: list[User]) -> User:
     user = request.headers.get("x-clickhouse-user") or request.query_params.get("user")
     password = request.headers.get("x-clickhouse-key") or request.query_params.get("password")
     authorization = request.headers.get("authorization", "")
@@ -201,18 +241,22 @@ def _authenticate(request: Request, credentials: Credentials) -> None:
         except ValueError:
             user, password = "?", None
     user = user or "default"
-    ok = hmac.compare_digest(user.encode(), credentials.user.encode()) and hmac.compare_digest(
-        (password or "").encode(), credentials.password.encode())
-    if not ok:
+    found = None
+    for candidate in users:  # every candidate compared: the time says nothing of the names
+        if hmac.compare_digest(user.encode(), candidate.name.encode()) & hmac.compare_digest(
+                (password or "").encode(), candidate.password.encode()):
+            found = candidate
+    if found is None:
         raise EngineError(516, f"Code: 516. DB::Exception: {user}: Authentication failed: "
                               "password is incorrect, or there is no user with such name. "
                               "(AUTHENTICATION_FAILED)")
+    return found
 
 
 class _Prefixed:
     """A file-like reader yielding ``head`` and then the rest of ``tail``."""
 
-    def __init__(self, head: bytes, tail: Body) -> None:
+    def __init__(self, head: bytes, tail: Readable) -> None:
         self._head, self._tail = head, tail
 
     def read(self, size: int = -1, /) -> bytes:
@@ -256,14 +300,71 @@ def _shaped(shaper: native.Shaper) -> Callable[[bytes], bytes]:
     return shape
 
 
-def create_app(path: str, credentials: Credentials) -> Starlette:
+def _cross_origin(request: Request, limits: Limits) -> Response | None:
+    """403 for a browser's request from a page of another origin (before anything else)."""
+    origin = request.headers.get("origin")
+    site = request.headers.get("sec-fetch-site", "").lower()
+    if origin is not None and origin in limits.allowed_origins:
+        return None
+    if origin is None and site in ("", "none", "same-origin"):
+        return None  # not a browser, or the user's own navigation
+    return PlainTextResponse("Cross-origin requests are not allowed.\n", status_code=403)
+
+
+def _readonly_value(text: str) -> int:
+    value = int(text)
+    if value not in (0, 1, 2):
+        raise EngineError(36, f"Code: 36. DB::Exception: Unexpected value of readonly: {text}. "
+                              "(BAD_ARGUMENTS)")
+    return value
+
+
+def _readonly_error(what: str = "execute query") -> EngineError:
+    return EngineError(164, f"Code: 164. DB::Exception: Cannot {what} in readonly mode. "
+                            "(READONLY)")
+
+
+def _session_timeout(text: str | None, limit: int) -> int:
+    """A server's ``session_timeout``: whole seconds, at most ``max_session_timeout``."""
+    if text is None:
+        return 60
+    if not re.fullmatch(r"\d{1,12}", text.strip()):
+        raise EngineError(374, f"Code: 374. DB::Exception: Invalid session timeout: '{text}'. "
+                               "(INVALID_SESSION_TIMEOUT)")
+    value = int(text)
+    if value > limit:
+        raise EngineError(374, f"Code: 374. DB::Exception: Session timeout '{value}' is larger "
+                               f"than max_session_timeout: {limit}. Maximum session timeout "
+                               "could be modified in configuration file. "
+                               "(INVALID_SESSION_TIMEOUT)")
+    return value
+
+
+@dataclass
+class _Access:
+    """Who asks and how strictly: the user's profile and the request's ``readonly``."""
+
+    user: User
+    readonly: int
+    """The request's own ``readonly`` (URL parameter, 2 for GET), 0 when none."""
+
+    def connection_readonly(self) -> int:
+        """``readonly`` of a connection opened for this request alone."""
+        return self.user.readonly or self.readonly
+
+
+def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
+               limits: Limits | None = None) -> Starlette:
     """The HTTP app; the engine opens with the app and closes with it."""
     state: dict[str, Engine] = {}
-    sessions = _Sessions()
+    limits = limits or Limits()
+    rules = guard_rules or Guard(os.path.join(path, "user_files"))
+    sessions = _Sessions(limits.max_sessions)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state["engine"] = Engine(path)
+        guard.learn(state["engine"].table_names())
         log.info("ClickHouse %s engine open on %s", state["engine"].version, path)
         try:
             yield
@@ -276,6 +377,9 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         return PlainTextResponse("Ok.\n")
 
     async def query(request: Request) -> Response:
+        refused = _cross_origin(request, limits)
+        if refused is not None:
+            return refused
         engine = state["engine"]
         params = request.query_params
         query_id = params.get("query_id") or str(uuid.uuid4())
@@ -283,12 +387,20 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         locked = False
         method: int | None = None
         try:
-            _authenticate(request, credentials)
+            user = _authenticate(request, users)
             settings = {k: v for k, v in params.items()
                         if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
             if params.get("compress") == "1":
                 method = blocks.LZ4  # errors about the method itself come compressed too
                 method = _block_method(settings)
+            guard.locked(settings)
+            requested = params.get("readonly")
+            readonly = _readonly_value(requested) if requested is not None else 0
+            if requested is not None and user.readonly and readonly != user.readonly:
+                raise _readonly_error("modify 'readonly' setting")
+            if request.method == "GET" and not readonly:
+                readonly = 2  # as a server: GET implies readonly=2
+            access = _Access(user, readonly)
             bind = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
             # ClickHouse's precedence: a header over its URL parameter
             database = request.headers.get("x-clickhouse-database") or params.get("database")
@@ -296,9 +408,10 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
                               or params.get("default_format") or "TabSeparated")
             revision = int(params.get("client_protocol_version") or 0)
             if params.get("session_id"):
-                session = sessions.get(params["session_id"],
-                                       float(params.get("session_timeout", 60)),
-                                       params.get("session_check") == "1")
+                timeout = _session_timeout(params.get("session_timeout"),
+                                           limits.max_session_timeout)
+                session = sessions.get(params["session_id"], timeout,
+                                       params.get("session_check") == "1", user.name)
                 if not session.lock.acquire(blocking=False):
                     raise EngineError(373, f"Code: 373. DB::Exception: Session "
                                           f"{params['session_id']} is locked by a concurrent "
@@ -310,7 +423,7 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
                         float(settings.get("http_receive_timeout", RECEIVE_TIMEOUT)))
             response = await body.serving(lambda: _run(
                 engine, request, params.get("query", ""), body, settings, bind, database,
-                default_format, revision, method, session))
+                default_format, revision, method, session, access))
         except EngineError as error:
             return _error_response(error, engine, query_id, method)
         except ValueError as error:  # a malformed number in a transport parameter
@@ -328,27 +441,57 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         response.headers["X-ClickHouse-Server-Display-Name"] = engine.display_name
         if params.get("session_id"):
             response.headers["X-ClickHouse-Session-Id"] = params["session_id"]
+        origin = request.headers.get("origin")
+        if origin and params.get("add_http_cors_header") == "1":
+            response.headers["Access-Control-Allow-Origin"] = origin  # an allowed one only
         return response
+
+    def analysed(engine: Engine, sql: str, bind: dict[str, str]) -> tuple[str, str]:
+        """The engine's canonical text of ``sql`` and its AST, checked by the rules."""
+        canonical, ast = engine.analyse(sql, bind)
+        rules.check(canonical, ast)
+        return canonical, ast
+
+    def strict(access: _Access, session: _Session | None, ast: str,
+               settings: dict[str, str]) -> None:
+        """``readonly`` from the profile, the URL, GET or a session's ``SET``: only reading
+        statements (and ``SET``, which the engine judges). The engine enforces it too, but
+        lets an ``INSERT INTO FUNCTION`` through, and a session's connection keeps its own."""
+        lasting = session.connection.readonly if session and session.connection else 0
+        readonly = access.user.readonly or lasting or access.readonly
+        if not readonly:
+            return
+        root = ast.split(" ", 1)[0].strip()
+        if root != "Set" and not root.startswith(_READING):
+            raise _readonly_error()
+        if (session is not None and access.readonly == 1 and lasting != 1
+                and not access.user.readonly and settings):
+            raise _readonly_error(f"modify '{next(iter(settings))}' setting")
 
     async def _run(engine: Engine, request: Request, url_query: str, body: Body,
                    settings: dict[str, str], bind: dict[str, str], database: str | None,
                    default_format: str, revision: int, method: int | None,
-                   session: _Session | None) -> Response:
+                   session: _Session | None, access: _Access) -> Response:
+        readonly = access.connection_readonly()
         head = url_query.encode() if url_query else await body.head(64 * 1024)
         insert = _INSERT.match(head)
         if insert:
             inline = head[insert.end():]
-            data = _Prefixed(inline, body) if inline else body
-            statement, fmt = insert.group(1).decode(), insert.group(2).decode()
-            _check_method(request, statement)
-
-            def run_insert() -> Stats:
-                conn = session.open(engine) if session else None
-                return engine.insert(statement, fmt, data, settings, database, conn)
-
-            stats = await to_thread.run_sync(run_insert)  # reads the body as it arrives
-            return Response(b"", headers={"X-ClickHouse-Summary": json.dumps(stats.summary())})
-        rest = await body.read_all()
+            data: _Prefixed | Body = _Prefixed(inline, body) if inline else body
+            fmt = insert.group(2).decode()
+            _check_method(request, insert.group(1).decode())
+            canonical, ast = await to_thread.run_sync(
+                analysed, engine, f"{insert.group(1).decode()} FORMAT {fmt}", bind)
+            strict(access, session, ast, settings)
+            suffix = f" FORMAT {fmt}"
+            if not canonical.endswith(suffix):
+                raise EngineError(62, "Code: 62. DB::Exception: Syntax error: an INSERT's data "
+                                      "follows its FORMAT clause. (SYNTAX_ERROR)")
+            if fmt.lower() == "values":  # data never checked: its expressions stay data
+                settings = {**settings, **guard.FORCED_SETTINGS}
+            return await _insert(engine, canonical[:-len(suffix)], fmt, data, settings,
+                                 database, session, access)
+        rest = await body.read_all(max(0, limits.max_query_bytes - len(head)))
         if url_query:
             sql = url_query + ("\n" + rest.decode() if rest.strip() else "")
         else:
@@ -356,8 +499,19 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         if not sql.strip():
             raise EngineError(62, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)")
         _check_method(request, sql)
-        if await to_thread.run_sync(_remember, engine, session, sql):
+        canonical, ast = await to_thread.run_sync(analysed, engine, sql, bind)
+        strict(access, session, ast, settings)
+        if _INLINE.match(canonical) and ast.startswith("InsertQuery"):
+            statement, data_text = await to_thread.run_sync(_split_values, engine, sql,
+                                                            canonical)
+            if data_text.strip().rstrip(";").strip():  # its expressions: checked like a SELECT
+                await to_thread.run_sync(analysed, engine, "SELECT " + data_text, bind)
+            return await _insert(engine, statement, "Values",
+                                 _Prefixed(data_text.encode(), _Empty()), settings, database,
+                                 session, access)
+        if await to_thread.run_sync(_remember, engine, session, canonical, access):
             return Response(b"")
+        sql = canonical
         named = _FORMAT.search(sql)
         fmt = default_format
         if named:  # the engine gets the format apart, so it can stream it block by block
@@ -365,9 +519,9 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         shaper = _shaper(fmt, revision)
 
         def run_query() -> Result:
-            conn = session.open(engine) if session else None
+            conn = session.open(engine, access.user.readonly) if session else None
             result = engine.execute(sql, fmt, bind, settings, database, conn,
-                                    _shaped(shaper) if shaper else None)
+                                    _shaped(shaper) if shaper else None, readonly)
             if shaper is not None:
                 shaper.finish()
             return result
@@ -383,11 +537,43 @@ def create_app(path: str, credentials: Credentials) -> Starlette:
         return StreamingResponse(_stream(result.body, encoding, method),
                                  media_type=_content_type(fmt), headers=headers)
 
+    async def _insert(engine: Engine, statement: str, fmt: str, data: _Prefixed | Body,
+                      settings: dict[str, str], database: str | None,
+                      session: _Session | None, access: _Access) -> Response:
+        def run_insert() -> Stats:
+            conn = session.open(engine, access.user.readonly) if session else None
+            return engine.insert(statement, fmt, data, settings, database, conn,
+                                 access.connection_readonly())
+
+        stats = await to_thread.run_sync(run_insert)  # reads the body as it arrives
+        return Response(b"", headers={"X-ClickHouse-Summary": json.dumps(stats.summary())})
+
     return Starlette(routes=[
         Route("/", query, methods=["GET", "POST"]),
         Route("/ping", ping, methods=["GET", "HEAD"]),
         Route("/replicas_status", ping, methods=["GET"]),
     ], lifespan=lifespan)
+
+
+class _Empty:
+    """A body with nothing (more) in it."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        return b""
+
+
+def _split_values(engine: Engine, sql: str, canonical: str) -> tuple[str, str]:
+    """``INSERT … VALUES <data>`` in the query text: the statement and its data, split where
+    the engine reads the same statement; the data then goes in as data, never as SQL."""
+    for match in _VALUES.finditer(sql):
+        try:
+            again, _ = engine.analyse(sql[:match.start()] + " FORMAT Values")
+        except EngineError:
+            continue
+        if again == canonical:
+            return canonical.removesuffix(" FORMAT Values"), sql[match.end():]
+    raise EngineError(62, "Code: 62. DB::Exception: Syntax error: send an INSERT's data after "
+                          "`INSERT … FORMAT <format>` or `VALUES`. (SYNTAX_ERROR)")
 
 
 def _check_method(request: Request, sql: str) -> None:
@@ -397,7 +583,7 @@ def _check_method(request: Request, sql: str) -> None:
                               "should use method POST for modifying queries. (READONLY)")
 
 
-def _remember(engine: Engine, session: _Session | None, sql: str) -> bool:
+def _remember(engine: Engine, session: _Session | None, sql: str, access: _Access) -> bool:
     """Validate a ``SET`` / ``USE`` and keep it on the session's connection.
 
     True when ``sql`` was one. Without a session it has no lasting effect, as in ClickHouse.
@@ -409,7 +595,7 @@ def _remember(engine: Engine, session: _Session | None, sql: str) -> bool:
             raise EngineError(81, f"Code: 81. DB::Exception: Database {use.group(1)} does "
                                   "not exist. (UNKNOWN_DATABASE)")
         if session is not None:
-            session.open(engine).use(use.group(1))
+            session.open(engine, access.user.readonly).use(use.group(1))
         return True
     match = _SET.match(sql)
     if not match or first_keyword(sql) != "SET":
@@ -421,8 +607,11 @@ def _remember(engine: Engine, session: _Session | None, sql: str) -> bool:
         if len(value) >= 2 and value[0] == value[-1] == "'":
             value = value[1:-1].replace("\\'", "'").replace("\\\\", "\\")
         assignments[name.strip().strip("`")] = value
+    guard.locked(assignments)
+    if access.readonly and "readonly" in assignments:
+        raise _readonly_error("modify 'readonly' setting")
     if session is not None:
-        session.open(engine).keep(assignments)
+        session.open(engine, access.user.readonly).keep(assignments)
     else:
-        engine.check_settings(assignments)
+        engine.check_settings(assignments, access.connection_readonly())
     return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,6 +27,14 @@ def install(settings: Settings) -> None:
     drivers.install(settings)
 
 
+def allow_hosts(settings: Settings) -> str:
+    """The allow-list the endpoint gets: the configured hosts and the stack's own S3."""
+    s3 = urlsplit(settings.s3_endpoint)
+    own = f"{s3.hostname}:{s3.port or (443 if s3.scheme == 'https' else 80)}"
+    hosts = [h.strip() for h in settings.clickhouse_remote_url_allow_hosts.split(",") if h.strip()]
+    return ",".join(dict.fromkeys([*hosts, own]))
+
+
 def service(settings: Settings) -> Service:
     """The endpoint as a supervised service; the table is applied once it is ready."""
     from etar import warehouse
@@ -37,6 +46,6 @@ def service(settings: Settings) -> Service:
         url=url(settings),
         ready=lambda: ready(settings),
         after_start=lambda: warehouse.apply_schema(settings=settings),
-        env={"TZ": "UTC"},
+        env={"TZ": "UTC", "ETAR_CLICKHOUSE_REMOTE_URL_ALLOW_HOSTS": allow_hosts(settings)},
         start_timeout=120,
     )
