@@ -390,7 +390,8 @@ def audit(
         if shown:
             Console().print(table)
         console.print(found.summary() + ("" if found.runs.known else
-                                         " (Airflow unreachable: runs in flight unknown)"))
+                                         " (Airflow unreachable: runs in flight unknown)"),
+                      soft_wrap=True, highlight=False)
     if found.gaps:
         raise typer.Exit(GAPS_EXIT)
 

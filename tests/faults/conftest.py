@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from etar.airflow_api import PIPELINE_DAG, AirflowApi
+from etar.config import Settings
 from tests.faults.harness import FaultRow
 
 ROWS: list[FaultRow] = []
@@ -26,6 +28,18 @@ def fault_row(request: pytest.FixtureRequest) -> Iterator[FaultRow]:
     row = FaultRow(fault=request.node.name.removeprefix("test_"))
     yield row
     ROWS.append(row)
+
+
+@pytest.fixture
+def api(stack_settings: Settings) -> Iterator[AirflowApi]:
+    """The API with etar_pipeline unpaused (so its runs are scheduled); state restored."""
+    with AirflowApi(stack_settings, timeout=30) as client:
+        was_paused = bool(client.dag(PIPELINE_DAG)["is_paused"])
+        client.set_paused(PIPELINE_DAG, False)
+        try:
+            yield client
+        finally:
+            client.set_paused(PIPELINE_DAG, was_paused)
 
 
 @pytest.fixture

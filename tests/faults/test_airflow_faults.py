@@ -4,7 +4,6 @@ right report (retried by Airflow, or re-run where the run itself was lost)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,18 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 RUN_TIMEOUT = 300.0
 """A killed component's run must end within this (restart + task heartbeat timeout + retry)."""
-
-
-@pytest.fixture
-def api(stack_settings: Settings) -> Iterator[AirflowApi]:
-    """The API with etar_pipeline unpaused (so triggered runs are scheduled); state restored."""
-    with AirflowApi(stack_settings, timeout=30) as client:
-        was_paused = bool(client.dag(PIPELINE_DAG)["is_paused"])
-        client.set_paused(PIPELINE_DAG, False)
-        try:
-            yield client
-        finally:
-            client.set_paused(PIPELINE_DAG, was_paused)
 
 
 def _states(api: AirflowApi, run_id: str) -> dict[str, str | None]:
