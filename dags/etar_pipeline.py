@@ -17,7 +17,7 @@ a minute with rows in ClickHouse whose report is missing or does not equal its `
 (a sensor that timed out, a run that failed, rows that came after the report, a minute no run
 was created for) gets a new run of this DAG for its data interval (run id `reconcile__…`),
 oldest first, at most `ETAR_RECONCILE_MAX_REDO` in flight; objects older than the retention
-are deleted from the bucket. A redo run skips its own `reconcile`.
+are deleted from the bucket. Only scheduled runs reconcile: a redo or manual run skips it.
 
 Any failure fails its task with one line naming the service or input (`etar.failures`):
 a service down or restarting is retried by Airflow; bad data or a bad report is not.
@@ -134,12 +134,12 @@ def etar_pipeline() -> None:
         return _guarded("report", lambda: report_minute(minute))
 
     @task(execution_timeout=timedelta(minutes=2), retries=1, max_active_tis_per_dag=1)
-    def reconcile(run_id: str | None = None) -> dict[str, Any]:
-        from etar.reconcile import REDO_PREFIX
+    def reconcile(dag_run: Any = None) -> dict[str, Any]:
         from etar.reconcile import reconcile as reconcile_window
 
-        if (run_id or "").startswith(REDO_PREFIX):
-            raise AirflowSkipException("a redo run does not reconcile: its trigger does")
+        if dag_run is None or dag_run.run_type != "scheduled":
+            raise AirflowSkipException("only scheduled runs reconcile (one a minute); this "
+                                       "one is a redo or a manual run")
         done = _guarded("reconcile", reconcile_window)
         print(done.audit.summary())
         for item in done.redone:

@@ -37,7 +37,8 @@ def _kill_during_dag_run(settings: Settings, api: AirflowApi, row: FaultRow, ser
                          count: int, seed: int, kill_when: set[str]) -> None:
     minute = ingested_minute(settings, count, seed)
     dlq = dead_letter_offsets(settings)
-    run: dict[str, Any] = api.trigger(PIPELINE_DAG, logical_date=minute.end)
+    run: dict[str, Any] = api.trigger_minute(PIPELINE_DAG, minute,
+                                             f"manual__faults_{minute.stem}_{time.time_ns()}")
     run_id = run["dag_run_id"]
     assert run["data_interval_start"].startswith(minute.start.strftime("%Y-%m-%dT%H:%M"))
     wait_until(lambda: any(_states(api, run_id).get(task) == "running" for task in kill_when),
