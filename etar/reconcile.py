@@ -217,7 +217,8 @@ def reported_counts(window: Window, settings: Settings) -> dict[Minute, int]:
             continue
         totals[minute] = total
         kept[minute.stem] = [etag, total]
-    _save_cache(path, kept)
+    if kept != cache:
+        _save_cache(path, kept)
     return totals
 
 
