@@ -42,6 +42,24 @@ def api(stack_settings: Settings) -> Iterator[AirflowApi]:
             client.set_paused(PIPELINE_DAG, was_paused)
 
 
+@pytest.fixture(autouse=True)
+def _pipeline_left_alone(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A fault test that drives its minute itself (not through ``api``) runs with etar_pipeline
+    paused: the reconciliation would otherwise redo the test's minute while the test runs it
+    (both idempotent, but the report the test reads could be the other run's). Restored after."""
+    if "api" in request.fixturenames or "stack_settings" not in request.fixturenames:
+        yield
+        return
+    settings: Settings = request.getfixturevalue("stack_settings")
+    with AirflowApi(settings, timeout=30) as client:
+        was_paused = bool(client.dag(PIPELINE_DAG)["is_paused"])
+        client.set_paused(PIPELINE_DAG, True)
+        try:
+            yield
+        finally:
+            client.set_paused(PIPELINE_DAG, was_paused)
+
+
 @pytest.fixture
 def scale() -> tuple[int, float]:
     """(events, events/s) the producer sends during a fault."""

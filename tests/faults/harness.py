@@ -59,8 +59,9 @@ class FaultRow:
 
 
 def own_minute() -> Minute:
-    """A closed minute between 70 minutes and 20 hours ago (inside the table's retention, outside
-    the late-event look-back and the scheduler's own runs), chosen at random."""
+    """A closed minute between 70 minutes and 20 hours ago (inside the table's retention, far
+    from the scheduler's own runs), chosen at random. The reconciliation covers it: tests that
+    drive it themselves run with the pipeline paused (conftest)."""
     now = Minute.containing(datetime.now(UTC))
     back = random.SystemRandom().randint(70, 20 * 60)
     return Minute.containing(now.start - timedelta(minutes=back))
