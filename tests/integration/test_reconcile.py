@@ -4,7 +4,9 @@ in the bucket, a re-run closes the gap; the bucket's listings and expiry stay bo
 from __future__ import annotations
 
 import io
+import json
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +16,7 @@ from etar.config import Settings
 from etar.minute import Minute
 from etar.pipeline import run_minute
 from etar.reconcile import State, audit
-from tests.integration.lanes import produce, recent_minute, wait_for
+from tests.integration.lanes import env_for, produce, recent_minute, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,11 +40,26 @@ def test_missing_and_stale_minutes_are_found_until_they_are_rerun(
     assert _states(lane) == {reported: (400, 400, State.REPORTED),
                              missing: (300, None, State.MISSING),
                              stale: (225, 200, State.STALE)}
+    code, shown = _audit_cli(lane)
+    assert code == 2 and shown == [
+        {"minute": str(missing), "rows": 300, "reported": None, "state": "missing"},
+        {"minute": str(stale), "rows": 225, "reported": 200, "state": "stale"}]
     run_minute(missing, lane)
     run_minute(stale, lane)
     assert _states(lane) == {reported: (400, 400, State.REPORTED),
                              missing: (300, 300, State.REPORTED),
                              stale: (225, 225, State.REPORTED)}
+    code, shown = _audit_cli(lane, "--all")
+    assert code == 0 and [m["state"] for m in shown] == ["reported"] * 3
+
+
+def _audit_cli(settings: Settings, *args: str) -> tuple[int, list[dict[str, object]]]:
+    """`etar audit --json`: its exit code and the minutes it printed."""
+    result = subprocess.run([sys.executable, "-m", "etar", "audit", "--json", *args],
+                            env=env_for(settings), capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode in (0, 2), result.stderr[-2000:]
+    return result.returncode, json.loads(result.stdout)
 
 
 def _put(settings: Settings, name: str) -> None:
