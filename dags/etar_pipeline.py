@@ -11,9 +11,13 @@ Every minute, the minute of the run's **data interval** (UTC) goes through the b
    `SparkSubmitOperator` from etar's submit spec, master from the `spark_default` connection
    (`submit`, the compose stack's Spark cluster).
 4. `report` — that JSON posted to the dashboard API.
-5. `late_events` — recently reported minutes whose events grew since (rows that arrived
-   after their minute ran) are re-run (extract → analyze → report), so their reports count
-   them.
+
+Beside that chain, `reconcile` (`etar.reconcile`) checks every minute of the retention window:
+a minute with rows in ClickHouse whose report is missing or does not equal its `FINAL` count
+(a sensor that timed out, a run that failed, rows that came after the report, a minute no run
+was created for) gets a new run of this DAG for its data interval (run id `reconcile__…`),
+oldest first, at most `ETAR_RECONCILE_MAX_REDO` in flight; objects older than the retention
+are deleted from the bucket. Only scheduled runs reconcile: a redo or manual run skips it.
 
 Any failure fails its task with one line naming the service or input (`etar.failures`):
 a service down or restarting is retried by Airflow; bad data or a bad report is not.
@@ -70,7 +74,7 @@ def _source(data_interval_start: datetime, data_interval_end: datetime) -> str:
     schedule=CronDataIntervalTimetable("* * * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=4,
+    max_active_runs=4 + SETTINGS.reconcile_max_redo,  # redo runs never hold a minute's run back
     dagrun_timeout=timedelta(minutes=10),
     default_args={"retries": 2, "retry_delay": timedelta(seconds=5),
                   "retry_exponential_backoff": True, "max_retry_delay": timedelta(seconds=30)},
@@ -129,17 +133,26 @@ def etar_pipeline() -> None:
         minute = _minute(data_interval_start, data_interval_end)
         return _guarded("report", lambda: report_minute(minute))
 
-    @task(execution_timeout=timedelta(minutes=4), trigger_rule="none_failed", retries=1)
-    def late_events() -> dict[str, int]:
-        from etar.late import redo_late_minutes
+    @task(execution_timeout=timedelta(minutes=2), retries=1, max_active_tis_per_dag=1)
+    def reconcile(dag_run: Any = None) -> dict[str, Any]:
+        from etar.reconcile import reconcile as reconcile_window
 
-        late = {str(m.minute): m.late_events
-                for m in _guarded("late_events", redo_late_minutes)}
-        for minute, count in late.items():
-            print(f"minute {minute}: {count} events arrived after its report; re-ran it")
-        return late
+        if dag_run is None or dag_run.run_type != "scheduled":
+            raise AirflowSkipException("only scheduled runs reconcile (one a minute); this "
+                                       "one is a redo or a manual run")
+        done = _guarded("reconcile", reconcile_window)
+        print(done.audit.summary())
+        for item in done.redone:
+            print(f"minute {item.minute}: {item.state} ({item.rows} rows, report "
+                  f"{item.reported}): run triggered")
+        if done.expired:
+            print(f"deleted {len(done.expired)} expired objects, {done.expired[0]} first")
+        return {"summary": done.audit.summary(),
+                "gaps": [m.as_dict() for m in done.audit.gaps[:50]],  # the oldest 50
+                "redone": [str(m.minute) for m in done.redone], "expired": len(done.expired)}
 
-    wait_for_sink() >> extract() >> analyze >> report() >> late_events()
+    wait_for_sink() >> extract() >> analyze >> report()
+    reconcile()
 
 
 etar_pipeline()

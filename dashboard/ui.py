@@ -1,4 +1,5 @@
-"""etar dashboard: the latest minute and recent history, redrawn every few seconds.
+"""etar dashboard: the latest minute and recent history, redrawn every few seconds; the
+minutes whose report is missing or stale (``etar.reconcile``), every minute.
 
     streamlit run dashboard/ui.py
 """
@@ -16,6 +17,7 @@ from etar.config import get_settings
 from etar.report import fetch
 
 STALE_AFTER_S = 180
+AUDIT_EVERY_S = 60
 
 settings = get_settings()
 st.set_page_config(page_title="etar dashboard", page_icon="📈", layout="wide")
@@ -63,4 +65,25 @@ def live() -> None:
     right.plotly_chart(trend, width="stretch")
 
 
+@st.fragment(run_every=AUDIT_EVERY_S)
+def gaps() -> None:
+    from etar.failures import describe
+    from etar.reconcile import audit
+
+    st.subheader("Minutes not reported yet")
+    try:
+        found = audit(settings)
+    except Exception as exc:
+        st.warning(f"The reconciliation could not be read: {describe(exc)}")
+        return
+    st.caption(found.summary())
+    if not found.gaps:
+        st.success("Every minute with events is reported, equal to its count in ClickHouse.")
+        return
+    st.warning(f"Minutes with events but no report equal to their count: {len(found.gaps)}. "
+               "The pipeline's reconcile task redoes them, oldest first.")
+    st.dataframe(pd.DataFrame([m.as_dict() for m in found.gaps]), hide_index=True)
+
+
 live()
+gaps()

@@ -378,22 +378,39 @@ def partitions() -> None:
     Console().print(table)
 
 
+GAPS_EXIT = 2
+"""`etar audit`'s exit code when a minute with rows has no right report (1: an error)."""
+
+
 @app.command()
-def late(
-    minutes: Annotated[int, typer.Option(min=1, help="look back this many minutes")] = 60,
+def audit(
+    as_json: Annotated[bool, typer.Option("--json", help="print the minutes as JSON")] = False,
+    every: Annotated[bool, typer.Option("--all", help="list reported minutes too")] = False,
 ) -> None:
-    """Reported minutes that have more events now than their report counted."""
-    from etar.late import late_minutes
+    """Every minute with rows in ClickHouse (the retention window) against its report:
+    minute, rows (FINAL), reported (total_events), state (reported / missing / stale /
+    running). Exit 0 when every minute is reported, 2 when gaps remain, 1 on an error."""
+    from etar.reconcile import audit as audit_window
 
     try:
-        found = late_minutes(minutes)
+        found = audit_window()
     except EtarError as exc:
         _fail(exc)
-    table = Table("minute (UTC)", "in its report", "in ClickHouse now", "late events")
-    for item in found:
-        table.add_row(str(item.minute), str(item.reported), str(item.stored),
-                      str(item.late_events))
-    Console().print(table if found else f"no late events in the last {minutes} minutes")
+    shown = found.minutes if every else found.gaps
+    if as_json:
+        print(json.dumps([item.as_dict() for item in shown]))
+    else:
+        table = Table("minute (UTC)", "rows", "reported", "state")
+        for item in shown:
+            table.add_row(str(item.minute), str(item.rows),
+                          "-" if item.reported is None else str(item.reported), item.state)
+        if shown:
+            Console().print(table)
+        console.print(found.summary() + ("" if found.runs.known else
+                                         " (Airflow unreachable: runs in flight unknown)"),
+                      soft_wrap=True, highlight=False)
+    if found.gaps:
+        raise typer.Exit(GAPS_EXIT)
 
 
 MinuteOption = Annotated[str, typer.Option(help="UTC minute, e.g. 2026-01-01T10:30")]

@@ -120,6 +120,17 @@ class Settings(BaseSettings):
     pipeline_sink_timeout_seconds: float = Field(
         180.0, gt=0, description="give up waiting for the sink to commit a minute")
 
+    # Reconciliation: every minute with rows in ClickHouse ends with a report equal to it
+    reconcile_grace_seconds: float = Field(
+        30.0, ge=0, description="a minute is reconciled once its cut-off is this far past "
+                                "(its scheduled run exists by then)")
+    reconcile_max_redo: int = Field(
+        3, ge=1, description="minutes the reconciliation redoes at once (runs in flight)")
+    reconcile_retry_seconds: float = Field(
+        600.0, ge=0, description="a minute whose redo run failed is tried again after this")
+    reconcile_expire_batch: int = Field(
+        500, ge=1, description="expired minute objects deleted per reconciliation")
+
     # Producer defaults
     producer_rate: float = Field(50.0, gt=0, description="events/s per process")
     producer_error_rate: float = Field(0.05, ge=0, le=1)

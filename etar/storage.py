@@ -3,11 +3,16 @@
 Objects of a minute are named by ``etar.minute.Minute``: ``YYYY-MM-DD_HH-MM.parquet``
 (extract) and ``YYYY-MM-DD_HH-MM.json`` (report). Writing a name again replaces the object.
 One client per process and endpoint (``client``).
+
+Those names sort in time order, so listings stay bounded however old the bucket is: a window
+of minutes is listed per day prefix (``list_minutes``), and expired objects are the first
+names of the bucket (``expire_minutes``).
 """
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -17,6 +22,7 @@ from minio.error import S3Error
 
 from etar.config import Settings, get_settings
 from etar.errors import EtarError
+from etar.minute import InvalidMinute, Minute
 
 PART_SIZE = 16 * 1024 * 1024
 
@@ -118,3 +124,67 @@ def exists(name: str, settings: Settings | None = None) -> bool:
 def remove(name: str, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     client(settings).remove_object(settings.s3_bucket, name)
+
+
+def _minute_of(name: str) -> Minute | None:
+    try:
+        return Minute.from_object_name(name)
+    except InvalidMinute:
+        return None
+
+
+def day_prefixes(first: Minute, last: Minute) -> list[str]:
+    """``YYYY-MM-DD_`` of every UTC day from ``first`` to ``last``: the prefixes to list."""
+    day, prefixes = first.start.date(), []
+    while day <= last.start.date():
+        prefixes.append(f"{day:%Y-%m-%d}_")
+        day += timedelta(days=1)
+    return prefixes
+
+
+def list_minutes(first: Minute, last: Minute, suffix: str,
+                 settings: Settings | None = None) -> dict[Minute, str]:
+    """Minute → ETag of the objects ``<minute><suffix>`` (``.json``, ``.parquet``) from ``first``
+    to ``last`` inclusive. Listed per day prefix, starting at ``first``: the cost follows the
+    window, never what else the bucket holds."""
+    settings = settings or get_settings()
+    s3, found = client(settings), dict[Minute, str]()
+    prefixes = day_prefixes(first, last)
+    for prefix in prefixes:
+        start_after = first.stem if prefix == prefixes[0] else None
+        for item in s3.list_objects(settings.s3_bucket, prefix=prefix, recursive=True,
+                                    start_after=start_after):
+            name = item.object_name or ""
+            minute = _minute_of(name)
+            if minute is not None and minute > last:
+                break  # names sort in time order: the rest of the day is after the window
+            if minute is not None and minute >= first and name.endswith(suffix):
+                found[minute] = (item.etag or "").strip('"')
+    return found
+
+
+def expire_minutes(before: Minute, limit: int, settings: Settings | None = None) -> list[str]:
+    """Delete the objects of minutes earlier than ``before`` (at most ``limit``, oldest first);
+    the names deleted. They are the first names of the bucket, so the listing stops at the
+    first object to keep: each call costs what it deletes, not the bucket's size."""
+    from minio.deleteobjects import DeleteObject
+
+    settings = settings or get_settings()
+    s3, expired = client(settings), list[str]()
+    for item in s3.list_objects(settings.s3_bucket, recursive=True):
+        name = item.object_name or ""
+        minute = _minute_of(name)
+        if minute is None:
+            if name[:1].isdigit():
+                continue  # a stray name among the minutes' (e.g. "2026.txt"): not ours
+            break  # past every name that starts with a year
+        if minute >= before or len(expired) >= limit:
+            break
+        expired.append(name)
+    if expired:
+        errors = list(s3.remove_objects(settings.s3_bucket,
+                                        [DeleteObject(name) for name in expired]))
+        if errors:
+            raise EtarError(f"could not delete expired objects from {settings.s3_bucket}: "
+                            f"{errors[0]}")
+    return expired

@@ -45,14 +45,13 @@ def test_the_dag_parses_with_the_specified_shape(stack_settings: Settings) -> No
     assert (shape["summary"], shape["timezone"]) == ("* * * * *", "UTC")
     assert shape["catchup"] is False and 1 <= shape["max_active_runs"] <= 8
     assert shape["tasks"] == {"wait_for_sink": ["extract"], "extract": ["analyze"],
-                              "analyze": ["report"], "report": ["late_events"],
-                              "late_events": []}
+                              "analyze": ["report"], "report": [], "reconcile": []}
     expected = {"connect": "_PythonDecoratedOperator", "submit": "SparkSubmitOperator"}
     assert shape["types"]["analyze"] == expected[stack_settings.spark_mode]
     assert shape["sensor_mode"] == "reschedule"
     assert all(seconds > 0 for seconds in shape["timeouts"].values())
     assert all(shape["retries"][task] >= 1 for task in ("wait_for_sink", "extract", "analyze",
-                                                        "report"))
+                                                        "report", "reconcile"))
 
 
 @pytest.mark.integration
@@ -65,7 +64,9 @@ def test_one_minute_through_airflow_equals_clickhouse(
     run = dag_test(lane, minute.end.isoformat())
     assert run["interval"] == [minute.start.isoformat(), minute.end.isoformat()]
     assert run["state"] == "success", run["tasks"]
-    assert set(run["tasks"].values()) == {"success"}  # late_events included
+    assert run["tasks"] == {"wait_for_sink": "success", "extract": "success",
+                            "analyze": "success", "report": "success",
+                            "reconcile": "skipped"}  # only scheduled runs reconcile
     assert storage.exists(minute.parquet_name, lane) and storage.exists(minute.json_name, lane)
     report = read_report(minute, lane)
     assert report["total_events"] == warehouse.count_minute(minute, settings=lane) == 3_000
@@ -81,7 +82,7 @@ def test_an_empty_minute_skips_analyze_and_report(lane: Settings) -> None:
     run = dag_test(lane, minute.end.isoformat())
     assert run["tasks"] == {"wait_for_sink": "success", "extract": "skipped",
                             "analyze": "skipped", "report": "skipped",
-                            "late_events": "success"}
+                            "reconcile": "skipped"}
     assert not storage.exists(minute.parquet_name, lane)
 
 

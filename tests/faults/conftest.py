@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from etar.airflow_api import PIPELINE_DAG, AirflowApi
+from etar.config import Settings
 from tests.faults.harness import FaultRow
 
 ROWS: list[FaultRow] = []
@@ -26,6 +28,36 @@ def fault_row(request: pytest.FixtureRequest) -> Iterator[FaultRow]:
     row = FaultRow(fault=request.node.name.removeprefix("test_"))
     yield row
     ROWS.append(row)
+
+
+@pytest.fixture
+def api(stack_settings: Settings) -> Iterator[AirflowApi]:
+    """The API with etar_pipeline unpaused (so its runs are scheduled); state restored."""
+    with AirflowApi(stack_settings, timeout=30) as client:
+        was_paused = bool(client.dag(PIPELINE_DAG)["is_paused"])
+        client.set_paused(PIPELINE_DAG, False)
+        try:
+            yield client
+        finally:
+            client.set_paused(PIPELINE_DAG, was_paused)
+
+
+@pytest.fixture(autouse=True)
+def _pipeline_left_alone(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A fault test that drives its minute itself (not through ``api``) runs with etar_pipeline
+    paused: the reconciliation would otherwise redo the test's minute while the test runs it
+    (both idempotent, but the report the test reads could be the other run's). Restored after."""
+    if "api" in request.fixturenames or "stack_settings" not in request.fixturenames:
+        yield
+        return
+    settings: Settings = request.getfixturevalue("stack_settings")
+    with AirflowApi(settings, timeout=30) as client:
+        was_paused = bool(client.dag(PIPELINE_DAG)["is_paused"])
+        client.set_paused(PIPELINE_DAG, True)
+        try:
+            yield
+        finally:
+            client.set_paused(PIPELINE_DAG, was_paused)
 
 
 @pytest.fixture

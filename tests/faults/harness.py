@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -62,8 +62,9 @@ class FaultRow:
 
 
 def own_minute() -> Minute:
-    """A closed minute between 70 minutes and 20 hours ago (inside the table's retention, outside
-    the late-event look-back and the scheduler's own runs), chosen at random."""
+    """A closed minute between 70 minutes and 20 hours ago (inside the table's retention, far
+    from the scheduler's own runs), chosen at random. The reconciliation covers it: tests that
+    drive it themselves run with the pipeline paused (conftest)."""
     now = Minute.containing(datetime.now(UTC))
     back = random.SystemRandom().randint(70, 20 * 60)
     return Minute.containing(now.start - timedelta(minutes=back))
@@ -111,6 +112,48 @@ def wait_restarted(settings: Settings, name: str, old_pid: int,
         time.sleep(0.5)
     raise AssertionError(f"{name} was not restarted within {timeout:.0f}s; see "
                          f"{settings.state_dir / 'logs' / (name + '.log')}")
+
+
+@contextlib.contextmanager
+def stopped(settings: Settings, name: str) -> Iterator[float]:
+    """SIGSTOP the service's process group for the block (a hung service: the supervisor still
+    sees it running and restarts nothing), SIGCONT after; yields when it was stopped."""
+    pid = service_pid(settings, name)
+    assert os.getpgid(pid) == pid, f"{name} (pid {pid}) does not lead its process group"
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield time.monotonic()
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def task_settings(settings: Settings, **values: object) -> Iterator[None]:
+    """Settings changed for the Airflow tasks started during the block: every task process
+    reads the project's ``.env`` afresh; the file is restored after."""
+    env = settings.project_dir / ".env"
+    before = env.read_text() if env.exists() else None
+    lines = "".join(f"ETAR_{name.upper()}={value}\n" for name, value in values.items())
+    env.write_text((before or "") + ("" if not before or before.endswith("\n") else "\n")
+                   + "# set by tests/faults (removed when the test ends)\n" + lines)
+    try:
+        yield
+    finally:
+        if before is None:
+            env.unlink(missing_ok=True)
+        else:
+            env.write_text(before)
+
+
+def sleep_until_second(second: float, at_least: float = 0.0) -> datetime:
+    """Sleep until ``second`` seconds past a minute, at least ``at_least`` seconds from now;
+    that instant (UTC)."""
+    now = datetime.now(UTC)
+    target = now.replace(second=0, microsecond=0) + timedelta(seconds=second)
+    while (target - now).total_seconds() < at_least:
+        target += timedelta(minutes=1)
+    time.sleep((target - now).total_seconds())
+    return target
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -210,3 +253,23 @@ def ingested_minute(settings: Settings, count: int, seed: int) -> Minute:
     produce(settings, count, minute, seed)
     wait_until(lambda: stored(settings, minute)[0] == count, 90, f"{count} events of {minute}")
     return minute
+
+
+def reconcile_minutes(row: FaultRow, settings: Settings, delivered: Mapping[Minute, int],
+                      reports: Mapping[Minute, int | None], dlq_before: dict[int, int]) -> FaultRow:
+    """:func:`reconcile` over several minutes, summed; a minute without a report fails the row."""
+    sums = FaultRow(row.fault, produced=0, in_clickhouse=0, in_report=0, lost=0, doubled=0,
+                    replayed_before_merge=0)
+    for minute, count in delivered.items():
+        one = reconcile(FaultRow(row.fault), settings, minute, count, reports.get(minute),
+                        dlq_before)
+        for name in ("produced", "in_clickhouse", "lost", "doubled", "replayed_before_merge"):
+            setattr(sums, name, getattr(sums, name) + getattr(one, name))
+        in_report = reports.get(minute)
+        sums.in_report = None if in_report is None or sums.in_report is None else (
+            sums.in_report + in_report)
+        sums.dead_letters = one.dead_letters
+    for name in ("produced", "in_clickhouse", "in_report", "lost", "doubled",
+                 "replayed_before_merge", "dead_letters"):
+        setattr(row, name, getattr(sums, name))
+    return row

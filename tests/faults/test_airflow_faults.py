@@ -4,7 +4,6 @@ right report (retried by Airflow, or re-run where the run itself was lost)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,18 +29,6 @@ RUN_TIMEOUT = 300.0
 """A killed component's run must end within this (restart + task heartbeat timeout + retry)."""
 
 
-@pytest.fixture
-def api(stack_settings: Settings) -> Iterator[AirflowApi]:
-    """The API with etar_pipeline unpaused (so triggered runs are scheduled); state restored."""
-    with AirflowApi(stack_settings, timeout=30) as client:
-        was_paused = bool(client.dag(PIPELINE_DAG)["is_paused"])
-        client.set_paused(PIPELINE_DAG, False)
-        try:
-            yield client
-        finally:
-            client.set_paused(PIPELINE_DAG, was_paused)
-
-
 def _states(api: AirflowApi, run_id: str) -> dict[str, str | None]:
     return api.task_states(PIPELINE_DAG, run_id)
 
@@ -50,7 +37,8 @@ def _kill_during_dag_run(settings: Settings, api: AirflowApi, row: FaultRow, ser
                          count: int, seed: int, kill_when: set[str]) -> None:
     minute = ingested_minute(settings, count, seed)
     dlq = dead_letter_offsets(settings)
-    run: dict[str, Any] = api.trigger(PIPELINE_DAG, logical_date=minute.end)
+    run: dict[str, Any] = api.trigger_minute(PIPELINE_DAG, minute,
+                                             f"manual__faults_{minute.stem}_{time.time_ns()}")
     run_id = run["dag_run_id"]
     assert run["data_interval_start"].startswith(minute.start.strftime("%Y-%m-%dT%H:%M"))
     wait_until(lambda: any(_states(api, run_id).get(task) == "running" for task in kill_when),

@@ -48,7 +48,7 @@ MINUTE = "2026-01-01T10:30"
     (["report", "--minute", MINUTE], "S3"),
     (["run-minute", "--minute", MINUTE], "ClickHouse"),
     (["partitions"], "ClickHouse"),
-    (["late"], "S3"),
+    (["audit"], "ClickHouse"),
 ], ids=lambda value: value[0] if isinstance(value, list) else "")
 def test_an_unreachable_service_is_one_clear_line(offline: dict[str, str], command: list[str],
                                                   names: str, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ MODULES = (
     "etar.extract",
     "etar.spark_connect",
     "etar.report",
-    "etar.late",
+    "etar.reconcile",  # reconcile
 )
 
 for _name in MODULES:

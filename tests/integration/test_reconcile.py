@@ -1,0 +1,91 @@
+"""The reconciliation on real services: each minute with rows is classified against its report
+in the bucket, a re-run closes the gap; the bucket's listings and expiry stay bounded."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from etar import storage, warehouse
+from etar.config import Settings
+from etar.minute import Minute
+from etar.pipeline import run_minute
+from etar.reconcile import State, audit
+from tests.integration.lanes import env_for, produce, recent_minute, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _states(settings: Settings) -> dict[Minute, tuple[int, int | None, State]]:
+    found = audit(settings, with_runs=False)
+    return {m.minute: (m.rows, m.reported, m.state) for m in found.minutes}
+
+
+def test_missing_and_stale_minutes_are_found_until_they_are_rerun(
+        lane: Settings, lane_sink: subprocess.Popen[bytes]) -> None:
+    reported, missing, stale = recent_minute(12), recent_minute(11), recent_minute(10)
+    for minute, count, seed in ((reported, 400, 61), (missing, 300, 62), (stale, 200, 63)):
+        produce(lane, count, minute, seed=seed)
+    wait_for(lambda: [warehouse.count_minute(m, settings=lane) for m in (reported, missing, stale)]
+             == [400, 300, 200], 60, "ingestion")
+    assert run_minute(reported, lane).posted is not None
+    assert run_minute(stale, lane).posted is not None
+    produce(lane, 25, stale, seed=64)  # after its report: the report is stale
+    wait_for(lambda: warehouse.count_minute(stale, settings=lane) == 225, 60, "late rows")
+    assert _states(lane) == {reported: (400, 400, State.REPORTED),
+                             missing: (300, None, State.MISSING),
+                             stale: (225, 200, State.STALE)}
+    code, shown = _audit_cli(lane)
+    assert code == 2 and shown == [
+        {"minute": str(missing), "rows": 300, "reported": None, "state": "missing"},
+        {"minute": str(stale), "rows": 225, "reported": 200, "state": "stale"}]
+    run_minute(missing, lane)
+    run_minute(stale, lane)
+    assert _states(lane) == {reported: (400, 400, State.REPORTED),
+                             missing: (300, 300, State.REPORTED),
+                             stale: (225, 225, State.REPORTED)}
+    code, shown = _audit_cli(lane, "--all")
+    assert code == 0 and [m["state"] for m in shown] == ["reported"] * 3
+
+
+def _audit_cli(settings: Settings, *args: str) -> tuple[int, list[dict[str, object]]]:
+    """`etar audit --json`: its exit code and the minutes it printed."""
+    result = subprocess.run([sys.executable, "-m", "etar", "audit", "--json", *args],
+                            env=env_for(settings), capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode in (0, 2), result.stderr[-2000:]
+    return result.returncode, json.loads(result.stdout)
+
+
+def _put(settings: Settings, name: str) -> None:
+    storage.upload(name, io.BytesIO(b"{}"), "application/json", 2, settings)
+
+
+def test_windows_are_listed_by_prefix_and_expired_objects_deleted_oldest_first(
+        lane: Settings) -> None:
+    now = Minute.containing(datetime.now(UTC))
+    expired = [Minute.containing(now.start - timedelta(hours=h)) for h in (30, 26, 25)]
+    kept = [Minute.containing(now.start - timedelta(hours=h)) for h in (23, 1)]
+    for minute in expired + kept:
+        _put(lane, minute.json_name)
+        _put(lane, minute.parquet_name)
+    _put(lane, "notes.txt")
+    first = Minute.containing(now.start - timedelta(hours=24)).next
+    assert set(storage.list_minutes(first, now, ".json", lane)) == set(kept)
+    assert set(storage.list_minutes(expired[0], expired[1], ".parquet", lane)) == set(
+        expired[:2])
+    assert storage.expire_minutes(first, limit=4, settings=lane) == [
+        expired[0].json_name, expired[0].parquet_name, expired[1].json_name,
+        expired[1].parquet_name]
+    assert storage.expire_minutes(first, limit=4, settings=lane) == [
+        expired[2].json_name, expired[2].parquet_name]
+    assert storage.expire_minutes(first, limit=4, settings=lane) == []
+    left = {item.object_name for item in
+            storage.client(lane).list_objects(lane.s3_bucket, recursive=True)}
+    assert left == {name for m in kept for name in (m.json_name, m.parquet_name)} | {
+        "notes.txt"}
