@@ -118,7 +118,7 @@ def run_demo(minutes: int, rate: float, settings: Settings | None = None,
             _observe(checks, watcher, api, settings)
             while time.monotonic() < deadline and any(
                     c.dag_state not in FINISHED for c in checks):
-                time.sleep(1)  # the runs' last task (late_events) may still be going
+                time.sleep(1)  # the runs' last task (reconcile) may still be going
                 _observe(checks, watcher, api, settings)
         finally:
             watcher.stop()

@@ -1,4 +1,4 @@
-"""Objects in S3 (MinIO in the compose stack, versitygw in the native one) via ``minio``.
+"""Objects in S3 (versitygw in both stacks) via ``minio``, the S3 client library.
 
 Objects of a minute are named by ``etar.minute.Minute``: ``YYYY-MM-DD_HH-MM.parquet``
 (extract) and ``YYYY-MM-DD_HH-MM.json`` (report). Writing a name again replaces the object.
