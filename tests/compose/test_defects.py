@@ -33,13 +33,6 @@ Docker Hub in 2026, Bitnami's free catalogue in 2025): a pull fails."""
 LISTEN_ANY = {"0.0.0.0", "::"}
 
 
-@pytest.fixture(scope="module")
-def project() -> dict[str, Any]:
-    result = _composecheck(COMPOSE)
-    assert result.returncode == 0, result.stderr
-    loaded: dict[str, Any] = json.loads(result.stdout)
-    return loaded
-
 
 @pytest.fixture(scope="module")
 def raw() -> dict[str, Any]:

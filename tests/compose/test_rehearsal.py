@@ -35,7 +35,6 @@ from etar.minute import Minute
 from tests import REPO_ROOT
 from tests.compose import image_plan
 from tests.compose.test_defects import DOCKERFILES
-from tests.compose.test_static import COMPOSE, _composecheck
 
 IMAGES = ("etar", "airflow")
 LOCKED_PYSPARK = "4.3.0"
@@ -47,13 +46,6 @@ def _locked(name: str) -> str:
     lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
     return next(p["version"] for p in lock["package"] if p["name"] == name)
 
-
-@pytest.fixture(scope="module")
-def project() -> dict[str, Any]:
-    result = _composecheck(COMPOSE)
-    assert result.returncode == 0, result.stderr
-    loaded: dict[str, Any] = json.loads(result.stdout)
-    return loaded
 
 
 @pytest.fixture(scope="module")

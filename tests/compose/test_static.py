@@ -12,7 +12,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from etar.config import Settings
@@ -52,14 +51,6 @@ def _composecheck(compose: Path, env: Path = ENV_EXAMPLE) -> subprocess.Complete
                           cwd=REPO_ROOT / "tools" / "composecheck", capture_output=True,
                           text=True, timeout=600, check=False)
 
-
-@pytest.fixture(scope="module")
-def project() -> dict[str, Any]:
-    """docker-compose.yml as compose-go loads it (schema, interpolation, references)."""
-    result = _composecheck(COMPOSE)
-    assert result.returncode == 0, result.stderr
-    loaded: dict[str, Any] = json.loads(result.stdout)
-    return loaded
 
 
 def test_compose_go_rejects_an_invalid_file(tmp_path: Path) -> None:

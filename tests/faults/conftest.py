@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from etar.airflow_api import PIPELINE_DAG, AirflowApi
+from etar.airflow_api import AirflowApi
 from etar.config import Settings
 from tests.faults.harness import FaultRow
+from tests.pipeline_state import pipeline_paused
 
 ROWS: list[FaultRow] = []
 CHAOS = os.environ.get("ETAR_CHAOS", "") not in ("", "0")
@@ -33,13 +34,8 @@ def fault_row(request: pytest.FixtureRequest) -> Iterator[FaultRow]:
 @pytest.fixture
 def api(stack_settings: Settings) -> Iterator[AirflowApi]:
     """The API with etar_pipeline unpaused (so its runs are scheduled); state restored."""
-    with AirflowApi(stack_settings, timeout=30) as client:
-        was_paused = bool(client.dag(PIPELINE_DAG)["is_paused"])
-        client.set_paused(PIPELINE_DAG, False)
-        try:
-            yield client
-        finally:
-            client.set_paused(PIPELINE_DAG, was_paused)
+    with pipeline_paused(stack_settings, False) as client:
+        yield client
 
 
 @pytest.fixture(autouse=True)
@@ -51,13 +47,8 @@ def _pipeline_left_alone(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     settings: Settings = request.getfixturevalue("stack_settings")
-    with AirflowApi(settings, timeout=30) as client:
-        was_paused = bool(client.dag(PIPELINE_DAG)["is_paused"])
-        client.set_paused(PIPELINE_DAG, True)
-        try:
-            yield
-        finally:
-            client.set_paused(PIPELINE_DAG, was_paused)
+    with pipeline_paused(settings, True):
+        yield
 
 
 @pytest.fixture
