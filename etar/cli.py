@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
@@ -84,13 +86,24 @@ def stack_install() -> None:
         _fail(exc)
 
 
+class Topology(StrEnum):
+    """What ``etar stack up`` runs (see the README's "Cluster topology")."""
+
+    single = "single"
+    cluster = "cluster"
+
+
 @stack_app.command("up")
 def stack_up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="return once all are ready")]
     = False,
     quiet: Annotated[bool, typer.Option(help="do not echo service logs")] = False,
+    topology: Annotated[Topology | None, typer.Option(
+        help="single: one process per engine; cluster: 3 Kafka brokers, 2 sinks "
+        "(default: ETAR_TOPOLOGY)")] = None,
 ) -> None:
     """Start every service in dependency order; Ctrl-C stops them all."""
+    _use_topology(topology)
     _setup_logging()
     stack = _stack()
     try:
@@ -102,6 +115,14 @@ def stack_up(
             stack.up(echo=not quiet)
     except EtarError as exc:
         _fail(exc)
+
+
+def _use_topology(topology: Topology | None) -> None:
+    """``--topology``: this process and every one it starts (the detached supervisor, the
+    services) read it as ``ETAR_TOPOLOGY``."""
+    if topology is not None:
+        os.environ["ETAR_TOPOLOGY"] = str(topology.value)
+        get_settings.cache_clear()
 
 
 @stack_app.command("down")
@@ -136,8 +157,11 @@ def _print_status(rows: list[dict[str, object]]) -> None:
 @stack_app.command("status")
 def stack_status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    topology: Annotated[Topology | None, typer.Option(
+        help="the topology the stack was started with (default: ETAR_TOPOLOGY)")] = None,
 ) -> None:
-    """Which services answer; exit code 0 only when all of them do."""
+    """Which services answer (each member of a cluster); exit code 0 only when all do."""
+    _use_topology(topology)
     rows = _stack().status()
     if as_json:
         print(json.dumps(rows))

@@ -27,9 +27,10 @@ _quiet = logging.getLogger("etar.librdkafka")
 _quiet.setLevel(logging.CRITICAL)  # probes expect refused connections; their errors say why
 
 
-def admin(settings: Settings, timeout: float = 5.0) -> AdminClient:
-    """An admin client for the broker (librdkafka's own connection logs silenced)."""
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers,
+def admin(settings: Settings, timeout: float = 5.0, bootstrap: str | None = None) -> AdminClient:
+    """An admin client for the broker (librdkafka's own connection logs silenced); ``bootstrap``
+    names one broker of a cluster instead of ``kafka_bootstrap_servers``."""
+    return AdminClient({"bootstrap.servers": bootstrap or settings.kafka_bootstrap_servers,
                         "socket.timeout.ms": int(timeout * 1000),
                         "logger": _quiet})  # type: ignore[dict-item]
 
@@ -61,11 +62,17 @@ def watermarks(consumer: Consumer, topic: str, partition: int = 0, within: float
 
 def ensure_topic(settings: Settings, name: str, partitions: int,
                  config: dict[str, str] | None = None) -> None:
-    """Create a topic unless it exists (idempotent)."""
+    """Create a topic unless it exists (idempotent), with the topology's replication factor
+    (and, replicated, ``min.insync.replicas``: an ``acks=all`` write needs two copies)."""
     client = admin(settings)
     if name in client.list_topics(timeout=10).topics:
         return
-    futures = client.create_topics([NewTopic(name, partitions, 1, config=config or {})])
+    replicas = settings.kafka_replication_factor
+    config = {**replication_config(settings), **(config or {})}
+    if replicas > 1:  # a caller's lower value (meant for one broker) does not weaken a cluster
+        floor = settings.kafka_min_insync_replicas
+        config["min.insync.replicas"] = str(max(int(config["min.insync.replicas"]), floor))
+    futures = client.create_topics([NewTopic(name, partitions, replicas, config=config)])
     try:
         futures[name].result(timeout=30)
     except Exception as exc:
@@ -91,6 +98,13 @@ rule :mod:`etar.completeness` stands on. The event's own time is its Avro ``even
 the sink and the table use; the Kafka timestamp is read by nothing else."""
 DEAD_LETTER_HEADROOM = 64 * 1024
 """Bytes a dead letter may carry beyond the event it was (the error headers: ≤ 4 kB reason)."""
+
+
+def replication_config(settings: Settings) -> dict[str, str]:
+    """Per-topic settings of a replicated topology (none on a single broker)."""
+    if settings.kafka_replication_factor < 2:
+        return {}
+    return {"min.insync.replicas": str(settings.kafka_min_insync_replicas)}
 
 
 def topic_config(settings: Settings, name: str, timeout: float = 30.0) -> dict[str, str]:

@@ -1,0 +1,69 @@
+"""The cluster topology: its members, their ports and configuration, the default unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from etar.config import Settings
+from etar.native import all_services, selected_services
+from etar.native.services import kafka
+from etar.sink import progress_path
+
+
+def _settings(topology: str, tmp: Path) -> Settings:
+    return Settings(_env_file=None, topology=topology, state_dir=tmp,  # type: ignore[arg-type]
+                    kafka_bootstrap_servers="127.0.0.1:19092", kafka_controller_port=19093)
+
+
+def test_single_topology_is_one_broker_and_one_sink(tmp_path: Path) -> None:
+    settings = _settings("single", tmp_path)
+    names = [s.name for s in all_services(settings)]
+    assert names.count("kafka") == 1 and names.count("sink") == 1
+    assert not [n for n in names if n.startswith(("kafka-", "sink-"))]
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:19092"
+    text = kafka._server_properties(settings, 1)
+    assert "controller.quorum.voters=1@127.0.0.1:19093" in text
+    assert "offsets.topic.replication.factor=1" in text
+    assert "min.insync.replicas" not in text.replace("state.log.min.isr", "")
+    assert f"log.dirs={tmp_path / 'data' / 'kafka'}" in text
+
+
+def test_cluster_members_shift_ports_from_the_offset_settings(tmp_path: Path) -> None:
+    settings = _settings("cluster", tmp_path)
+    assert settings.kafka_members == [(1, "127.0.0.1", 19092, 19093),
+                                      (2, "127.0.0.1", 19192, 19193),
+                                      (3, "127.0.0.1", 19292, 19293)]
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:19092,127.0.0.1:19192,127.0.0.1:19292"
+    assert (settings.kafka_replication_factor, settings.kafka_min_insync_replicas) == (3, 2)
+    names = [s.name for s in all_services(settings)]
+    assert names[:3] == ["kafka-1", "kafka-2", "kafka-3"]
+    assert "sink-1" in names and "sink-2" in names and "sink" not in names
+
+
+def test_cluster_broker_configuration(tmp_path: Path) -> None:
+    settings = _settings("cluster", tmp_path)
+    text = kafka._server_properties(settings, 2)
+    for line in ("node.id=2",
+                 "controller.quorum.voters=1@127.0.0.1:19093,2@127.0.0.1:19193,"
+                 "3@127.0.0.1:19293",
+                 "listeners=PLAINTEXT://127.0.0.1:19192,CONTROLLER://127.0.0.1:19193",
+                 "offsets.topic.replication.factor=3", "transaction.state.log.min.isr=2",
+                 "default.replication.factor=3", "min.insync.replicas=2",
+                 "unclean.leader.election.enable=false", f"log.dirs={tmp_path}/data/kafka-2"):
+        assert line in text.splitlines(), line
+
+
+def test_a_group_name_selects_every_member(tmp_path: Path) -> None:
+    settings = _settings("cluster", tmp_path).model_copy(
+        update={"stack_services": "kafka,sink"})
+    assert [s.name for s in selected_services(settings)] == [
+        "kafka-1", "kafka-2", "kafka-3", "sink-1", "sink-2"]
+
+
+def test_each_sink_instance_reports_to_its_own_file(tmp_path: Path) -> None:
+    settings = _settings("cluster", tmp_path)
+    paths = {progress_path(settings.model_copy(update={"sink_instance": n})) for n in "12"}
+    assert len(paths) == 2 and progress_path(settings) not in paths
+    services = {s.name: s for s in all_services(settings)}
+    assert services["sink-1"].env == {"ETAR_SINK_INSTANCE": "1"}
+    assert services["sink-2"].env == {"ETAR_SINK_INSTANCE": "2"}
