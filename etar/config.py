@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     clickhouse_password: SecretStr = SecretStr("etar")
     clickhouse_database: str = "default"
     clickhouse_table: str = "user_interactions"
+    clickhouse_cluster: str = Field(
+        "", description="a ClickHouse cluster's name: `python -m etar.clickhouse_cluster` "
+        "prints the replicated DDL for it (empty: one server, as the native stack)")
     clickhouse_retention_hours: int = Field(
         default_factory=resources.table_retention_hours, ge=1,
         description="TTL of minute partitions (default: the one in clickhouse_table_schema.sql)")
