@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
@@ -23,6 +25,7 @@ from etar.config import Settings
 from etar.errors import ServiceUnavailable, StackError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _quiet = logging.getLogger("etar.librdkafka")
 _quiet.setLevel(logging.CRITICAL)  # probes expect refused connections; their errors say why
 
@@ -107,12 +110,27 @@ def replication_config(settings: Settings) -> dict[str, str]:
     return {"min.insync.replicas": str(settings.kafka_min_insync_replicas)}
 
 
+def _known_soon(call: Callable[[], T], timeout: float) -> T:
+    """``call()``, asked again while the broker does not know the topic yet: one just created
+    reaches every broker of a cluster a moment later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if "UNKNOWN_TOPIC_OR_PART" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def topic_config(settings: Settings, name: str, timeout: float = 30.0) -> dict[str, str]:
     """A topic's effective configuration (defaults included)."""
     client = admin(settings)
     resource = ConfigResource(ResourceType.TOPIC, name)
     try:
-        entries = client.describe_configs([resource])[resource].result(timeout=timeout)
+        entries = _known_soon(
+            lambda: client.describe_configs([resource])[resource].result(timeout=timeout),
+            timeout)
     except Exception as exc:
         raise StackError(f"reading the configuration of topic {name!r} failed: {exc}") from exc
     return {key: entry.value for key, entry in entries.items() if entry.value is not None}
@@ -126,7 +144,8 @@ def set_topic_config(settings: Settings, name: str, config: dict[str, str],
         ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
         for key, value in config.items()])
     try:
-        client.incremental_alter_configs([resource])[resource].result(timeout=timeout)
+        _known_soon(lambda: client.incremental_alter_configs([resource])[resource].result(
+            timeout=timeout), timeout)
     except Exception as exc:
         raise StackError(f"setting {config} on topic {name!r} failed: {exc}") from exc
 
