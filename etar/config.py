@@ -23,6 +23,8 @@ KAFKA_CLUSTER_SIZE = 3
 """Brokers (combined broker + KRaft controller nodes) of the cluster topology."""
 SINK_CLUSTER_INSTANCES = 2
 """Sink instances (one consumer group) of the cluster topology."""
+AIRFLOW_CLUSTER_WORKERS = 2
+"""Celery workers of the cluster topology."""
 
 
 class Settings(BaseSettings):

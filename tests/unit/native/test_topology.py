@@ -67,3 +67,15 @@ def test_each_sink_instance_reports_to_its_own_file(tmp_path: Path) -> None:
     services = {s.name: s for s in all_services(settings)}
     assert services["sink-1"].env == {"ETAR_SINK_INSTANCE": "1"}
     assert services["sink-2"].env == {"ETAR_SINK_INSTANCE": "2"}
+
+
+def test_cluster_runs_two_celery_workers_named_apart(tmp_path: Path) -> None:
+    single = {s.name: s for s in all_services(_settings("single", tmp_path))}
+    assert "--celery-hostname" not in single["airflow-worker"].command
+    assert not [n for n in single if n.startswith("airflow-worker-")]
+    services = {s.name: s for s in all_services(_settings("cluster", tmp_path))}
+    assert "airflow-worker" not in services
+    for n in (1, 2):
+        command = services[f"airflow-worker-{n}"].command
+        assert command[command.index("--celery-hostname") + 1] == f"etar-worker-{n}@%h"
+        assert "--skip-serve-logs" in command  # no log-server port shared by the two
