@@ -41,10 +41,11 @@ test: lint
 chaos: install
 	ETAR_CHAOS=1 $(RUN) etar stack exec -- pytest tests/faults tests/security
 
-# The cluster topology (3 Kafka brokers, 2 sinks) on its own state folder, and its fault suite
-# (tests/cluster, collected only on that topology); its table: test-artifacts/faults-cluster.md
-CLUSTER_ENV := ETAR_TOPOLOGY=cluster ETAR_STATE_DIR=.etar/cluster \
-	ETAR_STACK_SERVICES=kafka,schema-registry,clickhouse,sink
+# The cluster topology (3 Kafka brokers, 2 sinks, a Spark master + 2 workers) on its own state
+# folder, and its fault suite (tests/cluster, collected only on that topology; not in `make
+# test`); its table: test-artifacts/faults-cluster.md
+CLUSTER_ENV := ETAR_TOPOLOGY=cluster ETAR_STATE_DIR=.etar/cluster ETAR_SPARK_MODE=submit \
+	ETAR_STACK_SERVICES=kafka,schema-registry,clickhouse,sink,s3,spark-master,spark-worker
 cluster: install
 	mkdir -p .etar/cluster && ln -sfn ../lib .etar/cluster/lib
 	$(CLUSTER_ENV) $(RUN) etar stack exec -- pytest tests/cluster

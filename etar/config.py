@@ -25,6 +25,8 @@ SINK_CLUSTER_INSTANCES = 2
 """Sink instances (one consumer group) of the cluster topology."""
 AIRFLOW_CLUSTER_WORKERS = 2
 """Celery workers of the cluster topology."""
+SPARK_CLUSTER_WORKERS = 2
+"""Spark standalone workers of the cluster topology (behind one master)."""
 
 
 class Settings(BaseSettings):
@@ -171,10 +173,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _cluster_bootstrap(self) -> Settings:
-        """Cluster: clients bootstrap from every broker (one down is no obstacle)."""
+        """Cluster: clients bootstrap from every broker (one down is no obstacle), and Spark
+        runs on the stack's standalone master unless another master is named."""
         if self.topology == "cluster" and "," not in self.kafka_bootstrap_servers:
             self.kafka_bootstrap_servers = ",".join(
                 f"{host}:{port}" for _, host, port, _ in self.kafka_members)
+        if self.topology == "cluster" and self.spark_master.startswith("local"):
+            # the stack's standalone master (etar.native.services.spark_cluster)
+            self.spark_master = f"spark://{self.bind_host}:{self.spark_connect_port + 1}"
         return self
 
     def environ(self, *names: str) -> dict[str, str]:

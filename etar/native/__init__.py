@@ -26,11 +26,13 @@ def all_services(settings: Settings) -> list[Service]:
         registry,
         s3,
         sink,
+        spark_cluster,
         spark_connect,
     )
 
     return [*kafka.services(settings), registry.service(settings), clickhouse.service(settings),
             *sink.services(settings), s3.service(settings), *dashboard.services(settings),
+            *spark_cluster.services(settings),
             *([spark_connect.service(settings)] if settings.spark_mode == "connect" else []),
             postgres.service(settings), redis.service(settings), *airflow.services(settings),
             jupyter.service(settings)]

@@ -20,8 +20,8 @@ from tests.faults.harness import FaultRow
 CLUSTER = get_settings().topology == "cluster"
 collect_ignore_glob = [] if CLUSTER else ["test_*.py"]
 ROWS: list[FaultRow] = []
-COLUMNS = ("fault", "produced", "in ClickHouse", "lost", "doubled", "replayed before merge",
-           "dead letters", "recover s", "ok", "note")
+COLUMNS = ("fault", "produced", "in ClickHouse", "in report", "lost", "doubled",
+           "replayed before merge", "dead letters", "recover s", "ok", "note")
 
 
 def _cell(value: object) -> str:
@@ -55,9 +55,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in ROWS:
         ok = (row.produced is not None and row.lost == 0 and row.doubled == 0
-              and row.produced == row.in_clickhouse and row.dead_letters == 0)
+              and row.produced == row.in_clickhouse and row.dead_letters == 0
+              and row.in_report in (None, row.produced))
         lines.append("| " + " | ".join(_cell(v) for v in (
-            row.fault, row.produced, row.in_clickhouse, row.lost, row.doubled,
+            row.fault, row.produced, row.in_clickhouse, row.in_report, row.lost, row.doubled,
             row.replayed_before_merge, row.dead_letters, row.recover_s,
             "yes" if ok else "NO", row.note)) + " |")
     text = "\n".join(lines)

@@ -11,19 +11,23 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from etar.config import Settings
 from etar.minute import Minute
-from etar.native.services import kafka
+from etar.native.services import kafka, spark_cluster
+from etar.report import read_report
 from etar.topics import admin
 from tests.faults.harness import (
     SETTLE_TIMEOUT,
     FaultRow,
     Production,
     dead_letter_offsets,
+    ingested_minute,
     kill,
     own_minute,
     reconcile,
@@ -32,6 +36,7 @@ from tests.faults.harness import (
     wait_restarted,
     wait_until,
 )
+from tests.integration.lanes import env_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -145,3 +150,47 @@ def test_rolling_broker_restart(cluster_settings: Settings, cluster_row: FaultRo
                 f"in sync); producer {'still sending' if still_sending else 'had finished'}; "
                 f"sinks restarted: {restarted or 'none'}")
     _settle(row, settings, minute, delivered, dlq, began)
+
+
+def _worker_running_executor(settings: Settings, app: str, n: int) -> bool:
+    state = spark_cluster._state(settings)
+    port = f":{spark_cluster.worker_ui_port(settings, n)}"
+    running = any(a.get("name") == app for a in state.get("activeapps", []))
+    worker = [w for w in state.get("workers", []) if str(w.get("webuiaddress")).endswith(port)
+              and w.get("state") == "ALIVE"]
+    return running and bool(worker) and worker[0].get("coresused", 0) > 0
+
+
+def test_spark_worker_killed_during_analysis(cluster_settings: Settings,
+                                             cluster_row: FaultRow) -> None:
+    """kill -9 a standalone worker (its executors die with it) while a minute's analysis runs
+    in submit mode on the stack's master: the lost tasks run again on the other worker and the
+    report counts every event once."""
+    settings, row = cluster_settings, cluster_row
+    assert settings.spark_mode == "submit" and settings.spark_master.startswith("spark://")
+    count = 3_000
+    dlq = dead_letter_offsets(settings)
+    minute = ingested_minute(settings, count, seed=2404)
+    env = env_for(settings)
+    extract = subprocess.run([sys.executable, "-m", "etar", "extract", "--minute", str(minute)],
+                             env=env, capture_output=True, text=True, timeout=180)
+    assert extract.returncode == 0, extract.stderr[-2000:]
+    analyze = subprocess.Popen([sys.executable, "-m", "etar", "analyze", "--minute",
+                                str(minute)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    app = f"etar-analyze-{minute.start:%Y-%m-%d_%H-%M}"
+    wait_until(lambda: _worker_running_executor(settings, app, 1), 120,
+               f"an executor of {app} on spark-worker-1")
+    old = kill(settings, "spark-worker-1")
+    killed = time.monotonic()
+    out, err = analyze.communicate(timeout=300)
+    assert analyze.returncode == 0, f"the analysis failed: {out}{err[-3000:]}"
+    row.recover_s = time.monotonic() - killed
+    back = wait_restarted(settings, "spark-worker-1", old)
+    report_total = int(read_report(minute, settings)["total_events"])
+    row.note = (f"spark-worker-1 killed while it ran an executor of the analysis, which "
+                f"finished {row.recover_s:.0f}s later (worker restarted {back:.0f}s after "
+                f"that); report total_events {report_total}")
+    reconcile(row, settings, minute, count, report_total, dlq)
+    assert (row.lost, row.doubled, row.dead_letters) == (0, 0, 0), row
+    assert report_total == row.in_clickhouse == count

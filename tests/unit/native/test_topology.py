@@ -79,3 +79,27 @@ def test_cluster_runs_two_celery_workers_named_apart(tmp_path: Path) -> None:
         command = services[f"airflow-worker-{n}"].command
         assert command[command.index("--celery-hostname") + 1] == f"etar-worker-{n}@%h"
         assert "--skip-serve-logs" in command  # no log-server port shared by the two
+
+
+def test_cluster_runs_spark_standalone_on_ports_shifted_with_spark_connect(
+        tmp_path: Path) -> None:
+    single = _settings("single", tmp_path).model_copy(
+        update={"spark_connect_url": "sc://127.0.0.1:25002"})
+    assert single.spark_master == "local[2]"
+    assert not [s for s in all_services(single) if s.name.startswith("spark-")
+                and s.name != "spark-connect"]
+    settings = Settings(_env_file=None, topology="cluster", state_dir=tmp_path,  # type: ignore[arg-type]
+                        spark_connect_url="sc://127.0.0.1:25002", s3_secret_key="s3-secret")
+    assert settings.spark_master == "spark://127.0.0.1:25003"
+    services = {s.name: s for s in all_services(settings)}
+    master = services["spark-master"]
+    assert master.command[-6:] == ["--host", "127.0.0.1", "--port", "25003",
+                                   "--webui-port", "25004"]
+    for n, ui in ((1, "25005"), (2, "25006")):
+        worker = services[f"spark-worker-{n}"]
+        assert worker.command[2] == "spark://127.0.0.1:25003"
+        assert worker.command[worker.command.index("--webui-port") + 1] == ui
+        assert "s3-secret" not in " ".join(worker.command)
+        assert worker.env["AWS_SECRET_ACCESS_KEY"] == "s3-secret"  # executors inherit it
+    # the Spark Connect server, when it runs, attaches to the same master
+    assert "spark://127.0.0.1:25003" in services["spark-connect"].command
