@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -106,6 +107,8 @@ def stack_up(
     _use_topology(topology)
     _setup_logging()
     stack = _stack()
+    if stack.read_state() is None:  # (a running stack keeps its record; up refuses below)
+        _record_topology()
     try:
         if detach:
             with console.status("starting the native stack (first run downloads the jars)…"):
@@ -117,12 +120,28 @@ def stack_up(
         _fail(exc)
 
 
-def _use_topology(topology: Topology | None) -> None:
+TOPOLOGY_FILE = "topology"
+"""In the state folder: the topology ``etar stack up`` last started."""
+
+
+def _use_topology(topology: Topology | None, recorded: bool = False) -> None:
     """``--topology``: this process and every one it starts (the detached supervisor, the
-    services) read it as ``ETAR_TOPOLOGY``."""
-    if topology is not None:
-        os.environ["ETAR_TOPOLOGY"] = str(topology.value)
+    services) read it as ``ETAR_TOPOLOGY``. Without it and without ``ETAR_TOPOLOGY`` in the
+    environment, ``recorded`` takes the one the stack was last started with."""
+    value = str(topology.value) if topology is not None else None
+    if value is None and recorded and "ETAR_TOPOLOGY" not in os.environ:
+        with contextlib.suppress(OSError):
+            value = (get_settings().state_dir / TOPOLOGY_FILE).read_text().strip() or None
+    if value is not None:
+        os.environ["ETAR_TOPOLOGY"] = value
         get_settings.cache_clear()
+
+
+def _record_topology() -> None:
+    settings = get_settings()
+    with contextlib.suppress(OSError):
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        (settings.state_dir / TOPOLOGY_FILE).write_text(settings.topology)
 
 
 @stack_app.command("down")
@@ -158,10 +177,11 @@ def _print_status(rows: list[dict[str, object]]) -> None:
 def stack_status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     topology: Annotated[Topology | None, typer.Option(
-        help="the topology the stack was started with (default: ETAR_TOPOLOGY)")] = None,
+        help="the topology to show (default: ETAR_TOPOLOGY, else the one the stack was "
+        "last started with)")] = None,
 ) -> None:
     """Which services answer (each member of a cluster); exit code 0 only when all do."""
-    _use_topology(topology)
+    _use_topology(topology, recorded=True)
     rows = _stack().status()
     if as_json:
         print(json.dumps(rows))
