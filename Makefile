@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install up down test unit lint bench clean chaos compose-check
+.PHONY: install up down test unit lint bench clean chaos compose-check cluster
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -40,6 +40,15 @@ test: lint
 # The fault suite's longer variants (more events per fault); its table: test-artifacts/faults.md
 chaos: install
 	ETAR_CHAOS=1 $(RUN) etar stack exec -- pytest tests/faults tests/security
+
+# The cluster topology (3 Kafka brokers, 2 sinks, a Spark master + 2 workers) on its own state
+# folder, and its fault suite (tests/cluster, collected only on that topology; not in `make
+# test`); its table: test-artifacts/faults-cluster.md
+CLUSTER_ENV := ETAR_TOPOLOGY=cluster ETAR_STATE_DIR=.etar/cluster ETAR_SPARK_MODE=submit \
+	ETAR_STACK_SERVICES=kafka,schema-registry,clickhouse,sink,s3,spark-master,spark-worker
+cluster: install
+	mkdir -p .etar/cluster && ln -sfn ../lib .etar/cluster/lib
+	$(CLUSTER_ENV) $(RUN) etar stack exec -- pytest tests/cluster
 
 bench: install
 	$(RUN) python benchmarks/producer.py

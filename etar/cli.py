@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
@@ -84,15 +87,28 @@ def stack_install() -> None:
         _fail(exc)
 
 
+class Topology(StrEnum):
+    """What ``etar stack up`` runs (see the README's "Cluster topology")."""
+
+    single = "single"
+    cluster = "cluster"
+
+
 @stack_app.command("up")
 def stack_up(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="return once all are ready")]
     = False,
     quiet: Annotated[bool, typer.Option(help="do not echo service logs")] = False,
+    topology: Annotated[Topology | None, typer.Option(
+        help="single: one process per engine; cluster: 3 Kafka brokers, 2 sinks "
+        "(default: ETAR_TOPOLOGY)")] = None,
 ) -> None:
     """Start every service in dependency order; Ctrl-C stops them all."""
+    _use_topology(topology)
     _setup_logging()
     stack = _stack()
+    if stack.read_state() is None:  # (a running stack keeps its record; up refuses below)
+        _record_topology()
     try:
         if detach:
             with console.status("starting the native stack (first run downloads the jars)…"):
@@ -102,6 +118,30 @@ def stack_up(
             stack.up(echo=not quiet)
     except EtarError as exc:
         _fail(exc)
+
+
+TOPOLOGY_FILE = "topology"
+"""In the state folder: the topology ``etar stack up`` last started."""
+
+
+def _use_topology(topology: Topology | None, recorded: bool = False) -> None:
+    """``--topology``: this process and every one it starts (the detached supervisor, the
+    services) read it as ``ETAR_TOPOLOGY``. Without it and without ``ETAR_TOPOLOGY`` in the
+    environment, ``recorded`` takes the one the stack was last started with."""
+    value = str(topology.value) if topology is not None else None
+    if value is None and recorded and "ETAR_TOPOLOGY" not in os.environ:
+        with contextlib.suppress(OSError):
+            value = (get_settings().state_dir / TOPOLOGY_FILE).read_text().strip() or None
+    if value is not None:
+        os.environ["ETAR_TOPOLOGY"] = value
+        get_settings.cache_clear()
+
+
+def _record_topology() -> None:
+    settings = get_settings()
+    with contextlib.suppress(OSError):
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        (settings.state_dir / TOPOLOGY_FILE).write_text(settings.topology)
 
 
 @stack_app.command("down")
@@ -143,9 +183,13 @@ def _print_status(rows: list[dict[str, object]]) -> None:
 @stack_app.command("status")
 def stack_status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    topology: Annotated[Topology | None, typer.Option(
+        help="the topology to show (default: ETAR_TOPOLOGY, else the one the stack was "
+        "last started with)")] = None,
 ) -> None:
-    """Which services answer; exit code 0 only when all of them do. A table on a terminal,
-    else one plain line per service with whole addresses (or ``--json``)."""
+    """Which services answer (each member of a cluster); exit code 0 only when all do. A table
+    on a terminal, else one plain line per service with whole addresses (or ``--json``)."""
+    _use_topology(topology, recorded=True)
     rows = _stack().status()
     if as_json:
         print(json.dumps(rows))

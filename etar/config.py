@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from etar import resources
+
+KAFKA_CLUSTER_SIZE = 3
+"""Brokers (combined broker + KRaft controller nodes) of the cluster topology."""
+SINK_CLUSTER_INSTANCES = 2
+"""Sink instances (one consumer group) of the cluster topology."""
+AIRFLOW_CLUSTER_WORKERS = 2
+"""Celery workers of the cluster topology."""
+SPARK_CLUSTER_WORKERS = 2
+"""Spark standalone workers of the cluster topology (behind one master)."""
 
 
 class Settings(BaseSettings):
@@ -43,6 +52,9 @@ class Settings(BaseSettings):
         5, ge=1, description="restarts of one service allowed within the interval below")
     stack_restart_interval_seconds: float = Field(
         600.0, gt=0, description="the restart window; past the burst a service waits for it")
+    topology: Literal["single", "cluster"] = Field(
+        "single", description="single: one process per engine; cluster: 3 Kafka brokers "
+        "(replication factor 3) and 2 sink instances on this machine")
 
     # Kafka (KRaft)
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
@@ -52,6 +64,10 @@ class Settings(BaseSettings):
     kafka_topic: str = "user_interactions"
     kafka_topic_partitions: int = Field(6, ge=1)
     kafka_dlq_topic: str = "user_interactions_dlq"
+    kafka_cluster_heap: str = Field("384m", description="each broker's heap (-Xmx), cluster")
+    kafka_member_port_step: int = Field(
+        100, ge=1, description="cluster: broker n listens at the broker (and controller) port "
+        "+ step * (n - 1)")
 
     # Schema Registry
     schema_registry_url: str = "http://127.0.0.1:8081"
@@ -80,6 +96,9 @@ class Settings(BaseSettings):
     clickhouse_max_sessions: int = Field(100, ge=1, description="HTTP sessions open at once")
     clickhouse_database: str = "default"
     clickhouse_table: str = "user_interactions"
+    clickhouse_cluster: str = Field(
+        "", description="a ClickHouse cluster's name: `python -m etar.clickhouse_cluster` "
+        "prints the replicated DDL for it (empty: one server, as the native stack)")
     clickhouse_retention_hours: int = Field(
         default_factory=resources.table_retention_hours, ge=1,
         description="TTL of minute partitions (default: the one in clickhouse_table_schema.sql)")
@@ -113,6 +132,8 @@ class Settings(BaseSettings):
     sink_batch_seconds: float = Field(1.0, gt=0, description="or after this long")
     sink_idle_flush_seconds: float = Field(
         0.25, gt=0, description="an idle inserter takes a batch this old already (latency)")
+    sink_instance: str = Field(
+        "", description="this sink's name within its group (the stack sets it per instance)")
 
     # Batch plane: when a minute is complete, how long to wait for it
     pipeline_lateness_seconds: float = Field(
@@ -175,6 +196,18 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value if value.is_absolute() else (Path.cwd() / value).resolve()
 
+    @model_validator(mode="after")
+    def _cluster_bootstrap(self) -> Settings:
+        """Cluster: clients bootstrap from every broker (one down is no obstacle), and Spark
+        runs on the stack's standalone master unless another master is named."""
+        if self.topology == "cluster" and "," not in self.kafka_bootstrap_servers:
+            self.kafka_bootstrap_servers = ",".join(
+                f"{host}:{port}" for _, host, port, _ in self.kafka_members)
+        if self.topology == "cluster" and self.spark_master.startswith("local"):
+            # the stack's standalone master (etar.native.services.spark_cluster)
+            self.spark_master = f"spark://{self.bind_host}:{self.spark_connect_port + 1}"
+        return self
+
     def environ(self, *names: str) -> dict[str, str]:
         """``ETAR_*`` variables carrying these settings to a child process."""
         values = {name: getattr(self, name) for name in names}
@@ -185,6 +218,26 @@ class Settings(BaseSettings):
     def kafka_port(self) -> int:
         """Port of the broker listener in ``kafka_bootstrap_servers``."""
         return int(self.kafka_bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def kafka_members(self) -> list[tuple[int, str, int, int]]:
+        """(node id, host, broker port, controller port) of each broker the stack runs."""
+        first = self.kafka_bootstrap_servers.split(",")[0]
+        host, port = first.rsplit(":", 1)[0], int(first.rsplit(":", 1)[1])
+        size = KAFKA_CLUSTER_SIZE if self.topology == "cluster" else 1
+        step = self.kafka_member_port_step
+        return [(n, host, port + step * (n - 1), self.kafka_controller_port + step * (n - 1))
+                for n in range(1, size + 1)]
+
+    @property
+    def kafka_replication_factor(self) -> int:
+        """Replicas of every topic etar creates (3 on the cluster topology)."""
+        return min(3, len(self.kafka_members))
+
+    @property
+    def kafka_min_insync_replicas(self) -> int:
+        """Replicas an ``acks=all`` write needs (2 of 3 on the cluster topology)."""
+        return 2 if self.kafka_replication_factor >= 3 else 1
 
     @property
     def schema_registry_port(self) -> int:

@@ -123,7 +123,10 @@ class Progress:
 
 
 def progress_path(settings: Settings) -> Path:
-    return settings.state_dir / f"sink-{settings.sink_group_id}.json"
+    """One file per sink instance: two instances of a group never write the same file (nor
+    the same temporary file, which one's rename would take from under the other)."""
+    instance = f"-{settings.sink_instance}" if settings.sink_instance else ""
+    return settings.state_dir / f"sink-{settings.sink_group_id}{instance}.json"
 
 
 def read_progress(settings: Settings) -> Progress | None:
@@ -166,9 +169,11 @@ class Sink:
                  schemas: Callable[[int], str | None] | None = None) -> None:
         self.settings = settings or get_settings()
         self.ch = ch or warehouse.client(self.settings)
+        instance = self.settings.sink_instance
         self.consumer = consumer or Consumer({
             "bootstrap.servers": self.settings.kafka_bootstrap_servers,
             "group.id": self.settings.sink_group_id,
+            **({"client.id": f"etar-sink-{instance}"} if instance else {}),
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",

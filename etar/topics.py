@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
@@ -23,13 +25,15 @@ from etar.config import Settings
 from etar.errors import ServiceUnavailable, StackError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _quiet = logging.getLogger("etar.librdkafka")
 _quiet.setLevel(logging.CRITICAL)  # probes expect refused connections; their errors say why
 
 
-def admin(settings: Settings, timeout: float = 5.0) -> AdminClient:
-    """An admin client for the broker (librdkafka's own connection logs silenced)."""
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers,
+def admin(settings: Settings, timeout: float = 5.0, bootstrap: str | None = None) -> AdminClient:
+    """An admin client for the broker (librdkafka's own connection logs silenced); ``bootstrap``
+    names one broker of a cluster instead of ``kafka_bootstrap_servers``."""
+    return AdminClient({"bootstrap.servers": bootstrap or settings.kafka_bootstrap_servers,
                         "socket.timeout.ms": int(timeout * 1000),
                         "logger": _quiet})  # type: ignore[dict-item]
 
@@ -61,11 +65,17 @@ def watermarks(consumer: Consumer, topic: str, partition: int = 0, within: float
 
 def ensure_topic(settings: Settings, name: str, partitions: int,
                  config: dict[str, str] | None = None) -> None:
-    """Create a topic unless it exists (idempotent)."""
+    """Create a topic unless it exists (idempotent), with the topology's replication factor
+    (and, replicated, ``min.insync.replicas``: an ``acks=all`` write needs two copies)."""
     client = admin(settings)
     if name in client.list_topics(timeout=10).topics:
         return
-    futures = client.create_topics([NewTopic(name, partitions, 1, config=config or {})])
+    replicas = settings.kafka_replication_factor
+    config = {**replication_config(settings), **(config or {})}
+    if replicas > 1:  # a caller's lower value (meant for one broker) does not weaken a cluster
+        floor = settings.kafka_min_insync_replicas
+        config["min.insync.replicas"] = str(max(int(config["min.insync.replicas"]), floor))
+    futures = client.create_topics([NewTopic(name, partitions, replicas, config=config)])
     try:
         futures[name].result(timeout=30)
     except Exception as exc:
@@ -93,12 +103,34 @@ DEAD_LETTER_HEADROOM = 64 * 1024
 """Bytes a dead letter may carry beyond the event it was (the error headers: ≤ 4 kB reason)."""
 
 
+def replication_config(settings: Settings) -> dict[str, str]:
+    """Per-topic settings of a replicated topology (none on a single broker)."""
+    if settings.kafka_replication_factor < 2:
+        return {}
+    return {"min.insync.replicas": str(settings.kafka_min_insync_replicas)}
+
+
+def _known_soon(call: Callable[[], T], timeout: float) -> T:
+    """``call()``, asked again while the broker does not know the topic yet: one just created
+    reaches every broker of a cluster a moment later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if "UNKNOWN_TOPIC_OR_PART" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def topic_config(settings: Settings, name: str, timeout: float = 30.0) -> dict[str, str]:
     """A topic's effective configuration (defaults included)."""
     client = admin(settings)
     resource = ConfigResource(ResourceType.TOPIC, name)
     try:
-        entries = client.describe_configs([resource])[resource].result(timeout=timeout)
+        entries = _known_soon(
+            lambda: client.describe_configs([resource])[resource].result(timeout=timeout),
+            timeout)
     except Exception as exc:
         raise StackError(f"reading the configuration of topic {name!r} failed: {exc}") from exc
     return {key: entry.value for key, entry in entries.items() if entry.value is not None}
@@ -112,7 +144,8 @@ def set_topic_config(settings: Settings, name: str, config: dict[str, str],
         ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
         for key, value in config.items()])
     try:
-        client.incremental_alter_configs([resource])[resource].result(timeout=timeout)
+        _known_soon(lambda: client.incremental_alter_configs([resource])[resource].result(
+            timeout=timeout), timeout)
     except Exception as exc:
         raise StackError(f"setting {config} on topic {name!r} failed: {exc}") from exc
 

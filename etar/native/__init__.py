@@ -26,11 +26,13 @@ def all_services(settings: Settings) -> list[Service]:
         registry,
         s3,
         sink,
+        spark_cluster,
         spark_connect,
     )
 
-    return [kafka.service(settings), registry.service(settings), clickhouse.service(settings),
-            sink.service(settings), s3.service(settings), *dashboard.services(settings),
+    return [*kafka.services(settings), registry.service(settings), clickhouse.service(settings),
+            *sink.services(settings), s3.service(settings), *dashboard.services(settings),
+            *spark_cluster.services(settings),
             *([spark_connect.service(settings)] if settings.spark_mode == "connect" else []),
             postgres.service(settings), redis.service(settings), *airflow.services(settings),
             jupyter.service(settings)]
@@ -47,14 +49,24 @@ def install(settings: Settings) -> None:
 
 
 def selected_services(settings: Settings) -> list[Service]:
-    """``all_services``, or the ones ``stack_services`` names (a developer's partial stack)."""
+    """``all_services``, or the ones ``stack_services`` names (a developer's partial stack).
+
+    A name also selects the members of a cluster (``kafka``: ``kafka-1``, ``kafka-2`` …)."""
     services = all_services(settings)
     wanted = {name.strip() for name in settings.stack_services.split(",") if name.strip()}
-    unknown = wanted - {service.name for service in services}
+    known = {service.name for service in services} | {_group(s.name) for s in services}
+    unknown = wanted - known
     if unknown:
         raise ConfigError(f"ETAR_STACK_SERVICES names unknown services {sorted(unknown)}; "
                           f"known: {', '.join(service.name for service in services)}")
-    return [service for service in services if not wanted or service.name in wanted]
+    return [service for service in services
+            if not wanted or service.name in wanted or _group(service.name) in wanted]
+
+
+def _group(name: str) -> str:
+    """``kafka-2`` → ``kafka``: the engine a cluster member belongs to."""
+    base, _, number = name.rpartition("-")
+    return base if base and number.isdigit() else name
 
 
 def stack(settings: Settings) -> Stack:

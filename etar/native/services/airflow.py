@@ -21,12 +21,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 
-from etar.config import Settings
+from etar.config import AIRFLOW_CLUSTER_WORKERS, Settings
 from etar.errors import StackError
 from etar.native.services import redis
 from etar.native.supervisor import Service
@@ -170,15 +171,17 @@ def component_ready(settings: Settings, component: str, since: datetime | None) 
     return since is None or (beat is not None and datetime.fromisoformat(beat) >= since)
 
 
-def worker_ready(settings: Settings) -> bool:
-    """A Celery worker answers a ``ping`` broadcast on the stack's own broker."""
+def worker_ready(settings: Settings, node: str = "") -> bool:
+    """A Celery worker (the one whose node name starts with ``node``, if given) answers a
+    ``ping`` broadcast on the stack's own broker."""
     from celery import Celery
 
     app = Celery(broker=redis.broker_url(settings))
     try:
-        return bool(app.control.ping(timeout=1.0))
+        replies = app.control.ping(timeout=1.0)
     finally:
         app.close()
+    return any(name.startswith(node) for reply in replies or [] for name in reply)
 
 
 class _Started:
@@ -230,14 +233,21 @@ def services(settings: Settings) -> list[Service]:
             env=env,
             start_timeout=180,
         ))
-    found.append(Service(
-        name="airflow-worker",
-        command=_airflow("celery", "worker", "--concurrency", concurrency, "--skip-serve-logs"),
-        port=None,
-        url=f"{redis.broker_url(settings)} (Celery, concurrency {concurrency})",
-        ready=lambda: worker_ready(settings),
-        prepare=lambda: guard(settings),
-        env=env,
-        start_timeout=180,
-    ))
+    workers = AIRFLOW_CLUSTER_WORKERS if settings.topology == "cluster" else 1
+    for n in range(1, workers + 1):
+        # Cluster: workers named apart (Celery's node name), each its own readiness; the
+        # log servers are skipped, so they share no port.
+        name, node = ("airflow-worker", []) if workers == 1 else (
+            f"airflow-worker-{n}", ["--celery-hostname", f"etar-worker-{n}@%h"])
+        found.append(Service(
+            name=name,
+            command=_airflow("celery", "worker", "--concurrency", concurrency,
+                             "--skip-serve-logs", *node),
+            port=None,
+            url=f"{redis.broker_url(settings)} (Celery, concurrency {concurrency})",
+            ready=partial(worker_ready, settings, f"etar-worker-{n}@" if node else ""),
+            prepare=lambda: guard(settings),
+            env=env,
+            start_timeout=180,
+        ))
     return found
