@@ -1,5 +1,7 @@
-"""etar dashboard: the latest minute and recent history, redrawn every few seconds; the
-minutes whose report is missing or stale (``etar.reconcile``), every minute.
+"""etar dashboard: the latest minute's numbers, and any minute of the history the API holds
+(its numbers, chart and errors by event type), redrawn every few seconds; the minutes whose
+report is missing or stale (``etar.reconcile``), every minute. The figures and tables are
+built by ``etar.dashboard_view``.
 
     streamlit run dashboard/ui.py
 """
@@ -7,17 +9,21 @@ minutes whose report is missing or stale (``etar.reconcile``), every minute.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
+from etar import dashboard_view as view
+from etar.charts import by_event_type
 from etar.config import get_settings
 from etar.report import fetch
 
 STALE_AFTER_S = 180
 AUDIT_EVERY_S = 60
+PICKED = "picked_minute"
+"""Session key of the minute picked in the history (None: follow the newest)."""
 
 settings = get_settings()
 st.set_page_config(page_title="etar dashboard", page_icon="📈", layout="wide")
@@ -35,34 +41,50 @@ def live() -> None:
     if latest is None:
         st.info("No report yet: the first one arrives a minute or two after events flow.")
         return
-    minute = datetime.fromisoformat(latest["minute"])
+    minute = view.minute_of(latest)
     age = (datetime.now(UTC) - minute).total_seconds()
     if age > STALE_AFTER_S:
         st.warning(f"Stale data: the latest report is for {minute:%Y-%m-%d %H:%M} UTC, "
                    f"{age / 60:.0f} minutes ago.")
-    st.caption(f"Minute {minute:%Y-%m-%d %H:%M} UTC · refreshed {datetime.now(UTC):%H:%M:%S}")
-    cols = st.columns(5)
-    cols[0].metric("Minute (UTC)", f"{minute:%H:%M}")
-    cols[1].metric("Total events", str(latest["total_events"]))
-    cols[2].metric("Total errors", str(latest["total_errors"]))
-    cols[3].metric("Error rate", f"{latest['error_rate']:.2%}")
-    cols[4].metric("Unique users", str(latest["unique_users"]))
+    st.caption(f"Latest minute {view.minute_label(latest)} · refreshed "
+               f"{datetime.now(UTC):%H:%M:%S}")
+    with st.container(key="latest"):
+        show_metrics(latest)
 
-    by_type = pd.DataFrame([{"event type": t, "outcome": outcome, "events": counts[outcome]}
-                            for t, counts in latest["by_event_type"].items()
-                            for outcome in ("success", "error")])
-    chart = px.bar(by_type, x="event type", y="events", color="outcome", barmode="group",
-                   color_discrete_map={"success": "#2a9d8f", "error": "#e76f51"},
-                   title="Success vs error per event type")
+    options = view.choices(latest, history)
+    labels = list(options)
+    picked = st.session_state.get(PICKED)
+    index = labels.index(picked) if picked in labels else 0
+    st.subheader("Browse the history")
+    label = st.selectbox(f"Minute ({len(labels)} held by the API, newest first)", labels,
+                         index=index)
+    # Newest picked: follow the newest as minutes arrive; an older one: stay on it.
+    st.session_state[PICKED] = None if label == labels[0] else label
+    report = options[label]
+    with st.container(key="selected"):
+        show_metrics(report)
     left, right = st.columns(2)
-    left.plotly_chart(chart, width="stretch")
+    left.plotly_chart(by_event_type(report, f"Success vs error per event type · {label}"),
+                      width="stretch")
+    right.plotly_chart(view.history_chart(history or [latest], view.minute_of(report)),
+                       width="stretch")
+    st.markdown(f"**Errors by event type · {label}** (the report counts errors per event "
+                "type, not per error code)")
+    breakdown = view.error_breakdown(report)
+    if breakdown.empty:
+        st.success("No errors in this minute.")
+        return
+    left, right = st.columns(2)
+    with left.container(key="errors"):
+        st.table(breakdown.style.format({"share of errors": "{:.1%}", "error rate": "{:.1%}"})
+                 .hide(axis="index"))
+    right.plotly_chart(view.error_breakdown_chart(report), width="stretch")
 
-    frame = pd.DataFrame([{"minute": datetime.fromisoformat(r["minute"]),
-                           "events": r["total_events"], "errors": r["total_errors"]}
-                          for r in history])
-    trend = px.line(frame, x="minute", y=["events", "errors"], markers=True,
-                    title=f"Recent minutes ({len(frame)})")
-    right.plotly_chart(trend, width="stretch")
+
+def show_metrics(report: dict[str, Any]) -> None:
+    """One minute's numbers, side by side."""
+    for column, (name, value) in zip(st.columns(6), view.metrics(report), strict=True):
+        column.metric(name, value)
 
 
 @st.fragment(run_every=AUDIT_EVERY_S)
