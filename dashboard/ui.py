@@ -22,8 +22,7 @@ from etar.report import fetch
 
 STALE_AFTER_S = 180
 AUDIT_EVERY_S = 60
-PICKED = "picked_minute"
-"""Session key of the minute picked in the history (None: follow the newest)."""
+PICKED = "picked_minute"  # session key of the minute picked in the history (None: the newest)
 
 settings = get_settings()
 st.set_page_config(page_title="etar dashboard", page_icon="📈", layout="wide")
