@@ -8,10 +8,12 @@ delivered event, runs the minute (extract → analyze → report) and reconciles
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
 from etar.config import Settings
+from etar.minute import Minute
 from etar.pipeline import run_minute
 from etar.report import read_report
 from tests.faults.harness import (
@@ -45,13 +47,23 @@ def _kill_mid_stream(settings: Settings, row: FaultRow, service: str, scale: tup
     killed = time.monotonic()
     restart_s = wait_restarted(settings, service, old)
     delivered = production.finish()
+    note = f"{service} back in {restart_s:.0f}s" + (
+        f"; {processes} producer processes" if processes > 1 else "")
+    _settle_and_report(settings, row, minute, delivered, dlq, since=killed, note=note)
+
+
+def _settle_and_report(settings: Settings, row: FaultRow, minute: Minute, delivered: int,
+                       dlq: dict[int, int], since: float, note: str,
+                       check: Callable[[], None] = lambda: None) -> None:
+    """Wait for ClickHouse to hold the ``delivered`` events of ``minute`` (the recovery time
+    counts from ``since``), run ``check``, run the minute and reconcile the row."""
     report_total = None
     try:
         wait_until(lambda: stored(settings, minute)[0] >= delivered, SETTLE_TIMEOUT,
                    f"{delivered} events of {minute} in ClickHouse")
-        row.recover_s = time.monotonic() - killed
-        row.note = f"{service} back in {restart_s:.0f}s" + (
-            f"; {processes} producer processes" if processes > 1 else "")
+        row.recover_s = time.monotonic() - since
+        row.note = note
+        check()
         assert run_minute(minute, settings).posted is not None
         report_total = int(read_report(minute, settings)["total_events"])
     finally:
@@ -108,17 +120,12 @@ def test_message_at_the_topic_limit(stack_settings: Settings, fault_row: FaultRo
     sent = time.monotonic()
     row.dead_letters_expected = 1
     delivered = production.finish()
-    report_total = None
-    try:
-        wait_until(lambda: stored(settings, minute)[0] >= delivered, SETTLE_TIMEOUT,
-                   f"{delivered} events of {minute} in ClickHouse")
-        row.recover_s = time.monotonic() - sent
+
+    def dead_lettered_in_place() -> None:
         wait_until(lambda: sum(dead_letter_offsets(settings).values()) > sum(dlq.values()), 60,
                    "the dead letter")
-        row.note = f"one {size}-byte record; sink never restarted"
         assert service_pid(settings, "sink") == sink_pid, "the sink was restarted"
-        assert run_minute(minute, settings).posted is not None
-        report_total = int(read_report(minute, settings)["total_events"])
-    finally:
-        reconcile(row, settings, minute, delivered, report_total, dlq)
-    assert_reconciled(row)
+
+    _settle_and_report(settings, row, minute, delivered, dlq, since=sent,
+                       note=f"one {size}-byte record; sink never restarted",
+                       check=dead_lettered_in_place)
