@@ -15,10 +15,12 @@ lists the notebooks the replay DAG executed for a minute (``etar.replay.publishe
 
 import hmac
 import logging
+import pathlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from threading import Lock
 from typing import Annotated, Any
 
@@ -256,7 +258,8 @@ def create_app(settings: Settings | None = None, *, reload_history: bool = False
         """Recent reports, oldest first (at most ETAR_DASHBOARD_HISTORY)."""
         return store.recent(limit)
 
-    def run_folder(minute: str) -> Any:
+    def run_folder(minute: str) -> pathlib.Path:
+        """The minute's folder of executed notebooks; 422 for a malformed minute."""
         try:
             stem = Minute.from_object_name(f"{minute}.ipynb").stem
         except InvalidMinute:
@@ -273,7 +276,7 @@ def create_app(settings: Settings | None = None, *, reload_history: bool = False
         """The notebooks the replay DAG executed for ``minute``, in stage order (empty when it
         was not replayed): how each ended (a failure names its cell) and its HTML's URL."""
         folder = run_folder(minute)
-        return [{**run.__dict__, "url": str(request.url_for("notebook_html", minute=folder.name,
+        return [{**asdict(run), "url": str(request.url_for("notebook_html", minute=folder.name,
                                                             notebook=run.notebook))}
                 for run in published(folder)]
 
