@@ -6,9 +6,11 @@ conf: `{"minute": "2026-01-01T10:30"}` (UTC; it must be closed).
 
 1. `minute` — parses the conf's minute (a malformed or not-yet-closed minute fails here,
    before any notebook runs) and prepares the run's folder.
-2. `extract`, `analyze`, `report` — one `PapermillOperator` per notebook; each executed
+2. `extract`, `analyze`, `report` — one papermill run per notebook; each executed
    notebook (code, parameters, logs, charts) is kept next to Airflow's logs under
-   `<state>/airflow/runs/<YYYY-MM-DD_HH-MM>/`.
+   `<state>/airflow/runs/<YYYY-MM-DD_HH-MM>/` and rendered to HTML there, failed or not.
+   The task's **Executed notebook** link (and the dashboard, per minute) opens that HTML,
+   served by the dashboard API at `/notebooks/<YYYY-MM-DD_HH-MM>/<notebook>`.
 
 The same as `etar replay --minute …`; this file only wires `etar`.
 """
@@ -16,19 +18,46 @@ The same as `etar replay --minute …`; this file only wires `etar`.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pendulum
 from airflow.providers.papermill.operators.papermill import PapermillOperator
-from airflow.sdk import dag, task
+from airflow.sdk import BaseOperatorLink, dag, task
 
 from etar.config import get_settings
-from etar.replay import KERNEL, STAGES, notebooks_dir
+from etar.replay import KERNEL, STAGES, execute, notebooks_dir
 
 SETTINGS = get_settings()
-RUNS = SETTINGS.state_dir / "airflow" / "runs"
+RUNS = SETTINGS.notebook_runs_dir
 STEM = "{{ ti.xcom_pull(task_ids='minute', key='stem') }}"
 MINUTE = "{{ ti.xcom_pull(task_ids='minute', key='minute') }}"
+
+
+def notebook_url(output_nb: str) -> str:
+    """Where the dashboard API serves the HTML of the executed notebook ``output_nb``."""
+    path = Path(output_nb)
+    return f"{SETTINGS.dashboard_api_url}/notebooks/{path.parent.name}/{path.stem}"
+
+
+class ExecutedNotebookLink(BaseOperatorLink):
+    """The task instance's link to its executed notebook, rendered as HTML (pushed to XCom
+    when the task ends, failed or not; the UI reads it from there)."""
+
+    name = "Executed notebook"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return notebook_url(str(operator.output_nb))
+
+
+class ExecutedNotebookOperator(PapermillOperator):
+    """Runs a notebook as ``etar.replay.execute`` does (papermill with the code shown, then
+    rendered to HTML, failed or not); a failure names the notebook and cell."""
+
+    operator_extra_links = (ExecutedNotebookLink(),)
+
+    def execute(self, context: Any) -> None:
+        execute(Path(str(self.input_nb)), Path(str(self.output_nb)), dict(self.parameters or {}))
 
 
 @dag(
@@ -52,7 +81,7 @@ def etar_notebook_replay() -> None:
 
     previous: Any = minute()
     for name in STAGES:
-        stage = PapermillOperator(
+        stage = ExecutedNotebookOperator(
             task_id=name.split("_", 1)[1].removesuffix(".ipynb"),
             input_nb=str(notebooks_dir(SETTINGS) / name),
             output_nb=f"{RUNS}/{STEM}/{name}",

@@ -4,7 +4,9 @@ The API owns the report store: recent minutes in a bounded in-memory deque. The 
 the bucket are the record, the store a view of them: at start-up the served ``app`` reloads
 the newest ``ETAR_DASHBOARD_HISTORY`` of them (``etar.report.bucket_history``, one hour's
 prefix at a time), retrying in the background while S3 is unreachable, so a restart keeps the
-history. Bodies are strict JSON: ``NaN`` / ``Infinity`` get 422.
+history. Bodies are strict JSON: ``NaN`` / ``Infinity`` get 422. ``/notebooks/<minute>``
+lists the notebooks the replay DAG executed for a minute (``etar.replay.published``) and
+``/notebooks/<minute>/<notebook>`` serves one as HTML, from ``Settings.notebook_runs_dir``.
 
     uvicorn dashboard.api:app --port 8000
 
@@ -13,21 +15,26 @@ history. Bodies are strict JSON: ``NaN`` / ``Infinity`` get 422.
 
 import hmac
 import logging
+import pathlib
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from threading import Lock
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response, status
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from etar.config import Settings, get_settings
+from etar.minute import InvalidMinute, Minute
+from etar.replay import STAGES, published
 from etar.report import MinuteReport, bucket_history, loads_strict
 from etar.security import refuse_default_secrets
 
@@ -250,6 +257,40 @@ def create_app(settings: Settings | None = None, *, reload_history: bool = False
     ) -> list[MinuteReport]:
         """Recent reports, oldest first (at most ETAR_DASHBOARD_HISTORY)."""
         return store.recent(limit)
+
+    def run_folder(minute: str) -> pathlib.Path:
+        """The minute's folder of executed notebooks; 422 for a malformed minute."""
+        try:
+            stem = Minute.from_object_name(f"{minute}.ipynb").stem
+        except InvalidMinute:
+            raise RequestValidationError([{
+                "loc": ("path", "minute"), "type": "value_error", "input": minute,
+                "msg": f"{minute!r} is not a minute (YYYY-MM-DD_HH-MM, UTC)"}]) from None
+        return settings.notebook_runs_dir / stem
+
+    @app.get("/notebooks/{minute}")
+    def minute_notebooks(
+        minute: Annotated[str, Path(description="the minute, YYYY-MM-DD_HH-MM (UTC)")],
+        request: Request,
+    ) -> list[dict[str, object]]:
+        """The notebooks the replay DAG executed for ``minute``, in stage order (empty when it
+        was not replayed): how each ended (a failure names its cell) and its HTML's URL."""
+        folder = run_folder(minute)
+        return [{**asdict(run), "url": str(request.url_for("notebook_html", minute=folder.name,
+                                                            notebook=run.notebook))}
+                for run in published(folder)]
+
+    @app.get("/notebooks/{minute}/{notebook}", response_class=HTMLResponse,
+             name="notebook_html", responses={404: {"description": "not executed"}})
+    def notebook_html(minute: str, notebook: str) -> HTMLResponse:
+        """One executed notebook of ``minute`` as HTML (``03_extract``, ``04_analyze``,
+        ``05_report``)."""
+        folder = run_folder(minute)
+        page = folder / f"{notebook}.html"
+        if f"{notebook}.ipynb" not in STAGES or not page.is_file():
+            raise HTTPException(status.HTTP_404_NOT_FOUND,
+                                f"no executed notebook {notebook!r} for {minute}")
+        return HTMLResponse(page.read_text(encoding="utf-8"))
 
     @app.get("/healthz")
     def healthz() -> dict[str, object]:

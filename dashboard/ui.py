@@ -67,17 +67,49 @@ def live() -> None:
                       width="stretch")
     right.plotly_chart(view.history_chart(history or [latest], view.minute_of(report)),
                        width="stretch")
-    st.markdown(f"**Errors by event type · {label}** (the report counts errors per event "
-                "type, not per error code)")
+    st.markdown(f"**Errors by event type · {label}**")
     breakdown = view.error_breakdown(report)
     if breakdown.empty:
         st.success("No errors in this minute.")
+    else:
+        left, right = st.columns(2)
+        with left.container(key="errors"):
+            st.table(breakdown.style.format({"share of errors": "{:.1%}",
+                                             "error rate": "{:.1%}"}).hide(axis="index"))
+        right.plotly_chart(view.error_breakdown_chart(report), width="stretch")
+        st.markdown(f"**Errors by error code · {label}**")
+        codes = view.error_code_breakdown(report)
+        if codes is None:
+            st.caption("This report was made before reports counted errors per error code.")
+        else:
+            left, right = st.columns(2)
+            with left.container(key="error_codes"):
+                st.table(codes.style.format({"share of errors": "{:.1%}"}).hide(axis="index"))
+            right.plotly_chart(view.error_code_chart(report), width="stretch")
+    notebooks(report)
+
+
+def notebooks(report: dict[str, Any]) -> None:
+    """Links to the minute's executed notebooks (the replay DAG's), a failure with its cell."""
+    stem = f"{view.minute_of(report):%Y-%m-%d_%H-%M}"
+    st.markdown(f"**Executed notebooks · {view.minute_label(report)}**")
+    try:
+        response = httpx.get(f"{settings.dashboard_api_url}/notebooks/{stem}", timeout=3.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        st.warning(f"The minute's notebooks could not be listed ({exc}).")
         return
-    left, right = st.columns(2)
-    with left.container(key="errors"):
-        st.table(breakdown.style.format({"share of errors": "{:.1%}", "error rate": "{:.1%}"})
-                 .hide(axis="index"))
-    right.plotly_chart(view.error_breakdown_chart(report), width="stretch")
+    runs = response.json()
+    if not runs:
+        st.caption("None: trigger the etar_notebook_replay DAG with this minute to get them.")
+        return
+    with st.container(key="notebooks"):
+        for run in runs:
+            if run["status"] == "failed":
+                st.error(f"[{run['notebook']}]({run['url']}) failed in cell [{run['cell']}] "
+                         f"(cell #{run['cell_index']}): {run['error']}")
+            else:
+                st.markdown(f"✅ [{run['notebook']}]({run['url']})")
 
 
 def show_metrics(report: dict[str, Any]) -> None:

@@ -133,6 +133,13 @@ class AirflowApi:
         page = self._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()
         return {ti["task_id"]: ti for ti in page["task_instances"]}
 
+    def extra_links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """Name → URL of a task instance's extra links (None: not set for that run)."""
+        links: dict[str, str | None] = self._send(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links"
+        ).json()["extra_links"]
+        return links
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """Task id → state of one run."""
         return {task: ti["state"] for task, ti in self.task_instances(dag_id, run_id).items()}

@@ -250,6 +250,12 @@ class Settings(BaseSettings):
         return self.state_dir / "data" / "clickhouse" / "user_files"
 
     @property
+    def notebook_runs_dir(self) -> Path:
+        """Where the replay DAG keeps each minute's executed notebooks (``<stem>/``), and the
+        dashboard API serves them from."""
+        return self.state_dir / "airflow" / "runs"
+
+    @property
     def s3_port(self) -> int:
         """Port of ``s3_endpoint``."""
         return urlsplit(self.s3_endpoint).port or 80

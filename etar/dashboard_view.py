@@ -3,8 +3,9 @@ as the API returns them): the numbers of a minute, its error breakdown, the hist
 charts, and the minutes the user can pick. Pure functions, so they are unit-tested without a
 browser; ``dashboard/ui.py`` only lays them out.
 
-The report counts errors per event type, not per ``error_code`` (``etar.analysis.aggregate``
-does not group by it), so the error breakdown is per event type.
+Errors are broken down per event type and per ``error_code``; reports made before the
+per-code breakdown existed (still in the bucket's history) have no ``by_error_code``: their
+code breakdown is ``None``, and the rest shows as before.
 """
 
 from __future__ import annotations
@@ -66,6 +67,33 @@ def error_breakdown_chart(report: Report) -> go.Figure:
     figure = go.Figure(go.Bar(x=frame["errors"], y=frame["event type"], orientation="h",
                               marker_color="#e76f51"))
     figure.update_layout(title=f"Errors by event type · {minute_label(report)}",
+                         xaxis_title="errors", yaxis={"autorange": "reversed"})
+    return figure
+
+
+def error_code_breakdown(report: Report) -> pd.DataFrame | None:
+    """Errors per ``error_code`` of one minute, most first, with each code's share of the
+    minute's errors; None for a report without the breakdown (an older report)."""
+    codes = report.get("by_error_code")
+    if codes is None:
+        return None
+    total_errors = report["total_errors"]
+    frame = pd.DataFrame([{"error code": code, "errors": count,
+                           "share of errors": count / total_errors if total_errors else 0.0}
+                          for code, count in codes.items() if count],
+                         columns=["error code", "errors", "share of errors"])
+    return frame.sort_values(["errors", "error code"], ascending=[False, True],
+                             ignore_index=True)
+
+
+def error_code_chart(report: Report) -> go.Figure:
+    """Horizontal bars of :func:`error_code_breakdown` (empty for an older report)."""
+    frame = error_code_breakdown(report)
+    if frame is None:
+        frame = pd.DataFrame({"error code": [], "errors": []})
+    figure = go.Figure(go.Bar(x=frame["errors"], y=frame["error code"], orientation="h",
+                              marker_color="#9d4edd"))
+    figure.update_layout(title=f"Errors by error code · {minute_label(report)}",
                          xaxis_title="errors", yaxis={"autorange": "reversed"})
     return figure
 

@@ -24,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     model_validator,
 )
 
@@ -86,6 +87,7 @@ def _iso(value: object) -> object:
 
 
 IsoDatetime = Annotated[datetime, BeforeValidator(_iso)]
+ErrorCode = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class TypeCounts(BaseModel):
@@ -125,6 +127,9 @@ class MinuteReport(BaseModel):
     unique_users: int = Field(0, ge=0)
     revenue: float = Field(0.0, ge=0)
     by_event_type: ByEventType
+    by_error_code: dict[ErrorCode, Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="errors per error_code (codes seen in the minute); absent from "
+                          "reports made before the breakdown existed")
     source: str | None = Field(None, description="the Parquet object the report was made from")
     generated_at: IsoDatetime | None = None
 
@@ -140,6 +145,9 @@ class MinuteReport(BaseModel):
         if "error_rate" in self.model_fields_set and abs(self.error_rate - expected_rate) > 1e-4:
             raise ValueError(f"error_rate {self.error_rate} is not total_errors / total_events "
                              f"({expected_rate:.6f})")
+        if self.by_error_code is not None and sum(self.by_error_code.values()) != errors:
+            raise ValueError(f"by_error_code counts {sum(self.by_error_code.values())} errors, "
+                             f"total_errors is {errors}")
         if self.unique_users > self.total_events:
             raise ValueError(f"unique_users ({self.unique_users}) exceeds total_events "
                              f"({self.total_events})")

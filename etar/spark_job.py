@@ -26,8 +26,8 @@ from etar.minute import Minute
 EXIT_INTERNAL, EXIT_MISSING, EXIT_UNREADABLE, EXIT_UNREACHABLE, EXIT_BAD_DATA = 1, 2, 3, 4, 5
 RESULT_MARKER = "ETAR_RESULT "
 """Prefix of the stdout line that carries the job's result (JSON)."""
-REQUIRED_COLUMNS = {"event_type": "string", "status": "string", "user_id": "string",
-                    "price": "double", "quantity": "int"}
+REQUIRED_COLUMNS = {"event_type": "string", "status": "string", "error_code": "string",
+                    "user_id": "string", "price": "double", "quantity": "int"}
 """Columns the aggregation reads, with their Spark types."""
 
 

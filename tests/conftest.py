@@ -3,9 +3,10 @@
 ``stack_settings``: one native stack for the whole session. It is reused when
 ``etar stack status`` finds every service up; otherwise it is started for the session and
 stopped at the end. ``lane``: a topic, table, consumer group and bucket of a test's own on it;
-its topics, table, bucket, registry subjects and the sink's progress file are removed at
-teardown. ``unique``: a suffix for a test's names; in a test on the stack, every registry
-subject holding it is deleted (soft, then hard) at teardown, so tests leave no subjects behind.
+its topics, consumer group, table, bucket, registry subjects and the sink's progress file are
+removed at teardown (``tests/integration/test_cleanup.py`` checks none remains).
+``unique``: a suffix for a test's names; in a test on the stack, every registry subject
+holding it is deleted (soft, then hard) at teardown, so tests leave no subjects behind.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from etar.config import Settings, get_settings
 from etar.native import running
 from etar.sink import progress_path
 from etar.topics import delete_topics, ensure_topic
-from tests.integration.lanes import delete_subjects, start_sink
+from tests.integration.lanes import delete_group, delete_subjects, start_sink
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +61,7 @@ def lane(stack_settings: Settings, unique: str) -> Iterator[Settings]:
     for leftover in (progress_path(settings), progress_path(settings).with_suffix(".tmp")):
         leftover.unlink(missing_ok=True)
     delete_topics(settings, [settings.kafka_topic, settings.kafka_dlq_topic])
+    delete_group(settings, settings.sink_group_id)
     delete_subjects(settings, settings.kafka_topic)  # the lane's <topic>-value (and its DLQ's)
 
 

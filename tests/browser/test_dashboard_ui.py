@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import expect
 
 from etar.config import Settings
-from etar.events import EventType
 from etar.dashboard_view import choices
+from etar.events import EventType
 from etar.report import fetch, post_report
 from tests.browser.chromium import ARTIFACTS, open_page
 
@@ -40,6 +40,7 @@ def test_ui_shows_the_posted_report(stack_settings: Settings, tmp_path: Path) ->
     older_minute = minute - timedelta(minutes=2)
     older = minute_report(older_minute, 500, 98.76)
     latest = minute_report(minute, 100, 1234.5)
+    latest["by_error_code"] = {"TIMEOUT": 1, "PAYMENT_DECLINED": latest["total_errors"] - 1}
     post_report(older, stack_settings)
     post_report(latest, stack_settings)
 
@@ -59,6 +60,11 @@ def test_ui_shows_the_posted_report(stack_settings: Settings, tmp_path: Path) ->
         expect(rows.first).to_contain_text(EventType.PURCHASE.value)
         expect(rows.first).to_contain_text(str(len(EventType) - 1))
         expect(page.locator(".st-key-errors")).not_to_contain_text(EventType.PAGE_VIEW.value)
+        # Errors by error code, the most first.
+        codes = page.locator(".st-key-error_codes tbody tr")
+        expect(codes).to_have_count(2)
+        expect(codes.first).to_contain_text("PAYMENT_DECLINED")
+        expect(codes.last).to_contain_text("TIMEOUT")
 
         # Pick the older minute of the history: its numbers replace the latest's below.
         label = f"{older_minute:%Y-%m-%d %H:%M} UTC"
@@ -71,6 +77,10 @@ def test_ui_shows_the_posted_report(stack_settings: Settings, tmp_path: Path) ->
         expect(picked.filter(has_text="Revenue")).to_contain_text("98.76")
         expect(now.filter(has_text="Revenue")).to_contain_text("1,234.50")
         expect(page.locator("strong", has_text=f"Errors by event type · {label}")).to_be_visible()
+        # A report made before the per-code breakdown: said so, no code table.
+        expect(page.get_by_text("made before reports counted errors per error code")
+               ).to_be_visible()
+        expect(page.locator(".st-key-error_codes")).to_have_count(0)
 
         # A minute arriving meanwhile (the picker's minutes change) keeps the pick.
         # The label changes with the count, so Streamlit briefly shows the old widget beside

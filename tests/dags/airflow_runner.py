@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from etar.config import Settings
+from etar.minute import Minute
 from etar.native.services.airflow import airflow_env
 from tests.integration.lanes import env_for
 
@@ -58,3 +60,32 @@ def dag_test(settings: Settings, logical_date: str, mark_success: str = "") -> d
     return found
 
 
+
+
+@dataclass
+class FailedReplay:
+    """A replay DAG run of an empty minute, run by the stack's scheduler and Celery worker."""
+
+    minute: Minute
+    run_id: str
+    states: dict[str, str | None]
+    link: str | None
+    """The extract task's "Executed notebook" link."""
+
+
+def replay_empty_minute(settings: Settings) -> FailedReplay:
+    """Trigger the replay DAG for a closed minute without events (03_extract fails in its
+    row check) and wait for the run to end (bounded: 5 minutes)."""
+    from etar.airflow_api import REPLAY_DAG, AirflowApi
+    from tests.integration.lanes import wait_for
+    from tests.notebooks.conftest import empty_minute
+
+    minute = empty_minute(settings)
+    with AirflowApi(settings) as api:
+        api.set_paused(REPLAY_DAG, False)
+        run_id = api.trigger(REPLAY_DAG, conf={"minute": str(minute)})["dag_run_id"]
+        wait_for(lambda: api.run(REPLAY_DAG, run_id)["state"] in ("success", "failed"), 300,
+                 "the replay run")
+        states = api.task_states(REPLAY_DAG, run_id)
+        link = api.extra_links(REPLAY_DAG, run_id, "extract").get("Executed notebook")
+    return FailedReplay(minute, run_id, states, link)

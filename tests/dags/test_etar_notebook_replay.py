@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from etar import warehouse
 from etar.config import Settings
+from etar.replay import STAGES
 from tests import REPO_ROOT
-from tests.dags.airflow_runner import run_python
+from tests.dags.airflow_runner import replay_empty_minute, run_python
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +22,12 @@ bag = DagBag(dag_folder=sys.argv[1])
 dag = bag.dags["etar_notebook_replay"]
 tasks = {t.task_id: {"type": type(t).__name__, "down": sorted(t.downstream_task_ids)}
          for t in dag.tasks}
-out = {t.task_id: t.output_nb for t in dag.tasks if type(t).__name__ == "PapermillOperator"}
+out = {t.task_id: t.output_nb for t in dag.tasks if hasattr(t, "output_nb")}
+links = {t.task_id: sorted(l.name for l in t.operator_extra_links) for t in dag.tasks}
 print("RESULT " + json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
                              "schedule": type(dag.timetable).__name__, "tasks": tasks,
-                             "outputs": {k: str(getattr(v, "url", v)) for k, v in out.items()}}))
+                             "outputs": {k: str(getattr(v, "url", v)) for k, v in out.items()},
+                             "links": links}))
 """
 
 BAD_CONF = """
@@ -51,9 +55,11 @@ def test_the_replay_dag_parses_with_its_shape(stack_settings: Settings) -> None:
     tasks = shape["tasks"]
     assert tasks == {
         "minute": {"type": "_PythonDecoratedOperator", "down": ["extract"]},
-        "extract": {"type": "PapermillOperator", "down": ["analyze"]},
-        "analyze": {"type": "PapermillOperator", "down": ["report"]},
-        "report": {"type": "PapermillOperator", "down": []}}
+        "extract": {"type": "ExecutedNotebookOperator", "down": ["analyze"]},
+        "analyze": {"type": "ExecutedNotebookOperator", "down": ["report"]},
+        "report": {"type": "ExecutedNotebookOperator", "down": []}}
+    assert shape["links"] == {"minute": [], "extract": ["Executed notebook"],
+                              "analyze": ["Executed notebook"], "report": ["Executed notebook"]}
     runs = str(stack_settings.state_dir / "airflow" / "runs")
     assert all(str(url).startswith(runs) for url in shape["outputs"].values())  # type: ignore[union-attr]
 
@@ -94,6 +100,8 @@ def test_a_triggered_replay_on_the_celery_worker_equals_run_minute(
 
         wait_for(finished, 600, "the replay run")
         states = api.task_states(REPLAY_DAG, run["dag_run_id"])
+        links = {task: api.extra_links(REPLAY_DAG, run["dag_run_id"], task)
+                 for task in ("extract", "analyze", "report")}
     assert states == {"minute": "success", "extract": "success", "analyze": "success",
                       "report": "success"}, states
     replayed = read_report(minute, stack_settings)
@@ -103,3 +111,30 @@ def test_a_triggered_replay_on_the_celery_worker_equals_run_minute(
     kept = stack_settings.state_dir / "airflow" / "runs" / minute.stem
     assert sorted(p.name for p in kept.glob("*.ipynb")) == [
         "03_extract.ipynb", "04_analyze.ipynb", "05_report.ipynb"]
+    # Each task links its executed notebook's HTML, served by the dashboard API.
+    api_url = stack_settings.dashboard_api_url
+    for task, name in zip(("extract", "analyze", "report"), STAGES, strict=True):
+        url = f"{api_url}/notebooks/{minute.stem}/{name.removesuffix('.ipynb')}"
+        assert links[task] == {"Executed notebook": url}
+        page = httpx.get(url, timeout=30)
+        assert page.status_code == 200 and "<html" in page.text
+    listed = httpx.get(f"{api_url}/notebooks/{minute.stem}", timeout=30).json()
+    assert [(n["notebook"], n["status"]) for n in listed] == [
+        ("03_extract", "succeeded"), ("04_analyze", "succeeded"), ("05_report", "succeeded")]
+
+
+def test_a_failing_notebook_is_linked_with_its_cell(stack_settings: Settings) -> None:
+    """An empty minute fails 03_extract in its row check: the task still links the executed
+    notebook, whose summary and HTML name the failing cell."""
+    failed = replay_empty_minute(stack_settings)
+    assert failed.states == {"minute": "success", "extract": "failed",
+                             "analyze": "upstream_failed", "report": "upstream_failed"}
+    assert failed.link == (f"{stack_settings.dashboard_api_url}/notebooks/"
+                           f"{failed.minute.stem}/03_extract")
+    listed = httpx.get(f"{stack_settings.dashboard_api_url}/notebooks/{failed.minute.stem}",
+                       timeout=30).json()
+    assert len(listed) == 1 and listed[0]["status"] == "failed", listed
+    assert listed[0]["notebook"] == "03_extract" and listed[0]["cell"] >= 1
+    assert "has no events" in listed[0]["error"]
+    page = httpx.get(failed.link, timeout=30).text
+    assert "has no events" in page

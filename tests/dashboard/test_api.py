@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +237,92 @@ def test_reloaded_reports_never_replace_a_report_posted_since_start_up() -> None
     assert store.preload(loaded) == 3
     assert [(r.minute.minute, r.total_errors) for r in store.recent()] == [(31, 2), (32, 2),
                                                                             (33, 7)]
+
+
+def test_get_report_is_the_newest_minute_even_when_an_older_one_is_posted_last(
+        client: TestClient) -> None:
+    """A redone older minute posted late (a reconciliation, a replay) does not become
+    ``/report``; the newest minute stays, in a full store too."""
+    for minute in ("10:30", "10:31", "10:32"):
+        client.post("/report", json=report(f"2026-05-01T{minute}:00Z"), headers=auth())
+    redone = client.post("/report", json=report("2026-05-01T10:31:00Z", errors=9),
+                         headers=auth())
+    assert redone.status_code == 201
+    assert client.get("/report").json()["minute"] == "2026-05-01T10:32:00Z"
+    # Older than every minute held (capacity 3): kept out, and never served as the newest.
+    client.post("/report", json=report("2026-05-01T10:00:00Z", errors=5), headers=auth())
+    assert client.get("/report").json()["minute"] == "2026-05-01T10:32:00Z"
+    assert [r["minute"][11:16] for r in client.get("/reports").json()] == ["10:30", "10:31",
+                                                                            "10:32"]
+
+
+def test_errors_per_error_code_are_kept_and_must_add_up(client: TestClient) -> None:
+    body = report(errors=3)
+    body["by_error_code"] = {"PAYMENT_DECLINED": 2, "TIMEOUT": 1}
+    assert client.post("/report", json=body, headers=auth()).status_code == 201
+    assert client.get("/report").json()["by_error_code"] == {"PAYMENT_DECLINED": 2,
+                                                             "TIMEOUT": 1}
+    body["by_error_code"] = {"PAYMENT_DECLINED": 2}
+    refused = client.post("/report", json=body, headers=auth())
+    assert refused.status_code == 422 and "by_error_code counts 2 errors" in refused.text
+    body["by_error_code"] = {"": 3}
+    assert client.post("/report", json=body, headers=auth()).status_code == 422
+
+
+def test_a_report_without_error_codes_is_still_read(client: TestClient) -> None:
+    """Reports made before the per-code breakdown (the bucket's history) stay valid."""
+    older = report("2026-05-01T09:00:00Z")
+    assert "by_error_code" not in older
+    assert client.post("/report", json=older, headers=auth()).status_code == 201
+    assert client.get("/report").json()["by_error_code"] is None
+
+
+def _executed(folder: Path, name: str, fail: bool) -> Path:
+    """An executed notebook as papermill leaves it: two code cells, the second failing."""
+    import nbformat
+    from nbformat import v4
+
+    cells = [v4.new_code_cell("x = 1", execution_count=1),
+             v4.new_code_cell("explode()" if fail else "x + 1", execution_count=2,
+                              outputs=[v4.new_output("error", ename="ZeroDivisionError",
+                                                     evalue="division by zero",
+                                                     traceback=["ZeroDivisionError"])]
+                              if fail else [v4.new_output("execute_result", {"text/plain": "2"},
+                                                          execution_count=2)])]
+    path = folder / name
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(v4.new_notebook(cells=[v4.new_markdown_cell("# title"), *cells]), str(path))
+    return path
+
+
+def test_a_minutes_executed_notebooks_are_listed_and_served_as_html(tmp_path: Path) -> None:
+    from etar.replay import publish
+
+    settings = Settings(_env_file=None, dashboard_token=SecretStr(TOKEN), state_dir=tmp_path)
+    folder = settings.notebook_runs_dir / "2026-05-01_10-30"
+    assert publish(_executed(folder, "03_extract.ipynb", fail=False)) is not None
+    failed = publish(_executed(folder, "04_analyze.ipynb", fail=True))
+    assert failed is not None and (failed.cell, failed.cell_index) == (2, 2)
+    api = TestClient(create_app(settings))
+
+    listed = api.get("/notebooks/2026-05-01_10-30").json()
+    assert [(n["notebook"], n["status"]) for n in listed] == [("03_extract", "succeeded"),
+                                                              ("04_analyze", "failed")]
+    assert listed[1]["cell"] == 2 and listed[1]["error"] == "ZeroDivisionError: division by zero"
+    assert listed[1]["url"] == "http://testserver/notebooks/2026-05-01_10-30/04_analyze"
+    page = api.get("/notebooks/2026-05-01_10-30/04_analyze")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "ZeroDivisionError" in page.text and "explode" in page.text  # code shown
+
+    assert api.get("/notebooks/2026-05-01_10-31").json() == []  # not replayed
+    assert api.get("/notebooks/2026-05-01_10-30/05_report").status_code == 404
+    assert api.get("/notebooks/2026-05-01_10-30/..%2F..%2Fx").status_code == 404
+    assert api.get("/notebooks/not-a-minute").status_code == 422
+    assert api.get("/notebooks/not-a-minute/03_extract").status_code == 422
+
+
+def test_publish_without_an_output_notebook_is_none(tmp_path: Path) -> None:
+    from etar.replay import publish
+
+    assert publish(tmp_path / "03_extract.ipynb") is None
+    assert list(tmp_path.iterdir()) == []

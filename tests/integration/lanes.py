@@ -82,3 +82,41 @@ def delete_subjects(settings: Settings, containing: str) -> list[str]:
                 # 404: not there (any more); 40401/40404/40405: already (soft-)deleted
                 assert response.status_code in (200, 404), response.text
     return doomed
+
+
+def delete_group(settings: Settings, group: str, within: float = 45.0) -> None:
+    """Delete a consumer group (a lane's sink's); absent is no error. A group whose member
+    has just stopped may still count it until its session expires: retried for ``within``."""
+    from etar.topics import admin
+
+    deadline = time.monotonic() + within
+    client = admin(settings)  # kept alive until its futures are done
+    while True:
+        future = client.delete_consumer_groups([group], request_timeout=30)[group]
+        try:
+            future.result(timeout=30)
+            return
+        except Exception as exc:
+            if "GROUP_ID_NOT_FOUND" in str(exc):
+                return
+            if "NON_EMPTY_GROUP" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(1)
+
+
+def leftovers(settings: Settings) -> list[str]:
+    """What of a lane is still on the stack: its topics, consumer group, table, bucket."""
+    from etar import storage, warehouse
+    from etar.topics import admin
+
+    client = admin(settings)
+    found = [f"topic {t}" for t in client.list_topics(timeout=30).topics
+             if t in (settings.kafka_topic, settings.kafka_dlq_topic)]
+    groups = client.list_consumer_groups(request_timeout=30).result(timeout=30)
+    found += [f"group {g.group_id}" for g in groups.valid
+              if g.group_id == settings.sink_group_id]
+    if warehouse.client(settings).command(f"EXISTS TABLE {settings.clickhouse_table}") == 1:
+        found.append(f"table {settings.clickhouse_table}")
+    if storage.client(settings).bucket_exists(settings.s3_bucket):
+        found.append(f"bucket {settings.s3_bucket}")
+    return found

@@ -79,6 +79,12 @@ def test_spark_report_equals_clickhouse_group_by(ingested: tuple[Settings, Minut
         == expected
     assert report["total_events"] == sum(count for *_, count in rows) == 2_500
     assert report["total_errors"] == sum(c for _, s, c in rows if s == "ERROR")
+    codes = warehouse.client(lane).query(
+        f"SELECT ifNull(error_code, '(none)'), count() FROM {lane.clickhouse_table} FINAL "
+        "WHERE event_minute = {m:DateTime('UTC')} AND status = 'ERROR' GROUP BY error_code",
+        parameters={"m": minute.sql_param}).result_rows
+    assert report["by_error_code"] == dict(codes) and len(codes) > 3
+    assert list(report["by_error_code"].values()) == sorted(dict(codes).values(), reverse=True)
     assert report["minute"] == minute.start.strftime("%Y-%m-%dT%H:%M:00Z")
     assert report["source"] == storage.s3a_url(name, lane)
     assert report["generated_at"]

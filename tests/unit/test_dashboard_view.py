@@ -85,3 +85,21 @@ def test_choices_newest_first_latest_included_once() -> None:
     assert list(options) == ["2026-12-05 14:07 UTC", "2026-12-05 14:06 UTC"]
     assert options["2026-12-05 14:07 UTC"]["revenue"] == 3.0
     assert options["2026-12-05 14:06 UTC"] is older
+
+
+def test_error_code_breakdown_most_first_with_shares() -> None:
+    coded = report("2026-12-05T14:07:00Z", {"CHECKOUT": 3, "PURCHASE": 1})
+    coded["by_error_code"] = {"TIMEOUT": 1, "PAYMENT_DECLINED": 3}
+    frame = view.error_code_breakdown(coded)
+    assert frame is not None
+    assert frame.to_dict("records") == [
+        {"error code": "PAYMENT_DECLINED", "errors": 3, "share of errors": 0.75},
+        {"error code": "TIMEOUT", "errors": 1, "share of errors": 0.25}]
+    assert list(view.error_code_chart(coded).data[0].y) == ["PAYMENT_DECLINED", "TIMEOUT"]
+
+
+def test_an_older_report_without_error_codes_has_no_code_breakdown() -> None:
+    older = report("2026-12-05T14:07:00Z", {"CHECKOUT": 3})
+    assert view.error_code_breakdown(older) is None
+    assert len(view.error_code_chart(older).data[0].x) == 0
+    assert not view.error_breakdown(older).empty  # the per-type breakdown is still there
