@@ -12,6 +12,7 @@ connection.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -198,6 +199,13 @@ class Connection:
         self._run(f"USE {_identifier(database)}")
         self.database = database
 
+    def command(self, sql: str, quiet: bool = False) -> None:
+        """Run a statement of the endpoint's own (``quiet``: a failure is only logged)."""
+        if quiet:
+            self._run_quietly(sql)
+        else:
+            self._run(sql)
+
     def _run(self, sql: str) -> Any:
         try:
             return self._conn.query(sql, "TabSeparated")
@@ -212,8 +220,10 @@ class Connection:
 
     def execute(self, sql: str, fmt: str, params: Mapping[str, str] | None = None,
                 settings: Mapping[str, str] | None = None, database: str | None = None,
-                shape: Callable[[bytes], bytes] | None = None) -> Result:
-        """Run one statement; its output in ``fmt`` (through ``shape`` if given) is spooled."""
+                shape: Callable[[bytes], bytes] | None = None,
+                describe: Callable[[list[str]], None] | None = None) -> Result:
+        """Run one statement; its output in ``fmt`` (through ``shape`` if given) is spooled.
+        ``describe`` is first given the result's column types of a streamed statement."""
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         stats = Stats()
         started = time.perf_counter_ns()
@@ -221,6 +231,8 @@ class Connection:
             with self.applied(settings or {}, database):
                 streamable = fmt in _CONCATENABLE or fmt in _ARROW
                 if first_keyword(sql) in _STREAMED and streamable:
+                    if describe is not None:
+                        describe(self.column_types(sql, params))
                     self._stream_into(spool, sql, fmt, dict(params or {}), stats, shape)
                 else:
                     try:
@@ -241,6 +253,15 @@ class Connection:
         size = spool.tell()
         spool.seek(0)
         return Result(spool, size, stats)  # type: ignore[arg-type]
+
+    def column_types(self, sql: str, params: Mapping[str, str] | None = None) -> list[str]:
+        """The type names of a ``SELECT``'s result columns, as the engine names them."""
+        try:
+            result = self._conn.query(f"DESCRIBE ({sql})", "JSONCompactEachRow",
+                                      params=dict(params or {}) or None)
+        except Exception as exc:
+            raise EngineError.from_engine(exc) from None
+        return [json.loads(line)[1] for line in result.bytes().decode().splitlines() if line]
 
     def _stream_into(self, spool: IO[bytes], sql: str, fmt: str, params: dict[str, str],
                      stats: Stats, shape: Callable[[bytes], bytes] | None) -> None:
@@ -352,28 +373,38 @@ class Engine:
                 raise error from None
         return text, ast
 
-    def connect(self, readonly: int = 0) -> Connection:
+    def connect(self, readonly: int = 0,
+                prepare: Callable[[Connection], None] | None = None) -> Connection:
         """A new connection of its own (a fresh session: default settings and database, the
-        forced settings, and ``readonly`` when not 0, which the engine enforces)."""
+        forced settings, and ``readonly`` when not 0, which the engine enforces); ``prepare``
+        runs on it before ``readonly`` applies."""
         try:
             conn = Connection(chdb.connect(self._path))
         except Exception as exc:
             raise EngineError.from_engine(exc) from None
         try:
-            conn.start({**self._forced, **({"readonly": str(readonly)} if readonly else {})})
+            conn.start(self._forced)
+            if prepare is not None:
+                prepare(conn)
+            if readonly:
+                conn.start({"readonly": str(readonly)})
         except BaseException:
             conn.close()
             raise
         return conn
 
     @contextmanager
-    def connection(self, session: Connection | None = None,
-                   readonly: int = 0) -> Iterator[Connection]:
-        """``session`` when given, else a connection for this statement alone."""
+    def connection(self, session: Connection | None = None, readonly: int = 0,
+                   prepare: Callable[[Connection], None] | None = None
+                   ) -> Iterator[Connection]:
+        """``session`` when given, else a connection for this statement alone; ``prepare``
+        runs on it first."""
         if session is not None:
+            if prepare is not None:
+                prepare(session)
             yield session
             return
-        conn = self.connect(readonly)
+        conn = self.connect(readonly, prepare)
         try:
             yield conn
         finally:
@@ -387,10 +418,13 @@ class Engine:
     def execute(self, sql: str, fmt: str, params: Mapping[str, str] | None = None,
                 settings: Mapping[str, str] | None = None, database: str | None = None,
                 session: Connection | None = None,
-                shape: Callable[[bytes], bytes] | None = None, readonly: int = 0) -> Result:
-        """Run one statement on ``session`` or a connection of its own (``Connection.execute``)."""
-        with self.connection(session, readonly) as conn:
-            return conn.execute(sql, fmt, params, settings, database, shape)
+                shape: Callable[[bytes], bytes] | None = None, readonly: int = 0,
+                describe: Callable[[list[str]], None] | None = None,
+                prepare: Callable[[Connection], None] | None = None) -> Result:
+        """Run one statement on ``session`` or a connection of its own (``Connection.execute``),
+        ``prepare`` run on the connection first."""
+        with self.connection(session, readonly, prepare) as conn:
+            return conn.execute(sql, fmt, params, settings, database, shape, describe)
 
     def insert(self, statement: str, fmt: str, data: Readable,
                settings: Mapping[str, str] | None = None, database: str | None = None,

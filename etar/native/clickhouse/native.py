@@ -15,6 +15,9 @@ import re
 import struct
 from dataclasses import dataclass
 
+TIME_ZONE_REVISION = 54337
+"""From this revision a server names ``DateTime``'s time zone (``DateTime('Asia/Tokyo')``);
+for older clients, and so in the engine's own Native output, it writes a bare ``DateTime``."""
 BLOCK_INFO_REVISION = 51903
 CUSTOM_SERIALIZATION_REVISION = 54454
 _BLOCK_INFO = b"\x01\x00\x02\xff\xff\xff\xff\x00"
@@ -171,6 +174,15 @@ def _skip_data(reader: _Reader, kind: Type, rows: int) -> None:
         raise Unsupported(f"Native output of {name} for client_protocol_version")
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 class Shaper:
     """Rewrites revision-0 Native blocks for ``revision``, across chunk boundaries."""
 
@@ -178,6 +190,20 @@ class Shaper:
         self.revision = revision
         self._pending = b""
         self._types: dict[bytes, Type] = {}
+        self.columns: list[str] = []
+        """The result's column types as the engine names them (``describe``), if known."""
+
+    def describe(self, types: list[str]) -> None:
+        """Learn the result's column types, so ``DateTime`` keeps its time zone."""
+        self.columns = types
+
+    def _type_name(self, index: int, written: bytes) -> bytes | None:
+        """The type name a server of this revision writes where the engine wrote ``written``,
+        None when it is the same."""
+        if (written == b"DateTime" and self.revision >= TIME_ZONE_REVISION
+                and index < len(self.columns) and self.columns[index].startswith("DateTime(")):
+            return self.columns[index].encode()
+        return None
 
     def _kind(self, name: bytes) -> Type:
         if name not in self._types:
@@ -204,11 +230,17 @@ class Shaper:
         if self.revision >= BLOCK_INFO_REVISION:
             block += _BLOCK_INFO
         block += data[pos:reader.pos]
-        for _ in range(columns):
+        for index in range(columns):
             start = reader.pos
             reader.string()
-            kind = self._kind(reader.string())
-            block += data[start:reader.pos]
+            middle = reader.pos
+            written = reader.string()
+            kind = self._kind(written)
+            named = self._type_name(index, written)
+            if named is None:
+                block += data[start:reader.pos]
+            else:
+                block += data[start:middle] + _varint(len(named)) + named
             if self.revision >= CUSTOM_SERIALIZATION_REVISION:
                 block.append(0)
             start = reader.pos

@@ -50,7 +50,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from etar.native.clickhouse import blocks, codecs, guard, native
+from etar.native.clickhouse import blocks, codecs, external, form, guard, native
 from etar.native.clickhouse.body import RECEIVE_TIMEOUT, Body
 from etar.native.clickhouse.engine import (
     Connection,
@@ -77,6 +77,10 @@ CLOSE_WAIT = 10.0
 """Seconds shutting down waits for the sessions' running statements."""
 _READ_ONLY = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "(",
                         "SET", "USE"})
+_RESULTS = frozenset({"SELECT", "WITH", "(", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS",
+                      "CHECK", "KILL", "VALUES", "FROM", "TABLE"})
+"""Statements with a result (``X-ClickHouse-Format`` even when empty); clickhouse-connect's
+``command`` gives the others' summary."""
 _READING = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "Explain", "Show", "Describe",
             "Exists", "UseQuery")
 """``EXPLAIN AST`` roots of statements that only read (``readonly`` 1 and 2 allow them)."""
@@ -116,6 +120,8 @@ class Limits:
     """Sessions open at once (all users); a new one beyond gets USER_SESSION_LIMIT_EXCEEDED."""
     max_session_timeout: int = 3600
     """Largest ``session_timeout`` (a server's ``max_session_timeout``)."""
+    max_external_bytes: int = 256 * 1024 * 1024
+    """Largest external data (a multipart body's files, all together)."""
     allowed_origins: frozenset[str] = frozenset()
     """Browser origins whose requests are served; any other ``Origin`` gets 403."""
 
@@ -191,7 +197,7 @@ class _Sessions:
 
 
 def _error_response(error: EngineError, engine: Engine, query_id: str,
-                    method: int | None = None) -> Response:
+                    method: int | None = None, timezone: str | None = None) -> Response:
     """ClickHouse's error: the text, in native blocks when the request asked ``compress=1``."""
     text = error.message
     if "(version " not in text:
@@ -201,9 +207,17 @@ def _error_response(error: EngineError, engine: Engine, query_id: str,
         body = blocks.compress_block(body, method)
     return Response(body, status_code=_STATUS.get(error.code, 500), headers={
         "X-ClickHouse-Exception-Code": str(error.code), "X-ClickHouse-Query-Id": query_id,
-        "X-ClickHouse-Timezone": engine.timezone,
+        "X-ClickHouse-Timezone": timezone or engine.timezone,
+        "X-ClickHouse-Summary": json.dumps(Stats().summary()),
         "X-ClickHouse-Server-Display-Name": engine.display_name},
         media_type="text/plain; charset=UTF-8")
+
+
+def _timezone(engine: Engine, settings: dict[str, str], session: _Session | None) -> str:
+    """The time zone a server reports (``X-ClickHouse-Timezone``): the request's
+    ``session_timezone``, else the session's, else the server's."""
+    kept = session.connection.settings if session and session.connection else {}
+    return settings.get("session_timezone") or kept.get("session_timezone") or engine.timezone
 
 
 def _block_method(settings: dict[str, str]) -> int:
@@ -386,6 +400,7 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
         session: _Session | None = None
         locked = False
         method: int | None = None
+        settings: dict[str, str] = {}
         try:
             user = _authenticate(request, users)
             settings = {k: v for k, v in params.items()
@@ -421,11 +436,18 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
                 settings, "http_native_compression_disable_checksumming_on_decompress")
             body = Body(request, params.get("decompress") == "1", verify,
                         float(settings.get("http_receive_timeout", RECEIVE_TIMEOUT)))
-            response = await body.serving(lambda: _run(
-                engine, request, params.get("query", ""), body, settings, bind, database,
-                default_format, revision, method, session, access))
+            content_type = request.headers.get("content-type", "")
+            if form.is_form(content_type):
+                response = await body.serving(lambda: _run_form(
+                    engine, request, content_type, body, settings, bind, database,
+                    default_format, revision, method, session, access))
+            else:
+                response = await body.serving(lambda: _run(
+                    engine, request, params.get("query", ""), body, settings, bind, database,
+                    default_format, revision, method, session, access))
         except EngineError as error:
-            return _error_response(error, engine, query_id, method)
+            return _error_response(error, engine, query_id, method,
+                                   _timezone(engine, settings, session))
         except ValueError as error:  # a malformed number in a transport parameter
             return _error_response(EngineError(
                 27, f"Code: 27. DB::Exception: {error}. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"),
@@ -437,7 +459,7 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
             if locked and session is not None:
                 session.release()
         response.headers["X-ClickHouse-Query-Id"] = query_id
-        response.headers["X-ClickHouse-Timezone"] = engine.timezone
+        response.headers["X-ClickHouse-Timezone"] = _timezone(engine, settings, session)
         response.headers["X-ClickHouse-Server-Display-Name"] = engine.display_name
         if params.get("session_id"):
             response.headers["X-ClickHouse-Session-Id"] = params["session_id"]
@@ -468,16 +490,45 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
                 and not access.user.readonly and settings):
             raise _readonly_error(f"modify '{next(iter(settings))}' setting")
 
-    async def _run(engine: Engine, request: Request, url_query: str, body: Body,
+    async def _run_form(engine: Engine, request: Request, content_type: str, body: Body,
+                        settings: dict[str, str], bind: dict[str, str], database: str | None,
+                        default_format: str, revision: int, method: int | None,
+                        session: _Session | None, access: _Access) -> Response:
+        """A multipart/form-data request: the query, its parameters and settings as form
+        fields (over the URL's), external data as temporary tables of the query's own."""
+        parsed = await to_thread.run_sync(form.read_form, body, content_type,
+                                          limits.max_query_bytes, limits.max_external_bytes)
+        try:
+            fields = parsed.fields
+            described = {**request.query_params, **fields}
+            tables = external.tables(parsed, described)
+            skip = external.parameters(described, parsed) | {"query"}
+            extra = {k: v for k, v in fields.items() if k not in skip}
+            added = {k: v for k, v in extra.items()
+                     if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
+            guard.locked(added)
+            settings = {k: v for k, v in settings.items() if k not in skip} | added
+            bind = bind | {k[6:]: v for k, v in extra.items() if k.startswith("param_")}
+            for table in tables:
+                await to_thread.run_sync(external.check, table,
+                                         lambda sql: analysed(engine, sql, {}))
+            sql = fields.get("query") or request.query_params.get("query", "")
+            return await _run(engine, request, sql, _Consumed(), settings, bind, database,
+                              default_format, revision, method, session, access, tables)
+        finally:
+            parsed.close()
+
+    async def _run(engine: Engine, request: Request, url_query: str, body: Body | _Consumed,
                    settings: dict[str, str], bind: dict[str, str], database: str | None,
                    default_format: str, revision: int, method: int | None,
-                   session: _Session | None, access: _Access) -> Response:
+                   session: _Session | None, access: _Access,
+                   tables: list[external.Table] | None = None) -> Response:
         readonly = access.connection_readonly()
         head = url_query.encode() if url_query else await body.head(64 * 1024)
         insert = _INSERT.match(head)
         if insert:
             inline = head[insert.end():]
-            data: _Prefixed | Body = _Prefixed(inline, body) if inline else body
+            data: _Prefixed | Body | _Consumed = _Prefixed(inline, body) if inline else body
             fmt = insert.group(2).decode()
             _check_method(request, insert.group(1).decode())
             canonical, ast = await to_thread.run_sync(
@@ -509,8 +560,10 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
             return await _insert(engine, statement, "Values",
                                  _Prefixed(data_text.encode(), _Empty()), settings, database,
                                  session, access)
+        started = time.perf_counter_ns()
         if await to_thread.run_sync(_remember, engine, session, canonical, access):
-            return Response(b"")
+            done = Stats(elapsed_ns=time.perf_counter_ns() - started)
+            return Response(b"", headers={"X-ClickHouse-Summary": json.dumps(done.summary())})
         sql = canonical
         named = _FORMAT.search(sql)
         fmt = default_format
@@ -520,8 +573,15 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
 
         def run_query() -> Result:
             conn = session.open(engine, access.user.readonly) if session else None
-            result = engine.execute(sql, fmt, bind, settings, database, conn,
-                                    _shaped(shaper) if shaper else None, readonly)
+            describe = (shaper.describe if shaper is not None
+                        and shaper.revision >= native.TIME_ZONE_REVISION else None)
+            try:
+                result = engine.execute(sql, fmt, bind, settings, database, conn,
+                                        _shaped(shaper) if shaper else None, readonly, describe,
+                                        external.prepare(tables) if tables else None)
+            finally:
+                if conn is not None and tables:
+                    external.drop(conn, tables)
             if shaper is not None:
                 shaper.finish()
             return result
@@ -530,14 +590,16 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
         encoding = None
         if request.query_params.get("enable_http_compression") == "1":
             encoding = codecs.negotiate(request.headers.get("accept-encoding", ""))
-        headers = {"X-ClickHouse-Format": fmt,
-                   "X-ClickHouse-Summary": json.dumps(result.stats.summary())}
+        headers = {"X-ClickHouse-Summary": json.dumps(result.stats.summary())}
+        if result.size or first_keyword(sql) in _RESULTS:  # as a server: only with a result
+            headers["X-ClickHouse-Format"] = fmt
         if encoding:
             headers["Content-Encoding"] = encoding
         return StreamingResponse(_stream(result.body, encoding, method),
                                  media_type=_content_type(fmt), headers=headers)
 
-    async def _insert(engine: Engine, statement: str, fmt: str, data: _Prefixed | Body,
+    async def _insert(engine: Engine, statement: str, fmt: str,
+                      data: _Prefixed | Body | _Consumed,
                       settings: dict[str, str], database: str | None,
                       session: _Session | None, access: _Access) -> Response:
         def run_insert() -> Stats:
@@ -553,6 +615,19 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
         Route("/ping", ping, methods=["GET", "HEAD"]),
         Route("/replicas_status", ping, methods=["GET"]),
     ], lifespan=lifespan)
+
+
+class _Consumed:
+    """A request body already read (a form's): nothing more in it."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        return b""
+
+    async def head(self, size: int) -> bytes:
+        return b""
+
+    async def read_all(self, limit: int | None = None) -> bytes:
+        return b""
 
 
 class _Empty:

@@ -1,0 +1,157 @@
+"""The endpoint's surface as clickhouse-connect's wider API uses it (issue #23).
+
+Each item of a ClickHouse server's HTTP interface the client relies on beyond plain queries:
+``X-ClickHouse-Summary`` on every response, time zones (``X-ClickHouse-Timezone``,
+``session_timezone``, ``DateTime``'s own zone in Native output), multipart/form-data (external
+tables, the query and its parameters as form fields) and errors after the first byte. Every
+test runs through the client plain and compressed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
+from clickhouse_connect.driver.external import ExternalData
+from clickhouse_connect.driver.summary import QuerySummary
+
+from etar import warehouse
+from etar.config import Settings
+
+pytestmark = pytest.mark.integration
+
+WALL = datetime(2024, 1, 1, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def database(stack_settings: Settings) -> Iterator[str]:
+    name = f"surface_{uuid.uuid4().hex[:10]}"
+    admin = warehouse.client(stack_settings)
+    admin.command(f"CREATE DATABASE {name}")
+    yield name
+    admin.command(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "compressed"])
+def ch(request: pytest.FixtureRequest, stack_settings: Settings, database: str) -> Client:
+    return warehouse.client(stack_settings, database=database, compress=request.param)
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "compressed"])
+def session_ch(request: pytest.FixtureRequest, stack_settings: Settings,
+               database: str) -> Client:
+    return warehouse.client(stack_settings, database=database, compress=request.param,
+                            autogenerate_session_id=True)
+
+
+# -- X-ClickHouse-Summary ---------------------------------------------------------------------
+def test_every_command_reports_a_summary(ch: Client) -> None:
+    name = f"s_{uuid.uuid4().hex[:8]}"
+    for command in ("SET max_threads = 2", f"CREATE TABLE {name} (n UInt64) ENGINE = Memory",
+                    f"USE {ch.database}"):
+        summary = ch.command(command)
+        assert isinstance(summary, QuerySummary), command
+        assert {"read_rows", "written_rows", "elapsed_ns"} <= summary.summary.keys(), command
+    inserted = ch.command(f"INSERT INTO {name} SELECT number FROM numbers(10)")
+    assert isinstance(inserted, QuerySummary)
+    assert inserted.written_rows == 10
+    assert ch.insert(name, [[1], [2]], column_names=["n"]).written_rows == 2
+    assert ch.query(f"SELECT n FROM {name}").summary["result_rows"] == "12"
+
+
+def test_an_error_and_a_set_report_a_summary_over_http(stack_settings: Settings) -> None:
+    url = f"http://{stack_settings.clickhouse_host}:{stack_settings.clickhouse_port}/"
+    auth = (stack_settings.clickhouse_user,
+            stack_settings.clickhouse_password.get_secret_value())
+    for sql, status in (("SELECT * FROM no_such_table_here", 404), ("SET max_threads = 1", 200)):
+        response = httpx.post(url, content=sql, auth=auth, timeout=30)
+        assert response.status_code == status, response.text
+        assert json.loads(response.headers["X-ClickHouse-Summary"])["read_rows"] == "0"
+
+
+# -- time zones -------------------------------------------------------------------------------
+ZONED = ("SELECT toDateTime('2024-01-01 00:00:00', 'Asia/Tokyo') AS zoned, "
+         "toDateTime('2024-01-01 00:00:00') AS naive, "
+         "[toDateTime('2024-01-01 00:00:00', 'Asia/Tokyo')] AS nested, "
+         "toDateTime64('2024-01-01 00:00:00', 3, 'Asia/Tokyo') AS zoned64")
+
+
+def test_a_columns_own_time_zone_reaches_the_client(ch: Client) -> None:
+    zoned, naive, nested, zoned64 = ch.query(ZONED).result_rows[0]
+    tokyo = WALL.replace(tzinfo=ZoneInfo("Asia/Tokyo"))
+    assert zoned == tokyo and zoned.tzinfo == ZoneInfo("Asia/Tokyo")
+    assert nested == [tokyo] and nested[0].tzinfo == ZoneInfo("Asia/Tokyo")
+    assert zoned64 == tokyo and zoned64.tzinfo == ZoneInfo("Asia/Tokyo")
+    assert naive == WALL and naive.tzinfo is None  # the server's UTC: naive, as from a server
+
+
+def test_session_timezone_is_the_reported_time_zone(ch: Client) -> None:
+    zoned, naive, _, _ = ch.query(ZONED, settings={"session_timezone": "America/New_York"}
+                                  ).result_rows[0]
+    assert naive == WALL.replace(tzinfo=ZoneInfo("America/New_York"))
+    assert naive.tzinfo == ZoneInfo("America/New_York")
+    assert zoned.tzinfo == ZoneInfo("Asia/Tokyo")  # a column's own zone wins
+
+
+def test_a_sessions_set_timezone_lasts(session_ch: Client) -> None:
+    session_ch.command("SET session_timezone = 'Europe/Berlin'")
+    naive = session_ch.query(ZONED).result_rows[0][1]
+    assert naive == WALL.replace(tzinfo=ZoneInfo("Europe/Berlin"))
+    session_ch.command("SET session_timezone = ''")
+    assert session_ch.query(ZONED).result_rows[0][1].tzinfo is None
+
+
+# -- multipart/form-data ----------------------------------------------------------------------
+def test_external_data_with_a_structure(ch: Client) -> None:
+    data = ExternalData(data=b"1\tone\n2\ttwo\n", file_name="ext.tsv",
+                        structure="id UInt32, name String")
+    rows = ch.query("SELECT id, name FROM ext ORDER BY id", external_data=data).result_rows
+    assert rows == [(1, "one"), (2, "two")]
+
+
+def test_external_tables_with_types_and_a_format_join_a_table(ch: Client) -> None:
+    name = f"e_{uuid.uuid4().hex[:8]}"
+    ch.command(f"CREATE TABLE {name} (id UInt32, price Float64) ENGINE = Memory")
+    ch.insert(name, [[1, 9.5], [2, 3.0], [3, 1.0]], column_names=["id", "price"])
+    data = ExternalData(data=b"1,a\n3,c\n", file_name="wanted.csv", fmt="CSV",
+                        types="UInt32,String")
+    data.add_file(data=b'{"k":7}\n', file_name="more.json", fmt="JSONEachRow",
+                  structure="k UInt8")
+    rows = ch.query(f"SELECT w._2, t.price, (SELECT k FROM more) FROM {name} AS t "
+                    "JOIN wanted AS w ON t.id = w._1 ORDER BY t.id",
+                    external_data=data).result_rows
+    assert rows == [("a", 9.5, 7), ("c", 1.0, 7)]
+
+
+def test_external_data_lasts_for_its_query_only_in_a_session(session_ch: Client) -> None:
+    data = ExternalData(data=b"5\n", file_name="once.tsv", types="UInt8")
+    assert session_ch.query("SELECT _1 FROM once", external_data=data).result_rows == [(5,)]
+    with pytest.raises(DatabaseError, match=r"UNKNOWN_TABLE|doesn't exist|does not exist"):
+        session_ch.query("SELECT _1 FROM once")
+    assert session_ch.query("SELECT _1 + 1 FROM once", external_data=data
+                            ).result_rows == [(6,)]
+
+
+def test_large_parameters_go_as_form_fields(ch: Client) -> None:
+    big = "x" * 300_000  # the client moves the query and its parameters into the body
+    assert ch.query("SELECT length({s:String}), {n:UInt8}",
+                    parameters={"s": big, "n": 7}).result_rows == [(300_000, 7)]
+
+
+def test_a_form_encoding_client_sends_everything_as_fields(stack_settings: Settings,
+                                                           database: str) -> None:
+    for compress in (False, True):
+        client = warehouse.client(stack_settings, database=database, compress=compress)
+        client.form_encode_query_params = True
+        assert client.query("SELECT {a:String} || {b:String}", parameters={
+            "a": "form", "b": "-fields"}).result_rows == [("form-fields",)]
+        data = ExternalData(data=b"2\n", file_name="f.tsv", types="UInt8")
+        assert client.query("SELECT _1 * {m:UInt8} FROM f", parameters={"m": 21},
+                            external_data=data).result_rows == [(42,)]
