@@ -10,6 +10,8 @@ test runs through the client plain and compressed.
 from __future__ import annotations
 
 import json
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from clickhouse_connect import common
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 from clickhouse_connect.driver.external import ExternalData
@@ -155,3 +158,91 @@ def test_a_form_encoding_client_sends_everything_as_fields(stack_settings: Setti
         data = ExternalData(data=b"2\n", file_name="f.tsv", types="UInt8")
         assert client.query("SELECT _1 * {m:UInt8} FROM f", parameters={"m": 21},
                             external_data=data).result_rows == [(42,)]
+
+
+# -- results while they are produced, errors after the first byte ------------------------------
+SLOW = ("SELECT number, randomPrintableASCII(2000) AS text, sleepEachRow(0.001) AS z "
+        "FROM numbers(4000) SETTINGS max_block_size = 1000")
+"""Four blocks of 2 MB, one a second: rows of the first reach the client while the others are
+still being made."""
+
+
+@pytest.fixture
+def small_read_ahead() -> Iterator[None]:
+    """clickhouse-connect reads 10 MiB ahead before it parses anything; 1 MiB here."""
+    before = common.get_setting("http_buffer_size")
+    common.set_setting("http_buffer_size", 1024 * 1024)
+    yield
+    common.set_setting("http_buffer_size", before)
+
+
+@pytest.mark.usefixtures("small_read_ahead")
+def test_a_large_result_streams_while_it_is_produced(ch: Client) -> None:
+    started = time.monotonic()
+    with ch.query_rows_stream(SLOW) as rows:
+        first = next(iter(rows))
+        first_at = time.monotonic() - started
+        rest = sum(1 for _ in rows)
+    total = time.monotonic() - started
+    assert first[0] == 0 and rest == 3999
+    assert total >= 3.5
+    assert first_at < total - 1.5, (first_at, total)  # rows came long before the end
+
+
+def test_an_error_after_the_first_byte_reaches_the_client(ch: Client) -> None:
+    late = ("SELECT number, sleepEachRow(0.1), throwIf(number = 20) FROM numbers(30) "
+            "SETTINGS max_block_size = 1")
+    seen: list[int] = []
+    with (pytest.raises(DatabaseError, match="FUNCTION_THROW_IF_VALUE_IS_NON_ZERO") as caught,
+          ch.query_rows_stream(late) as rows):
+        seen.extend(row[0] for row in rows)
+    assert "395" in str(caught.value)
+    assert seen[:10] == list(range(10))  # rows before the error arrived first
+    with pytest.raises(DatabaseError, match="FUNCTION_THROW_IF_VALUE_IS_NON_ZERO"):
+        ch.query(late)
+    assert ch.command("SELECT 1") == 1  # the client goes on
+
+
+def test_the_exception_block_is_a_servers(stack_settings: Settings) -> None:
+    url = f"http://{stack_settings.clickhouse_host}:{stack_settings.clickhouse_port}/"
+    auth = (stack_settings.clickhouse_user,
+            stack_settings.clickhouse_password.get_secret_value())
+    late = ("SELECT number, sleepEachRow(0.1), throwIf(number = 15) FROM numbers(30) "
+            "SETTINGS max_block_size = 1")
+    response = httpx.post(url, content=late, auth=auth, timeout=30)
+    assert response.status_code == 200  # the status went out with the first rows
+    tag = response.headers["X-ClickHouse-Exception-Tag"]
+    rows, _, block = response.content.partition(b"\r\n__exception__\r\n")
+    assert rows.splitlines()[:2] == [b"0\t0\t0", b"1\t0\t0"]
+    head, _, tail = block.partition(b"\r\n")
+    assert head == tag.encode()
+    block_end = re.fullmatch(rb"(Code: 395\. DB::Exception: .*)\n(\d+) " + tag.encode()
+                             + rb"\r\n__exception__\r\n", tail, re.S)
+    assert block_end, tail[-300:]
+    assert int(block_end.group(2)) == len(block_end.group(1)) + 1  # the message's length
+    early = httpx.post(url, content="SELECT throwIf(number = 3) FROM numbers(10)", auth=auth,
+                       timeout=30)
+    assert early.status_code == 500  # an error before any output keeps its status
+    assert early.headers["X-ClickHouse-Exception-Code"] == "395"
+
+
+def test_a_client_leaving_stops_its_statement_and_frees_its_session(
+        stack_settings: Settings) -> None:
+    url = f"http://{stack_settings.clickhouse_host}:{stack_settings.clickhouse_port}/"
+    auth = (stack_settings.clickhouse_user,
+            stack_settings.clickhouse_password.get_secret_value())
+    session = {"session_id": f"leaving-{uuid.uuid4().hex[:8]}"}
+    endless = SLOW.replace("numbers(4000)", "numbers(30000)")  # 30 s if left to run
+    with httpx.stream("POST", url, params=session, content=endless, auth=auth,
+                      timeout=30) as response:
+        assert response.status_code == 200
+        next(response.iter_bytes())
+    left = time.monotonic()
+    while True:  # the session is locked while its statement runs, then free again
+        again = httpx.post(url, params=session, content="SELECT 1", auth=auth, timeout=30)
+        if again.status_code == 200:
+            break
+        assert again.headers["X-ClickHouse-Exception-Code"] == "373", again.text
+        assert time.monotonic() - left < 10, "the statement ran on after its client left"
+        time.sleep(0.2)
+    assert again.text == "1\n"

@@ -12,6 +12,7 @@ connection.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -38,6 +39,9 @@ _CONCATENABLE = frozenset({
     "JSONEachRow", "JSONCompactEachRow", "JSONStringsEachRow", "JSONCompactStringsEachRow",
     "JSONLines", "NDJSON", "Values", "LineAsString", "RawBLOB"})
 """Formats without header or footer: chdb's per-block chunks simply concatenate."""
+STREAMABLE = _CONCATENABLE
+"""Formats a response can send while the statement runs."""
+STREAMED = _STREAMED
 _ARROW = frozenset({"Arrow", "ArrowStream"})
 """Re-assembled from per-block Arrow streams into one Arrow file or stream."""
 _CODE = re.compile(r"Code: (\d+)\.")
@@ -87,6 +91,14 @@ class Result:
     body: IO[bytes]
     size: int
     stats: Stats
+
+
+class Sink(Protocol):
+    """Where a result streams as it is produced: ``write`` each piece, ``tell`` the total."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def tell(self) -> int: ...
 
 
 class Readable(Protocol):
@@ -221,11 +233,15 @@ class Connection:
     def execute(self, sql: str, fmt: str, params: Mapping[str, str] | None = None,
                 settings: Mapping[str, str] | None = None, database: str | None = None,
                 shape: Callable[[bytes], bytes] | None = None,
-                describe: Callable[[list[str]], None] | None = None) -> Result:
-        """Run one statement; its output in ``fmt`` (through ``shape`` if given) is spooled.
-        ``describe`` is first given the result's column types of a streamed statement."""
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
-        stats = Stats()
+                describe: Callable[[list[str]], None] | None = None,
+                sink: Sink | None = None, stats: Stats | None = None) -> Result:
+        """Run one statement; its output in ``fmt`` (through ``shape`` if given) is spooled,
+        or written to ``sink`` as it is produced (the result's body is then empty).
+        ``describe`` is first given the result's column types of a streamed statement;
+        ``stats`` (if given) is filled in while it runs."""
+        spool: Any = sink if sink is not None else tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=SPOOL_BYTES)
+        stats = stats if stats is not None else Stats()
         started = time.perf_counter_ns()
         try:
             with self.applied(settings or {}, database):
@@ -247,12 +263,15 @@ class Connection:
                     stats.read_bytes = result.storage_bytes_read()
                     stats.result_bytes = len(data)
         except BaseException:
-            spool.close()
+            if sink is None:
+                spool.close()
             raise
         stats.elapsed_ns = time.perf_counter_ns() - started
         size = spool.tell()
+        if sink is not None:
+            return Result(io.BytesIO(), size, stats)
         spool.seek(0)
-        return Result(spool, size, stats)  # type: ignore[arg-type]
+        return Result(spool, size, stats)
 
     def column_types(self, sql: str, params: Mapping[str, str] | None = None) -> list[str]:
         """The type names of a ``SELECT``'s result columns, as the engine names them."""
@@ -263,9 +282,9 @@ class Connection:
             raise EngineError.from_engine(exc) from None
         return [json.loads(line)[1] for line in result.bytes().decode().splitlines() if line]
 
-    def _stream_into(self, spool: IO[bytes], sql: str, fmt: str, params: dict[str, str],
+    def _stream_into(self, spool: IO[bytes] | Sink, sql: str, fmt: str, params: dict[str, str],
                      stats: Stats, shape: Callable[[bytes], bytes] | None) -> None:
-        arrow = _ArrowJoiner(spool, fmt) if fmt in _ARROW else None
+        arrow = _ArrowJoiner(spool, fmt) if fmt in _ARROW else None  # type: ignore[arg-type]
         try:
             stream = self._conn.send_query(sql, "ArrowStream" if arrow else fmt,
                                            params=params or None)
@@ -420,11 +439,13 @@ class Engine:
                 session: Connection | None = None,
                 shape: Callable[[bytes], bytes] | None = None, readonly: int = 0,
                 describe: Callable[[list[str]], None] | None = None,
-                prepare: Callable[[Connection], None] | None = None) -> Result:
+                prepare: Callable[[Connection], None] | None = None,
+                sink: Sink | None = None, stats: Stats | None = None) -> Result:
         """Run one statement on ``session`` or a connection of its own (``Connection.execute``),
         ``prepare`` run on the connection first."""
         with self.connection(session, readonly, prepare) as conn:
-            return conn.execute(sql, fmt, params, settings, database, shape, describe)
+            return conn.execute(sql, fmt, params, settings, database, shape, describe, sink,
+                                stats)
 
     def insert(self, statement: str, fmt: str, data: Readable,
                settings: Mapping[str, str] | None = None, database: str | None = None,

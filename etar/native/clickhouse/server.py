@@ -50,9 +50,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from etar.native.clickhouse import blocks, codecs, external, form, guard, native
+from etar.native.clickhouse import blocks, codecs, external, form, guard, native, stream
 from etar.native.clickhouse.body import RECEIVE_TIMEOUT, Body
 from etar.native.clickhouse.engine import (
+    STREAMABLE,
+    STREAMED,
     Connection,
     Engine,
     EngineError,
@@ -301,6 +303,45 @@ def _stream(body: IO[bytes], encoding: str | None, method: int | None) -> Iterat
         body.close()
 
 
+async def _held(pieces: list[bytes], encoding: str | None,
+                method: int | None) -> AsyncIterator[bytes]:
+    """A whole result held in memory, encoded."""
+    encode = stream.Encoder(encoding, method)
+    for piece in pieces:
+        if out := encode(piece):
+            yield out
+    if tail := encode.flush():
+        yield tail
+
+
+async def _live(pipe: stream.Pipe, held: list[bytes], tag: str, version: str,
+                encoding: str | None, method: int | None) -> AsyncIterator[bytes]:
+    """A result while its statement runs: ``held`` first, then each piece as it comes; an
+    error ends it with the exception block. The statement stops when the client leaves."""
+    encode = stream.Encoder(encoding, method)
+    try:
+        if out := b"".join(encode(piece) for piece in held) + encode.sync():
+            yield out
+        held.clear()
+        while True:
+            item = await to_thread.run_sync(pipe.get)
+            if isinstance(item, stream.Done):
+                break
+            if isinstance(item, stream.Failed):
+                text = item.error.message
+                if "(version " not in text:
+                    text = f"{text} (version {version})"
+                log.info("a query failed after its first byte: %s", text)
+                yield encode(stream.exception_block(text, tag)) + encode.sync()
+                break
+            if item is not None and (out := encode(item) + encode.sync()):
+                yield out
+        if tail := encode.flush():
+            yield tail
+    finally:
+        pipe.close()
+
+
 def _shaper(fmt: str, revision: int) -> native.Shaper | None:
     return native.Shaper(revision) if fmt == "Native" and revision > 0 else None
 
@@ -355,6 +396,13 @@ def _session_timeout(text: str | None, limit: int) -> int:
 
 
 @dataclass
+class _Handover:
+    """A request's session lock, once a statement streaming its result owns it."""
+
+    session: _Session | None = None
+
+
+@dataclass
 class _Access:
     """Who asks and how strictly: the user's profile and the request's ``readonly``."""
 
@@ -401,6 +449,7 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
         locked = False
         method: int | None = None
         settings: dict[str, str] = {}
+        handover = _Handover()
         try:
             user = _authenticate(request, users)
             settings = {k: v for k, v in params.items()
@@ -440,11 +489,11 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
             if form.is_form(content_type):
                 response = await body.serving(lambda: _run_form(
                     engine, request, content_type, body, settings, bind, database,
-                    default_format, revision, method, session, access))
+                    default_format, revision, method, session, access, handover))
             else:
                 response = await body.serving(lambda: _run(
                     engine, request, params.get("query", ""), body, settings, bind, database,
-                    default_format, revision, method, session, access))
+                    default_format, revision, method, session, access, handover))
         except EngineError as error:
             return _error_response(error, engine, query_id, method,
                                    _timezone(engine, settings, session))
@@ -456,8 +505,8 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
             log.info("query %s: the client left before its request body ended", query_id)
             return Response(b"", status_code=400)  # nobody reads it
         finally:
-            if locked and session is not None:
-                session.release()
+            if locked and session is not None and handover.session is None:
+                session.release()  # else the statement still streaming releases it
         response.headers["X-ClickHouse-Query-Id"] = query_id
         response.headers["X-ClickHouse-Timezone"] = _timezone(engine, settings, session)
         response.headers["X-ClickHouse-Server-Display-Name"] = engine.display_name
@@ -493,7 +542,8 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
     async def _run_form(engine: Engine, request: Request, content_type: str, body: Body,
                         settings: dict[str, str], bind: dict[str, str], database: str | None,
                         default_format: str, revision: int, method: int | None,
-                        session: _Session | None, access: _Access) -> Response:
+                        session: _Session | None, access: _Access,
+                        handover: _Handover) -> Response:
         """A multipart/form-data request: the query, its parameters and settings as form
         fields (over the URL's), external data as temporary tables of the query's own."""
         parsed = await to_thread.run_sync(form.read_form, body, content_type,
@@ -514,14 +564,15 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
                                          lambda sql: analysed(engine, sql, {}))
             sql = fields.get("query") or request.query_params.get("query", "")
             return await _run(engine, request, sql, _Consumed(), settings, bind, database,
-                              default_format, revision, method, session, access, tables)
+                              default_format, revision, method, session, access, handover,
+                              tables)
         finally:
             parsed.close()
 
     async def _run(engine: Engine, request: Request, url_query: str, body: Body | _Consumed,
                    settings: dict[str, str], bind: dict[str, str], database: str | None,
                    default_format: str, revision: int, method: int | None,
-                   session: _Session | None, access: _Access,
+                   session: _Session | None, access: _Access, handover: _Handover,
                    tables: list[external.Table] | None = None) -> Response:
         readonly = access.connection_readonly()
         head = url_query.encode() if url_query else await body.head(64 * 1024)
@@ -571,14 +622,17 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
             sql, fmt = sql[:named.start()], named.group(1)
         shaper = _shaper(fmt, revision)
 
-        def run_query() -> Result:
+        stats = Stats()
+
+        def run_query(sink: stream.Pipe | None = None) -> Result:
             conn = session.open(engine, access.user.readonly) if session else None
             describe = (shaper.describe if shaper is not None
                         and shaper.revision >= native.TIME_ZONE_REVISION else None)
             try:
                 result = engine.execute(sql, fmt, bind, settings, database, conn,
                                         _shaped(shaper) if shaper else None, readonly, describe,
-                                        external.prepare(tables) if tables else None)
+                                        external.prepare(tables) if tables else None, sink,
+                                        stats)
             finally:
                 if conn is not None and tables:
                     external.drop(conn, tables)
@@ -586,17 +640,67 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
                 shaper.finish()
             return result
 
-        result = await to_thread.run_sync(run_query)
         encoding = None
         if request.query_params.get("enable_http_compression") == "1":
             encoding = codecs.negotiate(request.headers.get("accept-encoding", ""))
-        headers = {"X-ClickHouse-Summary": json.dumps(result.stats.summary())}
-        if result.size or first_keyword(sql) in _RESULTS:  # as a server: only with a result
-            headers["X-ClickHouse-Format"] = fmt
-        if encoding:
-            headers["Content-Encoding"] = encoding
-        return StreamingResponse(_stream(result.body, encoding, method),
-                                 media_type=_content_type(fmt), headers=headers)
+
+        def headers(done: Stats, size: int) -> dict[str, str]:
+            named = {"X-ClickHouse-Summary": json.dumps(done.summary())}
+            if size or first_keyword(sql) in _RESULTS:  # as a server: only with a result
+                named["X-ClickHouse-Format"] = fmt
+            if encoding:
+                named["Content-Encoding"] = encoding
+            return named
+
+        media_type = _content_type(fmt)
+        if (fmt not in STREAMABLE or first_keyword(sql) not in STREAMED
+                or request.query_params.get("wait_end_of_query") == "1"):
+            result = await to_thread.run_sync(run_query)
+            return StreamingResponse(_stream(result.body, encoding, method),
+                                     media_type=media_type,
+                                     headers=headers(result.stats, result.size))
+        pipe = stream.Pipe()
+
+        def produce() -> None:
+            try:
+                pipe.end(stream.Done(run_query(pipe).stats))
+            except EngineError as error:
+                pipe.end(stream.Failed(error))
+            except Exception as exc:
+                pipe.end(stream.Failed(EngineError.from_engine(exc)))
+            finally:
+                if session is not None:
+                    session.release()  # handed over below: the statement ended
+
+        if session is not None:
+            handover.session = session
+        threading.Thread(target=produce, name="clickhouse-query", daemon=True).start()
+        held: list[bytes] = []
+        size, first = 0, 0.0
+        try:
+            while True:
+                item = await to_thread.run_sync(pipe.get)
+                if isinstance(item, stream.Failed):
+                    raise item.error
+                if isinstance(item, stream.Done):
+                    pipe.close()
+                    return StreamingResponse(_held(held, encoding, method),
+                                             media_type=media_type,
+                                             headers=headers(item.stats, size))
+                if item is not None:
+                    held.append(item)
+                    size += len(item)
+                    first = first or time.monotonic()
+                if held and (size >= stream.STREAM_AFTER_BYTES
+                             or time.monotonic() - first >= stream.STREAM_AFTER_SECONDS):
+                    break
+        except BaseException:
+            pipe.close()
+            raise
+        tag = stream.new_tag()
+        return StreamingResponse(
+            _live(pipe, held, tag, engine.version, encoding, method), media_type=media_type,
+            headers={**headers(stats, size), "X-ClickHouse-Exception-Tag": tag})
 
     async def _insert(engine: Engine, statement: str, fmt: str,
                       data: _Prefixed | Body | _Consumed,
