@@ -246,3 +246,41 @@ def test_a_client_leaving_stops_its_statement_and_frees_its_session(
         assert time.monotonic() - left < 10, "the statement ran on after its client left"
         time.sleep(0.2)
     assert again.text == "1\n"
+
+
+# -- Native output of newer types -------------------------------------------------------------
+def test_newer_types_come_back_as_a_server_sends_them(ch: Client) -> None:
+    row = ch.query(
+        "SELECT (1.5, 2.5)::Point AS point, [(1.0, 2.0), (3.0, 4.0)]::Ring AS ring, "
+        "[[[(1.0, 2.0), (3.0, 4.0)]]]::MultiPolygon AS multi, "
+        "'{\"a\": 1, \"b\": {\"c\": \"x\"}}'::JSON AS doc, "
+        "'{\"k\": 7, \"s\": [1, 2]}'::JSON(k UInt8) AS typed, "
+        "[1.0, 2.0, 3.0]::QBit(Float32, 3) AS vector, "
+        "CAST((1, NULL), 'Tuple(`a b` UInt8, c Nullable(String))') AS named").result_rows[0]
+    point, ring, multi, doc, typed, vector, named = row
+    assert point == (1.5, 2.5)
+    assert ring == [(1.0, 2.0), (3.0, 4.0)]
+    assert multi == [[[(1.0, 2.0), (3.0, 4.0)]]]
+    assert doc == {"a": 1, "b": {"c": "x"}}
+    assert typed == {"k": 7, "s": [1, 2]}
+    assert vector == [1.0, 2.0, 3.0]
+    assert named == {"a b": 1, "c": None}
+
+
+def test_variant_dynamic_and_json_columns_over_many_blocks(ch: Client) -> None:
+    name = f"v_{uuid.uuid4().hex[:8]}"
+    ch.command(f"CREATE TABLE {name} (n UInt32, v Variant(UInt64, String, Array(UInt8)), "
+               "d Dynamic, j JSON, o Nullable(String)) ENGINE = MergeTree ORDER BY n")
+    ch.command(f"INSERT INTO {name} SELECT number, multiIf(number % 3 = 0, number::Variant("
+               "UInt64, String, Array(UInt8)), number % 3 = 1, toString(number), NULL), "
+               "if(number % 2 = 0, number::Dynamic, concat('s', toString(number))::Dynamic), "
+               "toJSONString(map('k', number))::JSON, if(number % 5 = 0, NULL, 'x') "
+               "FROM numbers(1000)")
+    rows = ch.query(f"SELECT n, v, d, j, o FROM {name} ORDER BY n",
+                    settings={"max_block_size": 100}).result_rows
+    assert len(rows) == 1000
+    for n, v, d, j, o in rows:
+        assert v == (n if n % 3 == 0 else str(n) if n % 3 == 1 else None)
+        assert d == (n if n % 2 == 0 else f"s{n}")
+        assert j == {"k": n}
+        assert o == (None if n % 5 == 0 else "x")
