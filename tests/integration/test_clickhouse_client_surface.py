@@ -131,6 +131,11 @@ def test_external_tables_with_types_and_a_format_join_a_table(ch: Client) -> Non
                     "JOIN wanted AS w ON t.id = w._1 ORDER BY t.id",
                     external_data=data).result_rows
     assert rows == [("a", 9.5, 7), ("c", 1.0, 7)]
+    loaded = ch.command(f"INSERT INTO {name} SELECT _1, 0.5 FROM wanted",
+                        external_data=ExternalData(data=b"7,x\n8,y\n", file_name="wanted.csv",
+                                                   fmt="CSV", types="UInt32,String"))
+    assert isinstance(loaded, QuerySummary) and loaded.written_rows == 2
+    assert ch.command(f"SELECT count() FROM {name}") == 5
 
 
 def test_external_data_lasts_for_its_query_only_in_a_session(session_ch: Client) -> None:

@@ -5,7 +5,8 @@ parallel, but each connection runs one at a time (a streaming read is broken by 
 statement on it). So a request without a session runs on a connection of its own, opened for
 it and closed after, and a session has one connection that its lock serialises: a long
 extract never holds up the sink's inserts. Results are spooled (memory up to ``SPOOL_BYTES``,
-then a temporary file) and streamed to the client after the statement ended. Per-request
+then a temporary file) and streamed to the client after the statement ended, or written to a
+``Sink`` while it runs (``stream``). Per-request
 settings and the database are applied with ``SET`` / ``USE`` and undone after on a session's
 connection.
 """

@@ -26,6 +26,12 @@ non-INSERT body capped (after decompression) at ``Limits.max_query_bytes``.
 
 An insert's body streams into the engine while it arrives, read and
 decompressed in the insert's worker thread, never on the event loop (``body``).
+
+What clickhouse-connect relies on beyond plain queries: ``X-ClickHouse-Summary`` on every
+response (``X-ClickHouse-Format`` only with a result); ``X-ClickHouse-Timezone`` from
+``session_timezone``; multipart/form-data bodies (``form``: the query, parameters and settings as
+fields, file parts as external tables, ``external``); a large result sent while its statement
+runs and an error after the first byte written into it (``stream``).
 """
 
 from __future__ import annotations
