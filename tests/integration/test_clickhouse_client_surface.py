@@ -194,6 +194,16 @@ def test_a_large_result_streams_while_it_is_produced(ch: Client) -> None:
     assert first_at < total - 1.5, (first_at, total)  # rows came long before the end
 
 
+def test_wait_end_of_query_keeps_the_whole_result_and_its_summary(ch: Client) -> None:
+    big = "SELECT number, randomPrintableASCII(500) FROM numbers(20000)"  # 10 MB: streamed
+    whole = ch.query(big, settings={"wait_end_of_query": 1})
+    assert len(whole.result_rows) == 20000
+    assert whole.summary["read_rows"] == "20000" and whole.summary["result_rows"] == "20000"
+    streamed = ch.query(big)
+    assert len(streamed.result_rows) == 20000
+    assert int(streamed.summary["read_rows"]) <= 20000  # its progress when it started
+
+
 def test_an_error_after_the_first_byte_reaches_the_client(ch: Client) -> None:
     late = ("SELECT number, sleepEachRow(0.1), throwIf(number = 20) FROM numbers(30) "
             "SETTINGS max_block_size = 1")
