@@ -64,9 +64,11 @@ class Pipe:
                 raise cancelled()
             try:
                 self._queue.put(item, timeout=_POLL)
-                return
             except queue.Full:
                 continue
+            if self._closed.is_set():  # closing made the room: nobody reads it
+                raise cancelled()
+            return
 
     def write(self, data: bytes, /) -> int:
         """Queue a piece of output (waits while the queue is full; raises once closed)."""
