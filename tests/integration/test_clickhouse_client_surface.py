@@ -103,6 +103,13 @@ def test_session_timezone_is_the_reported_time_zone(ch: Client) -> None:
     assert zoned.tzinfo == ZoneInfo("Asia/Tokyo")  # a column's own zone wins
 
 
+def test_a_statements_settings_clause_sets_the_reported_time_zone(ch: Client) -> None:
+    naive = ch.query("SELECT toDateTime('2024-01-01 00:00:00') AS naive "
+                     "SETTINGS session_timezone = 'Asia/Kolkata'").result_rows[0][0]
+    assert naive == WALL.replace(tzinfo=ZoneInfo("Asia/Kolkata"))
+    assert naive.tzinfo == ZoneInfo("Asia/Kolkata")
+
+
 def test_a_sessions_set_timezone_lasts(session_ch: Client) -> None:
     session_ch.command("SET session_timezone = 'Europe/Berlin'")
     naive = session_ch.query(ZONED).result_rows[0][1]

@@ -89,6 +89,10 @@ _RESULTS = frozenset({"SELECT", "WITH", "(", "SHOW", "DESCRIBE", "DESC", "EXPLAI
                       "CHECK", "KILL", "VALUES", "FROM", "TABLE"})
 """Statements with a result (``X-ClickHouse-Format`` even when empty); clickhouse-connect's
 ``command`` gives the others' summary."""
+_SETTINGS_CLAUSE = re.compile(r"\bSETTINGS ([^()]*)$")
+"""A statement's own trailing ``SETTINGS`` clause (the engine's canonical text)."""
+_TIMEZONE_SETTING = re.compile(r"\bsession_timezone = '([\w/+-]*)'")
+"""A time zone name (letters, digits, ``/``, ``_``, ``+``, ``-``) set by the clause."""
 _READING = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "Explain", "Show", "Describe",
             "Exists", "UseQuery")
 """``EXPLAIN AST`` roots of statements that only read (``readonly`` 1 and 2 allow them)."""
@@ -514,7 +518,7 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
             if locked and session is not None and handover.session is None:
                 session.release()  # else the statement still streaming releases it
         response.headers["X-ClickHouse-Query-Id"] = query_id
-        response.headers["X-ClickHouse-Timezone"] = _timezone(engine, settings, session)
+        response.headers.setdefault("X-ClickHouse-Timezone", _timezone(engine, settings, session))
         response.headers["X-ClickHouse-Server-Display-Name"] = engine.display_name
         if params.get("session_id"):
             response.headers["X-ClickHouse-Session-Id"] = params["session_id"]
@@ -650,8 +654,13 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
         if request.query_params.get("enable_http_compression") == "1":
             encoding = codecs.negotiate(request.headers.get("accept-encoding", ""))
 
+        clause = _SETTINGS_CLAUSE.search(sql)
+        zone = _TIMEZONE_SETTING.search(clause.group(1)) if clause else None
+
         def headers(done: Stats, size: int) -> dict[str, str]:
             named = {"X-ClickHouse-Summary": json.dumps(done.summary())}
+            if zone and zone.group(1):  # the statement's own SETTINGS clause
+                named["X-ClickHouse-Timezone"] = zone.group(1)
             if size or first_keyword(sql) in _RESULTS:  # as a server: only with a result
                 named["X-ClickHouse-Format"] = fmt
             if encoding:
