@@ -278,8 +278,10 @@ def test_newer_types_come_back_as_a_server_sends_them(ch: Client) -> None:
         "'{\"a\": 1, \"b\": {\"c\": \"x\"}}'::JSON AS doc, "
         "'{\"k\": 7, \"s\": [1, 2]}'::JSON(k UInt8) AS typed, "
         "[1.0, 2.0, 3.0]::QBit(Float32, 3) AS vector, "
-        "CAST((1, NULL), 'Tuple(`a b` UInt8, c Nullable(String))') AS named").result_rows[0]
-    point, ring, multi, doc, typed, vector, named = row
+        "CAST((1, NULL), 'Tuple(`a b` UInt8, c Nullable(String))') AS named, "
+        "() AS empty").result_rows[0]
+    point, ring, multi, doc, typed, vector, named, empty = row
+    assert empty == ()
     assert point == (1.5, 2.5)
     assert ring == [(1.0, 2.0), (3.0, 4.0)]
     assert multi == [[[(1.0, 2.0), (3.0, 4.0)]]]

@@ -218,6 +218,8 @@ def _skip_data(reader: _Reader, kind: Type, rows: int) -> None:
         inner = kind.args[0] if name == "Array" else Type("Tuple", kind.args)
         _skip_data(reader, inner, values)
     elif name == "Tuple":
+        if not kind.args:  # an empty tuple: a placeholder byte per row
+            reader.need(rows)
         for arg in kind.args:
             _skip_data(reader, arg, rows)
     elif name == "Variant":  # a discriminator per row (255: NULL), then each variant's rows

@@ -356,12 +356,16 @@ def _shaper(fmt: str, revision: int) -> native.Shaper | None:
     return native.Shaper(revision) if fmt == "Native" and revision > 0 else None
 
 
+def _not_implemented(exc: native.Unsupported) -> EngineError:
+    return EngineError(48, f"Code: 48. DB::Exception: {exc}. (NOT_IMPLEMENTED)")
+
+
 def _shaped(shaper: native.Shaper) -> Callable[[bytes], bytes]:
     def shape(data: bytes) -> bytes:
         try:
             return shaper(data)
         except native.Unsupported as exc:
-            raise EngineError(48, f"Code: 48. DB::Exception: {exc}. (NOT_IMPLEMENTED)") from None
+            raise _not_implemented(exc) from None
     return shape
 
 
@@ -647,7 +651,10 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
                 if conn is not None and tables:
                     external.drop(conn, tables)
             if shaper is not None:
-                shaper.finish()
+                try:
+                    shaper.finish()
+                except native.Unsupported as exc:
+                    raise _not_implemented(exc) from None
             return result
 
         encoding = None

@@ -148,6 +148,7 @@ NEWER_TYPES = [
     "1 AS n",
     "SELECT [1.0, 2.0, 3.0]::QBit(Float32, 3) AS q, [[(1.0, 2.0)]]::Polygon AS p",
     "SELECT CAST((1, NULL), 'Tuple(`a b` UInt8, c Nullable(String))') AS t",
+    "SELECT () AS e, [(), ()] AS es, number AS n FROM numbers(3)",
 ]
 
 
