@@ -93,6 +93,9 @@ class Settings(BaseSettings):
                         "served; any other Origin gets 403")
     clickhouse_max_query_bytes: int = Field(
         1024 * 1024, ge=1024, description="largest non-INSERT request body, decompressed")
+    clickhouse_max_external_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024,
+        description="largest external data of one request (its multipart files, decompressed)")
     clickhouse_max_sessions: int = Field(100, ge=1, description="HTTP sessions open at once")
     clickhouse_database: str = "default"
     clickhouse_table: str = "user_interactions"

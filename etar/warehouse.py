@@ -172,7 +172,8 @@ def minute_plan(minute: Minute, ch: Client | None = None,
     match = re.search(r"Min-Max.*?Parts: (\d+)/(\d+)", plan, re.S)
     if not match:
         raise ValueError(f"the partition index was not used:\n{plan}")
-    result = ch.query(minute_query(settings), parameters=bound, settings=_READ_SETTINGS)
+    result = ch.query(minute_query(settings), parameters=bound,  # the whole read's summary
+                      settings={**_READ_SETTINGS, "wait_end_of_query": 1})
     return {"parts_selected": int(match.group(1)), "parts_total": int(match.group(2)),
             "read_rows": int(result.summary["read_rows"]),
             "result_rows": len(result.result_rows)}

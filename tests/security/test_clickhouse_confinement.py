@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 WRITER = ("default", "writer-secret")
 READER = ("reader", "reader-secret")
+EXTERNAL_LIMIT = 64 * 1024
 _PIDS: dict[str, int] = {}
 _ALLOWED: dict[str, str] = {}
 """The one allow-listed host:port (a small HTTP server of the module's own)."""
@@ -61,7 +62,8 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
                 "ETAR_CLICKHOUSE_READER_PASSWORD": READER[1],
                 "ETAR_CLICKHOUSE_REMOTE_URL_ALLOW_HOSTS": _ALLOWED["host"],
                 "ETAR_CLICKHOUSE_ALLOWED_ORIGINS": "http://localhost:3000",
-                "ETAR_CLICKHOUSE_MAX_SESSIONS": "5"})
+                "ETAR_CLICKHOUSE_MAX_SESSIONS": "5",
+                "ETAR_CLICKHOUSE_MAX_EXTERNAL_BYTES": str(EXTERNAL_LIMIT)})
     log = (root / "endpoint.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "etar.native.clickhouse"], env=env,
                                cwd=root, stdout=log, stderr=subprocess.STDOUT)
@@ -449,3 +451,65 @@ def test_the_default_reader_password_is_refused_off_loopback(tmp_path: Path) -> 
     assert done.returncode != 0
     assert "ETAR_CLICKHOUSE_READER_PASSWORD" in done.stderr + done.stdout
     assert "ETAR_CLICKHOUSE_PASSWORD," not in done.stderr + done.stdout
+
+
+# -- multipart/form-data: external tables and form fields pass the same rules ---------------
+def _form(endpoint: tuple[str, Path], fields: dict[str, str],
+          files: dict[str, bytes] | None = None, params: dict[str, str] | None = None,
+          auth: tuple[str, str] = WRITER) -> httpx.Response:
+    """A multipart/form-data request: text fields, then files (each a named part)."""
+    url, _ = endpoint
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+             f"{value}\r\n".encode() for name, value in fields.items()]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+              f'filename="{name}.tsv"\r\n\r\n'.encode() + data + b"\r\n"
+              for name, data in (files or {}).items()]
+    body = b"".join([*parts, f"--{boundary}--\r\n".encode()])
+    return httpx.post(url, content=body, params=params, auth=auth, timeout=60, headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+
+@pytest.mark.parametrize("structure", [
+    "a String DEFAULT file('/etc/passwd')",
+    "a UInt8) ENGINE = File(TSV, '/etc/passwd') --",
+    "a UInt8) ENGINE = Memory AS SELECT * FROM file('/etc/passwd') --",
+    "a UInt8 MATERIALIZED 1",
+])
+def test_an_external_tables_structure_is_columns_only(endpoint: tuple[str, Path],
+                                                      structure: str) -> None:
+    response = _form(endpoint, {"query": "SELECT count() FROM ext"}, {"ext": b"1\n"},
+                     params={"ext_structure": structure})
+    assert _code(response) in (36, 62, 291), response.text[:300]
+    assert "root:" not in response.text
+
+
+def test_external_data_takes_its_limit_and_a_bad_format(endpoint: tuple[str, Path]) -> None:
+    big = _form(endpoint, {"query": "SELECT count() FROM ext"},
+                {"ext": b"1\n" * EXTERNAL_LIMIT}, params={"ext_types": "UInt8"})
+    assert _code(big) == 229, big.text[:300]
+    fine = _form(endpoint, {"query": "SELECT sum(_1) FROM ext"}, {"ext": b"1\n2\n"},
+                 params={"ext_types": "UInt8"})
+    assert fine.text == "3\n", fine.text[:300]
+    odd = _form(endpoint, {"query": "SELECT 1 FROM ext"}, {"ext": b"1\n"},
+                params={"ext_types": "UInt8", "ext_format": "TSV; DROP"})
+    assert _code(odd) == 36
+
+
+def test_form_fields_are_bounded_and_locked_like_the_url(endpoint: tuple[str, Path]) -> None:
+    long = _form(endpoint, {"query": "SELECT 1 -- " + "x" * (2 * 1024 * 1024)})
+    assert _code(long) == 229, long.text[:300]
+    locked = _form(endpoint, {"query": "SELECT 1", "format_schema": "/etc/passwd"})
+    assert _code(locked) == 452, locked.text[:300]
+    outside = _form(endpoint, {"query": "SELECT * FROM file({p:String})", "param_p": "/etc/passwd"})
+    assert _code(outside) in (291, 36), outside.text[:300]
+    assert "root:" not in outside.text
+
+
+def test_the_reader_gets_external_data_but_no_writes(endpoint: tuple[str, Path]) -> None:
+    read = _form(endpoint, {"query": "SELECT sum(_1) FROM ext"}, {"ext": b"4\n5\n"},
+                 params={"ext_types": "UInt8"}, auth=READER)
+    assert read.text == "9\n", read.text[:300]
+    write = _form(endpoint, {"query": "CREATE TABLE nope (a UInt8) ENGINE = Memory"},
+                  {"ext": b"4\n"}, params={"ext_types": "UInt8"}, auth=READER)
+    assert _code(write) == 164, write.text[:300]

@@ -38,6 +38,7 @@ def main() -> None:
     rules = Guard(str(user_files), _names(settings.clickhouse_remote_url_allow_hosts))
     limits = Limits(max_query_bytes=settings.clickhouse_max_query_bytes,
                     max_sessions=settings.clickhouse_max_sessions,
+                    max_external_bytes=settings.clickhouse_max_external_bytes,
                     allowed_origins=frozenset(
                         o.strip() for o in settings.clickhouse_allowed_origins.split(",")
                         if o.strip()))

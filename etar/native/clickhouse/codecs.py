@@ -41,7 +41,7 @@ class Encoder(Protocol):
 
 class _Lz4Encoder:
     def __init__(self) -> None:
-        self._codec = lz4.frame.LZ4FrameCompressor()
+        self._codec = lz4.frame.LZ4FrameCompressor(auto_flush=True)
         self._header = self._codec.begin()
 
     def compress(self, data: bytes) -> bytes:
@@ -51,6 +51,10 @@ class _Lz4Encoder:
 
     def flush(self) -> bytes:
         return self._header + self._codec.flush()
+
+    def sync(self) -> bytes:
+        """What was compressed so far, decodable without the rest (the frame goes on)."""
+        return b""  # auto_flush: every compress() already emits whole blocks
 
 
 class _BrotliEncoder:
@@ -62,6 +66,9 @@ class _BrotliEncoder:
 
     def flush(self) -> bytes:
         return bytes(self._codec.finish())
+
+    def sync(self) -> bytes:
+        return bytes(self._codec.flush())
 
 
 def _truncated(encoding: str) -> ValueError:
@@ -147,6 +154,9 @@ class _ZstdEncoder:
 
     def flush(self) -> bytes:
         return bytes(self._codec.flush(zstd.ZstdCompressor.FLUSH_FRAME))
+
+    def sync(self) -> bytes:
+        return bytes(self._codec.flush(zstd.ZstdCompressor.FLUSH_BLOCK))
 
 
 def decoder(encoding: str) -> Decoder:

@@ -5,13 +5,16 @@ parallel, but each connection runs one at a time (a streaming read is broken by 
 statement on it). So a request without a session runs on a connection of its own, opened for
 it and closed after, and a session has one connection that its lock serialises: a long
 extract never holds up the sink's inserts. Results are spooled (memory up to ``SPOOL_BYTES``,
-then a temporary file) and streamed to the client after the statement ended. Per-request
+then a temporary file) and streamed to the client after the statement ended, or written to a
+``Sink`` while it runs (``stream``). Per-request
 settings and the database are applied with ``SET`` / ``USE`` and undone after on a session's
 connection.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import re
 import tempfile
@@ -37,6 +40,9 @@ _CONCATENABLE = frozenset({
     "JSONEachRow", "JSONCompactEachRow", "JSONStringsEachRow", "JSONCompactStringsEachRow",
     "JSONLines", "NDJSON", "Values", "LineAsString", "RawBLOB"})
 """Formats without header or footer: chdb's per-block chunks simply concatenate."""
+STREAMABLE = _CONCATENABLE
+"""Formats a response can send while the statement runs."""
+STREAMED = _STREAMED
 _ARROW = frozenset({"Arrow", "ArrowStream"})
 """Re-assembled from per-block Arrow streams into one Arrow file or stream."""
 _CODE = re.compile(r"Code: (\d+)\.")
@@ -86,6 +92,14 @@ class Result:
     body: IO[bytes]
     size: int
     stats: Stats
+
+
+class Sink(Protocol):
+    """Where a result streams as it is produced: ``write`` each piece, ``tell`` the total."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+    def tell(self) -> int: ...
 
 
 class Readable(Protocol):
@@ -198,6 +212,13 @@ class Connection:
         self._run(f"USE {_identifier(database)}")
         self.database = database
 
+    def command(self, sql: str, quiet: bool = False) -> None:
+        """Run a statement of the endpoint's own (``quiet``: a failure is only logged)."""
+        if quiet:
+            self._run_quietly(sql)
+        else:
+            self._run(sql)
+
     def _run(self, sql: str) -> Any:
         try:
             return self._conn.query(sql, "TabSeparated")
@@ -212,15 +233,23 @@ class Connection:
 
     def execute(self, sql: str, fmt: str, params: Mapping[str, str] | None = None,
                 settings: Mapping[str, str] | None = None, database: str | None = None,
-                shape: Callable[[bytes], bytes] | None = None) -> Result:
-        """Run one statement; its output in ``fmt`` (through ``shape`` if given) is spooled."""
-        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
-        stats = Stats()
+                shape: Callable[[bytes], bytes] | None = None,
+                describe: Callable[[list[str]], None] | None = None,
+                sink: Sink | None = None, stats: Stats | None = None) -> Result:
+        """Run one statement; its output in ``fmt`` (through ``shape`` if given) is spooled,
+        or written to ``sink`` as it is produced (the result's body is then empty).
+        ``describe`` is first given the result's column types of a streamed statement;
+        ``stats`` (if given) is filled in while it runs."""
+        spool: Any = sink if sink is not None else tempfile.SpooledTemporaryFile(  # noqa: SIM115
+            max_size=SPOOL_BYTES)
+        stats = stats if stats is not None else Stats()
         started = time.perf_counter_ns()
         try:
             with self.applied(settings or {}, database):
                 streamable = fmt in _CONCATENABLE or fmt in _ARROW
                 if first_keyword(sql) in _STREAMED and streamable:
+                    if describe is not None:
+                        describe(self.column_types(sql, params))
                     self._stream_into(spool, sql, fmt, dict(params or {}), stats, shape)
                 else:
                     try:
@@ -235,16 +264,28 @@ class Connection:
                     stats.read_bytes = result.storage_bytes_read()
                     stats.result_bytes = len(data)
         except BaseException:
-            spool.close()
+            if sink is None:
+                spool.close()
             raise
         stats.elapsed_ns = time.perf_counter_ns() - started
         size = spool.tell()
+        if sink is not None:
+            return Result(io.BytesIO(), size, stats)
         spool.seek(0)
-        return Result(spool, size, stats)  # type: ignore[arg-type]
+        return Result(spool, size, stats)
 
-    def _stream_into(self, spool: IO[bytes], sql: str, fmt: str, params: dict[str, str],
+    def column_types(self, sql: str, params: Mapping[str, str] | None = None) -> list[str]:
+        """The type names of a ``SELECT``'s result columns, as the engine names them."""
+        try:
+            result = self._conn.query(f"DESCRIBE ({sql})", "JSONCompactEachRow",
+                                      params=dict(params or {}) or None)
+        except Exception as exc:
+            raise EngineError.from_engine(exc) from None
+        return [json.loads(line)[1] for line in result.bytes().decode().splitlines() if line]
+
+    def _stream_into(self, spool: IO[bytes] | Sink, sql: str, fmt: str, params: dict[str, str],
                      stats: Stats, shape: Callable[[bytes], bytes] | None) -> None:
-        arrow = _ArrowJoiner(spool, fmt) if fmt in _ARROW else None
+        arrow = _ArrowJoiner(spool, fmt) if fmt in _ARROW else None  # type: ignore[arg-type]
         try:
             stream = self._conn.send_query(sql, "ArrowStream" if arrow else fmt,
                                            params=params or None)
@@ -352,28 +393,38 @@ class Engine:
                 raise error from None
         return text, ast
 
-    def connect(self, readonly: int = 0) -> Connection:
+    def connect(self, readonly: int = 0,
+                prepare: Callable[[Connection], None] | None = None) -> Connection:
         """A new connection of its own (a fresh session: default settings and database, the
-        forced settings, and ``readonly`` when not 0, which the engine enforces)."""
+        forced settings, and ``readonly`` when not 0, which the engine enforces); ``prepare``
+        runs on it before ``readonly`` applies."""
         try:
             conn = Connection(chdb.connect(self._path))
         except Exception as exc:
             raise EngineError.from_engine(exc) from None
         try:
-            conn.start({**self._forced, **({"readonly": str(readonly)} if readonly else {})})
+            conn.start(self._forced)
+            if prepare is not None:
+                prepare(conn)
+            if readonly:
+                conn.start({"readonly": str(readonly)})
         except BaseException:
             conn.close()
             raise
         return conn
 
     @contextmanager
-    def connection(self, session: Connection | None = None,
-                   readonly: int = 0) -> Iterator[Connection]:
-        """``session`` when given, else a connection for this statement alone."""
+    def connection(self, session: Connection | None = None, readonly: int = 0,
+                   prepare: Callable[[Connection], None] | None = None
+                   ) -> Iterator[Connection]:
+        """``session`` when given, else a connection for this statement alone; ``prepare``
+        runs on it first."""
         if session is not None:
+            if prepare is not None:
+                prepare(session)
             yield session
             return
-        conn = self.connect(readonly)
+        conn = self.connect(readonly, prepare)
         try:
             yield conn
         finally:
@@ -387,10 +438,15 @@ class Engine:
     def execute(self, sql: str, fmt: str, params: Mapping[str, str] | None = None,
                 settings: Mapping[str, str] | None = None, database: str | None = None,
                 session: Connection | None = None,
-                shape: Callable[[bytes], bytes] | None = None, readonly: int = 0) -> Result:
-        """Run one statement on ``session`` or a connection of its own (``Connection.execute``)."""
-        with self.connection(session, readonly) as conn:
-            return conn.execute(sql, fmt, params, settings, database, shape)
+                shape: Callable[[bytes], bytes] | None = None, readonly: int = 0,
+                describe: Callable[[list[str]], None] | None = None,
+                prepare: Callable[[Connection], None] | None = None,
+                sink: Sink | None = None, stats: Stats | None = None) -> Result:
+        """Run one statement on ``session`` or a connection of its own (``Connection.execute``),
+        ``prepare`` run on the connection first."""
+        with self.connection(session, readonly, prepare) as conn:
+            return conn.execute(sql, fmt, params, settings, database, shape, describe, sink,
+                                stats)
 
     def insert(self, statement: str, fmt: str, data: Readable,
                settings: Mapping[str, str] | None = None, database: str | None = None,

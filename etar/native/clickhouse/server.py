@@ -26,6 +26,12 @@ non-INSERT body capped (after decompression) at ``Limits.max_query_bytes``.
 
 An insert's body streams into the engine while it arrives, read and
 decompressed in the insert's worker thread, never on the event loop (``body``).
+
+What clickhouse-connect relies on beyond plain queries: ``X-ClickHouse-Summary`` on every
+response (``X-ClickHouse-Format`` only with a result); ``X-ClickHouse-Timezone`` from
+``session_timezone``; multipart/form-data bodies (``form``: the query, parameters and settings as
+fields, file parts as external tables, ``external``); a large result sent while its statement
+runs and an error after the first byte written into it (``stream``).
 """
 
 from __future__ import annotations
@@ -50,9 +56,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from etar.native.clickhouse import blocks, codecs, guard, native
+from etar.native.clickhouse import blocks, codecs, external, form, guard, native, stream
 from etar.native.clickhouse.body import RECEIVE_TIMEOUT, Body
 from etar.native.clickhouse.engine import (
+    STREAMABLE,
+    STREAMED,
     Connection,
     Engine,
     EngineError,
@@ -77,6 +85,14 @@ CLOSE_WAIT = 10.0
 """Seconds shutting down waits for the sessions' running statements."""
 _READ_ONLY = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS", "(",
                         "SET", "USE"})
+_RESULTS = frozenset({"SELECT", "WITH", "(", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS",
+                      "CHECK", "KILL", "VALUES", "FROM", "TABLE"})
+"""Statements with a result (``X-ClickHouse-Format`` even when empty); clickhouse-connect's
+``command`` gives the others' summary."""
+_SETTINGS_CLAUSE = re.compile(r"\bSETTINGS ([^()]*)$")
+"""A statement's own trailing ``SETTINGS`` clause (the engine's canonical text)."""
+_TIMEZONE_SETTING = re.compile(r"\bsession_timezone = '([\w/+-]*)'")
+"""A time zone name (letters, digits, ``/``, ``_``, ``+``, ``-``) set by the clause."""
 _READING = ("SelectWithUnionQuery", "SelectIntersectExceptQuery", "Explain", "Show", "Describe",
             "Exists", "UseQuery")
 """``EXPLAIN AST`` roots of statements that only read (``readonly`` 1 and 2 allow them)."""
@@ -116,6 +132,8 @@ class Limits:
     """Sessions open at once (all users); a new one beyond gets USER_SESSION_LIMIT_EXCEEDED."""
     max_session_timeout: int = 3600
     """Largest ``session_timeout`` (a server's ``max_session_timeout``)."""
+    max_external_bytes: int = 256 * 1024 * 1024
+    """Largest external data (a multipart body's files, all together)."""
     allowed_origins: frozenset[str] = frozenset()
     """Browser origins whose requests are served; any other ``Origin`` gets 403."""
 
@@ -191,7 +209,7 @@ class _Sessions:
 
 
 def _error_response(error: EngineError, engine: Engine, query_id: str,
-                    method: int | None = None) -> Response:
+                    method: int | None = None, timezone: str | None = None) -> Response:
     """ClickHouse's error: the text, in native blocks when the request asked ``compress=1``."""
     text = error.message
     if "(version " not in text:
@@ -201,9 +219,17 @@ def _error_response(error: EngineError, engine: Engine, query_id: str,
         body = blocks.compress_block(body, method)
     return Response(body, status_code=_STATUS.get(error.code, 500), headers={
         "X-ClickHouse-Exception-Code": str(error.code), "X-ClickHouse-Query-Id": query_id,
-        "X-ClickHouse-Timezone": engine.timezone,
+        "X-ClickHouse-Timezone": timezone or engine.timezone,
+        "X-ClickHouse-Summary": json.dumps(Stats().summary()),
         "X-ClickHouse-Server-Display-Name": engine.display_name},
         media_type="text/plain; charset=UTF-8")
+
+
+def _timezone(engine: Engine, settings: dict[str, str], session: _Session | None) -> str:
+    """The time zone a server reports (``X-ClickHouse-Timezone``): the request's
+    ``session_timezone``, else the session's, else the server's."""
+    kept = session.connection.settings if session and session.connection else {}
+    return settings.get("session_timezone") or kept.get("session_timezone") or engine.timezone
 
 
 def _block_method(settings: dict[str, str]) -> int:
@@ -287,8 +313,51 @@ def _stream(body: IO[bytes], encoding: str | None, method: int | None) -> Iterat
         body.close()
 
 
+async def _held(pieces: list[bytes], encoding: str | None,
+                method: int | None) -> AsyncIterator[bytes]:
+    """A whole result held in memory, encoded."""
+    encode = stream.Encoder(encoding, method)
+    for piece in pieces:
+        if out := encode(piece):
+            yield out
+    if tail := encode.flush():
+        yield tail
+
+
+async def _live(pipe: stream.Pipe, held: list[bytes], tag: str, version: str,
+                encoding: str | None, method: int | None) -> AsyncIterator[bytes]:
+    """A result while its statement runs: ``held`` first, then each piece as it comes; an
+    error ends it with the exception block. The statement stops when the client leaves."""
+    encode = stream.Encoder(encoding, method)
+    try:
+        if out := b"".join(encode(piece) for piece in held) + encode.sync():
+            yield out
+        held.clear()
+        while True:
+            item = await to_thread.run_sync(pipe.get)
+            if isinstance(item, stream.Done):
+                break
+            if isinstance(item, stream.Failed):
+                text = item.error.message
+                if "(version " not in text:
+                    text = f"{text} (version {version})"
+                log.info("a query failed after its first byte: %s", text)
+                yield encode(stream.exception_block(text, tag)) + encode.sync()
+                break
+            if item is not None and (out := encode(item) + encode.sync()):
+                yield out
+        if tail := encode.flush():
+            yield tail
+    finally:
+        pipe.close()
+
+
 def _shaper(fmt: str, revision: int) -> native.Shaper | None:
     return native.Shaper(revision) if fmt == "Native" and revision > 0 else None
+
+
+def _not_implemented(exc: native.Unsupported) -> EngineError:
+    return EngineError(48, f"Code: 48. DB::Exception: {exc}. (NOT_IMPLEMENTED)")
 
 
 def _shaped(shaper: native.Shaper) -> Callable[[bytes], bytes]:
@@ -296,7 +365,7 @@ def _shaped(shaper: native.Shaper) -> Callable[[bytes], bytes]:
         try:
             return shaper(data)
         except native.Unsupported as exc:
-            raise EngineError(48, f"Code: 48. DB::Exception: {exc}. (NOT_IMPLEMENTED)") from None
+            raise _not_implemented(exc) from None
     return shape
 
 
@@ -338,6 +407,13 @@ def _session_timeout(text: str | None, limit: int) -> int:
                                "could be modified in configuration file. "
                                "(INVALID_SESSION_TIMEOUT)")
     return value
+
+
+@dataclass
+class _Handover:
+    """A request's session lock, once a statement streaming its result owns it."""
+
+    session: _Session | None = None
 
 
 @dataclass
@@ -386,6 +462,8 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
         session: _Session | None = None
         locked = False
         method: int | None = None
+        settings: dict[str, str] = {}
+        handover = _Handover()
         try:
             user = _authenticate(request, users)
             settings = {k: v for k, v in params.items()
@@ -421,11 +499,18 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
                 settings, "http_native_compression_disable_checksumming_on_decompress")
             body = Body(request, params.get("decompress") == "1", verify,
                         float(settings.get("http_receive_timeout", RECEIVE_TIMEOUT)))
-            response = await body.serving(lambda: _run(
-                engine, request, params.get("query", ""), body, settings, bind, database,
-                default_format, revision, method, session, access))
+            content_type = request.headers.get("content-type", "")
+            if form.is_form(content_type):
+                response = await body.serving(lambda: _run_form(
+                    engine, request, content_type, body, settings, bind, database,
+                    default_format, revision, method, session, access, handover))
+            else:
+                response = await body.serving(lambda: _run(
+                    engine, request, params.get("query", ""), body, settings, bind, database,
+                    default_format, revision, method, session, access, handover))
         except EngineError as error:
-            return _error_response(error, engine, query_id, method)
+            return _error_response(error, engine, query_id, method,
+                                   _timezone(engine, settings, session))
         except ValueError as error:  # a malformed number in a transport parameter
             return _error_response(EngineError(
                 27, f"Code: 27. DB::Exception: {error}. (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"),
@@ -434,10 +519,10 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
             log.info("query %s: the client left before its request body ended", query_id)
             return Response(b"", status_code=400)  # nobody reads it
         finally:
-            if locked and session is not None:
-                session.release()
+            if locked and session is not None and handover.session is None:
+                session.release()  # else the statement still streaming releases it
         response.headers["X-ClickHouse-Query-Id"] = query_id
-        response.headers["X-ClickHouse-Timezone"] = engine.timezone
+        response.headers.setdefault("X-ClickHouse-Timezone", _timezone(engine, settings, session))
         response.headers["X-ClickHouse-Server-Display-Name"] = engine.display_name
         if params.get("session_id"):
             response.headers["X-ClickHouse-Session-Id"] = params["session_id"]
@@ -468,16 +553,47 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
                 and not access.user.readonly and settings):
             raise _readonly_error(f"modify '{next(iter(settings))}' setting")
 
-    async def _run(engine: Engine, request: Request, url_query: str, body: Body,
+    async def _run_form(engine: Engine, request: Request, content_type: str, body: Body,
+                        settings: dict[str, str], bind: dict[str, str], database: str | None,
+                        default_format: str, revision: int, method: int | None,
+                        session: _Session | None, access: _Access,
+                        handover: _Handover) -> Response:
+        """A multipart/form-data request: the query, its parameters and settings as form
+        fields (over the URL's), external data as temporary tables of the query's own."""
+        parsed = await to_thread.run_sync(form.read_form, body, content_type,
+                                          limits.max_query_bytes, limits.max_external_bytes)
+        try:
+            fields = parsed.fields
+            described = {**request.query_params, **fields}
+            tables = external.tables(parsed, described)
+            skip = external.parameters(described, parsed) | {"query"}
+            extra = {k: v for k, v in fields.items() if k not in skip}
+            added = {k: v for k, v in extra.items()
+                     if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
+            guard.locked(added)
+            settings = {k: v for k, v in settings.items() if k not in skip} | added
+            bind = bind | {k[6:]: v for k, v in extra.items() if k.startswith("param_")}
+            for table in tables:
+                await to_thread.run_sync(external.check, table,
+                                         lambda sql: analysed(engine, sql, {}))
+            sql = fields.get("query") or request.query_params.get("query", "")
+            return await _run(engine, request, sql, _Consumed(), settings, bind, database,
+                              default_format, revision, method, session, access, handover,
+                              tables)
+        finally:
+            parsed.close()
+
+    async def _run(engine: Engine, request: Request, url_query: str, body: Body | _Consumed,
                    settings: dict[str, str], bind: dict[str, str], database: str | None,
                    default_format: str, revision: int, method: int | None,
-                   session: _Session | None, access: _Access) -> Response:
+                   session: _Session | None, access: _Access, handover: _Handover,
+                   tables: list[external.Table] | None = None) -> Response:
         readonly = access.connection_readonly()
         head = url_query.encode() if url_query else await body.head(64 * 1024)
         insert = _INSERT.match(head)
         if insert:
             inline = head[insert.end():]
-            data: _Prefixed | Body = _Prefixed(inline, body) if inline else body
+            data: _Prefixed | Body | _Consumed = _Prefixed(inline, body) if inline else body
             fmt = insert.group(2).decode()
             _check_method(request, insert.group(1).decode())
             canonical, ast = await to_thread.run_sync(
@@ -509,8 +625,10 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
             return await _insert(engine, statement, "Values",
                                  _Prefixed(data_text.encode(), _Empty()), settings, database,
                                  session, access)
+        started = time.perf_counter_ns()
         if await to_thread.run_sync(_remember, engine, session, canonical, access):
-            return Response(b"")
+            done = Stats(elapsed_ns=time.perf_counter_ns() - started)
+            return Response(b"", headers={"X-ClickHouse-Summary": json.dumps(done.summary())})
         sql = canonical
         named = _FORMAT.search(sql)
         fmt = default_format
@@ -518,26 +636,96 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
             sql, fmt = sql[:named.start()], named.group(1)
         shaper = _shaper(fmt, revision)
 
-        def run_query() -> Result:
+        stats = Stats()
+
+        def run_query(sink: stream.Pipe | None = None) -> Result:
             conn = session.open(engine, access.user.readonly) if session else None
-            result = engine.execute(sql, fmt, bind, settings, database, conn,
-                                    _shaped(shaper) if shaper else None, readonly)
+            describe = (shaper.describe if shaper is not None
+                        and shaper.revision >= native.TIME_ZONE_REVISION else None)
+            try:
+                result = engine.execute(sql, fmt, bind, settings, database, conn,
+                                        _shaped(shaper) if shaper else None, readonly, describe,
+                                        external.prepare(tables) if tables else None, sink,
+                                        stats)
+            finally:
+                if conn is not None and tables:
+                    external.drop(conn, tables)
             if shaper is not None:
-                shaper.finish()
+                try:
+                    shaper.finish()
+                except native.Unsupported as exc:
+                    raise _not_implemented(exc) from None
             return result
 
-        result = await to_thread.run_sync(run_query)
         encoding = None
         if request.query_params.get("enable_http_compression") == "1":
             encoding = codecs.negotiate(request.headers.get("accept-encoding", ""))
-        headers = {"X-ClickHouse-Format": fmt,
-                   "X-ClickHouse-Summary": json.dumps(result.stats.summary())}
-        if encoding:
-            headers["Content-Encoding"] = encoding
-        return StreamingResponse(_stream(result.body, encoding, method),
-                                 media_type=_content_type(fmt), headers=headers)
 
-    async def _insert(engine: Engine, statement: str, fmt: str, data: _Prefixed | Body,
+        clause = _SETTINGS_CLAUSE.search(sql)
+        zone = _TIMEZONE_SETTING.search(clause.group(1)) if clause else None
+
+        def headers(done: Stats, size: int) -> dict[str, str]:
+            named = {"X-ClickHouse-Summary": json.dumps(done.summary())}
+            if zone and zone.group(1):  # the statement's own SETTINGS clause
+                named["X-ClickHouse-Timezone"] = zone.group(1)
+            if size or first_keyword(sql) in _RESULTS:  # as a server: only with a result
+                named["X-ClickHouse-Format"] = fmt
+            if encoding:
+                named["Content-Encoding"] = encoding
+            return named
+
+        media_type = _content_type(fmt)
+        if (fmt not in STREAMABLE or first_keyword(sql) not in STREAMED
+                or request.query_params.get("wait_end_of_query") == "1"):
+            result = await to_thread.run_sync(run_query)
+            return StreamingResponse(_stream(result.body, encoding, method),
+                                     media_type=media_type,
+                                     headers=headers(result.stats, result.size))
+        pipe = stream.Pipe()
+
+        def produce() -> None:
+            try:
+                pipe.end(stream.Done(run_query(pipe).stats))
+            except EngineError as error:
+                pipe.end(stream.Failed(error))
+            except Exception as exc:
+                pipe.end(stream.Failed(EngineError.from_engine(exc)))
+            finally:
+                if session is not None:
+                    session.release()  # handed over below: the statement ended
+
+        if session is not None:
+            handover.session = session
+        threading.Thread(target=produce, name="clickhouse-query", daemon=True).start()
+        held: list[bytes] = []
+        size, first = 0, 0.0
+        try:
+            while True:
+                item = await to_thread.run_sync(pipe.get)
+                if isinstance(item, stream.Failed):
+                    raise item.error
+                if isinstance(item, stream.Done):
+                    pipe.close()
+                    return StreamingResponse(_held(held, encoding, method),
+                                             media_type=media_type,
+                                             headers=headers(item.stats, size))
+                if item is not None:
+                    held.append(item)
+                    size += len(item)
+                    first = first or time.monotonic()
+                if held and (size >= stream.STREAM_AFTER_BYTES
+                             or time.monotonic() - first >= stream.STREAM_AFTER_SECONDS):
+                    break
+        except BaseException:
+            pipe.close()
+            raise
+        tag = stream.new_tag()
+        return StreamingResponse(
+            _live(pipe, held, tag, engine.version, encoding, method), media_type=media_type,
+            headers={**headers(stats, size), "X-ClickHouse-Exception-Tag": tag})
+
+    async def _insert(engine: Engine, statement: str, fmt: str,
+                      data: _Prefixed | Body | _Consumed,
                       settings: dict[str, str], database: str | None,
                       session: _Session | None, access: _Access) -> Response:
         def run_insert() -> Stats:
@@ -553,6 +741,19 @@ def create_app(path: str, users: list[User], guard_rules: Guard | None = None,
         Route("/ping", ping, methods=["GET", "HEAD"]),
         Route("/replicas_status", ping, methods=["GET"]),
     ], lifespan=lifespan)
+
+
+class _Consumed:
+    """A request body already read (a form's): nothing more in it."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        return b""
+
+    async def head(self, size: int) -> bytes:
+        return b""
+
+    async def read_all(self, limit: int | None = None) -> bytes:
+        return b""
 
 
 class _Empty:

@@ -10,7 +10,7 @@ import pytest
 from clickhouse_cityhash.cityhash import CityHash128
 
 from etar.native.clickhouse import blocks, codecs, native
-from etar.native.clickhouse.engine import EngineError, first_keyword
+from etar.native.clickhouse.engine import Engine, EngineError, first_keyword
 from etar.native.clickhouse.server import _FORMAT, _INSERT
 
 
@@ -111,7 +111,21 @@ def test_native_shaper_adds_block_info_and_serialization_kinds_across_chunks() -
 
 def test_native_shaper_refuses_types_it_cannot_walk() -> None:
     with pytest.raises(native.Unsupported):
-        native.Shaper(54460)(b"\x01\x01\x01j\x04JSON\x00")
+        native.Shaper(54460)(b"\x01\x01\x01s\x1fAggregateFunction(uniq, UInt64)\x00")
+    compact = b"\x01\x01\x01v\x17Variant(String, UInt64)" + struct.pack("<Q", 1) + b"\x00"
+    with pytest.raises(native.Unsupported, match="mode 1"):
+        native.Shaper(54460)(compact)
+
+
+def test_type_names_parse_as_their_layout() -> None:
+    parse = native.parse_type
+    assert parse("Point") == parse("Tuple(Float64, Float64)")
+    assert parse("MultiPolygon") == parse("Array(Array(Array(Tuple(Float64, Float64))))")
+    assert parse("Tuple(`a b` Nullable(String), c.d UInt8)") == parse(
+        "Tuple(Nullable(String), UInt8)")
+    qbit = parse("QBit(Float32, 9)")
+    assert qbit.name == "Tuple" and len(qbit.args) == 32
+    assert qbit.args[0] == native.Type("FixedString", (), ("2",))
 
 
 @pytest.mark.parametrize("encoding", codecs.ENCODINGS)
@@ -125,3 +139,25 @@ def test_a_truncated_body_is_refused_not_half_read(encoding: str) -> None:
     cut.decompress(compressed[: len(compressed) // 2])
     with pytest.raises(ValueError, match="truncated"):
         cut.finish()
+
+
+NEWER_TYPES = [
+    "SELECT arrayJoin([1::Variant(UInt64, String), 'a'::Variant(UInt64, String), NULL]) AS v",
+    "SELECT arrayJoin([1::Dynamic, 'a'::Dynamic, NULL::Dynamic, [1, 2]::Dynamic]) AS d",
+    "SELECT arrayJoin(['{\"a\":1,\"b\":{\"c\":\"x\"}}', '{\"a\":[2]}'])::JSON(z UInt8) AS j, "
+    "1 AS n",
+    "SELECT [1.0, 2.0, 3.0]::QBit(Float32, 3) AS q, [[(1.0, 2.0)]]::Polygon AS p",
+    "SELECT CAST((1, NULL), 'Tuple(`a b` UInt8, c Nullable(String))') AS t",
+    "SELECT () AS e, [(), ()] AS es, number AS n FROM numbers(3)",
+]
+
+
+@pytest.mark.parametrize("sql", NEWER_TYPES)
+def test_native_shaper_walks_newer_types_exactly(engine: Engine, sql: str) -> None:
+    data = engine.execute(f"SELECT * FROM ({sql}) SETTINGS max_block_size = 2",
+                          "Native").body.read()
+    shaper = native.Shaper(54460)
+    out = b"".join(shaper(data[i:i + 7]) for i in range(0, len(data), 7))
+    shaper.finish()  # every block walked to its end, none left over
+    assert len(out) > len(data)
+    assert out.startswith(b"\x01\x00\x02\xff\xff\xff\xff\x00")
