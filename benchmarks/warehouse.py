@@ -44,14 +44,14 @@ import pyarrow as pa
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from etar import warehouse
 from etar.config import Settings, get_settings
-from etar.events import EventGenerator, GeneratorConfig
+from etar.events.event import EventGenerator, GeneratorConfig
+from etar.events.serde import event_serializer, registry_client
 from etar.native import running
 from etar.native.services.sink import ready as sink_ready
-from etar.serde import event_serializer, registry_client
-from etar.sink import read_progress
+from etar.sink.consumer import read_progress
 from etar.topics import ensure_topic
+from etar.warehouse import table as warehouse
 
 RESULTS = Path(__file__).parent / "results"
 LOGS = Path(tempfile.gettempdir()) / "etar-bench-warehouse"

@@ -23,7 +23,7 @@ from airflow.providers.papermill.operators.papermill import PapermillOperator
 from airflow.sdk import dag, task
 
 from etar.config import get_settings
-from etar.replay import KERNEL, STAGES, notebooks_dir
+from etar.orchestration.replay import KERNEL, STAGES, notebooks_dir
 
 SETTINGS = get_settings()
 RUNS = SETTINGS.state_dir / "airflow" / "runs"

@@ -1,10 +1,10 @@
 """Dashboard API: reports in (POST /report, bearer token), reports out (GET /report[s]).
 
-The API owns the report store: recent minutes in a bounded in-memory deque. The reports in
-the bucket are the record, the store a view of them: at start-up the served ``app`` reloads
-the newest ``ETAR_DASHBOARD_HISTORY`` of them (``etar.report.bucket_history``, one hour's
-prefix at a time), retrying in the background while S3 is unreachable, so a restart keeps the
-history. Bodies are strict JSON: ``NaN`` / ``Infinity`` get 422.
+The API owns the report store: recent minutes in a bounded in-memory deque. The reports in the
+bucket are the record, the store a view of them: at start-up the served ``app`` reloads the
+newest ``ETAR_DASHBOARD_HISTORY`` of them (``etar.report.minute_report.bucket_history``, one
+hour's prefix at a time), retrying in the background while S3 is unreachable, so a restart
+keeps the history. Bodies are strict JSON: ``NaN`` / ``Infinity`` get 422.
 
     uvicorn dashboard.api:app --port 8000
 
@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from etar.config import Settings, get_settings
-from etar.report import MinuteReport, bucket_history, loads_strict
+from etar.report.minute_report import MinuteReport, bucket_history, loads_strict
 from etar.security import refuse_default_secrets
 
 log = logging.getLogger("dashboard.api")

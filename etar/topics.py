@@ -97,8 +97,8 @@ def delete_topics(settings: Settings, names: list[str]) -> None:
 EVENT_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 """The event topic's own settings. Broker time (``LogAppendTime``) rises with the offset in a
 partition, whatever the producers' clocks and however late a queued batch is delivered: the
-rule :mod:`etar.completeness` stands on. The event's own time is its Avro ``event_ts``, which
-the sink and the table use; the Kafka timestamp is read by nothing else."""
+rule :mod:`etar.orchestration.completeness` stands on. The event's own time is its Avro
+``event_ts``, which the sink and the table use; the Kafka timestamp is read by nothing else."""
 DEAD_LETTER_HEADROOM = 64 * 1024
 """Bytes a dead letter may carry beyond the event it was (the error headers: ≤ 4 kB reason)."""
 

@@ -17,7 +17,7 @@ from schemathesis.checks import positive_data_acceptance
 from dashboard.api import MAX_BODY, create_app
 from etar.config import Settings
 from etar.errors import ConfigError
-from etar.events import EventType
+from etar.events.event import EventType
 
 TOKEN = "test-token"
 
@@ -98,7 +98,7 @@ def test_latest_history_and_the_deque_bound(client: TestClient) -> None:
 
 
 def test_by_event_type_has_a_field_per_event_type() -> None:
-    from etar.report import ByEventType
+    from etar.report.minute_report import ByEventType
 
     assert list(ByEventType.model_fields) == [t.value for t in EventType]
 
@@ -227,7 +227,7 @@ def test_every_documented_spelling_of_a_minute_is_accepted(client: TestClient, m
 
 def test_reloaded_reports_never_replace_a_report_posted_since_start_up() -> None:
     from dashboard.api import ReportStore
-    from etar.report import MinuteReport
+    from etar.report.minute_report import MinuteReport
 
     store = ReportStore(3)
     store.add(MinuteReport.model_validate(report("2026-05-01T10:33:00Z", errors=7)))

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from etar.config import Settings
-from etar.pipeline import run_minute
-from etar.report import read_report
+from etar.orchestration.pipeline import run_minute
+from etar.report.minute_report import read_report
 from tests.faults.harness import (
     SETTLE_TIMEOUT,
     FaultRow,

@@ -12,8 +12,8 @@ import pytest
 from confluent_kafka.schema_registry import Schema
 
 from etar.config import Settings
-from etar.events import load_schema_str
-from etar.serde import registry_client
+from etar.events.event import load_schema_str
+from etar.events.serde import registry_client
 from tests.integration.lanes import produce, recent_minute
 
 pytestmark = pytest.mark.integration

@@ -17,11 +17,9 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from fastavro import schemaless_writer
 
 from etar.config import get_settings
-from etar.dead_letters import REPLACED_HEADER, DeadLetters
-from etar.events import EventGenerator, GeneratorConfig, load_schema_str, parsed_schema
-from etar.serde import UUIDKeySerializer
-from etar.sink import Sink
-from etar.sink_batch import (
+from etar.events.event import EventGenerator, GeneratorConfig, load_schema_str, parsed_schema
+from etar.events.serde import UUIDKeySerializer
+from etar.sink.batch import (
     MAX_EVENT_BYTES,
     BadData,
     Batch,
@@ -39,6 +37,8 @@ from etar.sink_batch import (
     precheck,
     wire_info,
 )
+from etar.sink.consumer import Sink
+from etar.sink.dead_letters import REPLACED_HEADER, DeadLetters
 
 
 def _value(schema_id: int = 1) -> tuple[bytes, bytes]:

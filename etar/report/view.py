@@ -1,10 +1,11 @@
-"""What the Streamlit dashboard shows, built from minute reports (``etar.report.MinuteReport``
-as the API returns them): the numbers of a minute, its error breakdown, the history table and
-charts, and the minutes the user can pick. Pure functions, so they are unit-tested without a
-browser; ``dashboard/ui.py`` only lays them out.
+"""What the Streamlit dashboard shows, built from minute reports
+(``etar.report.minute_report.MinuteReport`` as the API returns them): the numbers of a minute,
+its error breakdown, the history table and charts, and the minutes the user can pick. Pure
+functions, so they are unit-tested without a browser; ``dashboard/ui.py`` only lays them out.
 
-The report counts errors per event type, not per ``error_code`` (``etar.analysis.aggregate``
-does not group by it), so the error breakdown is per event type.
+The report counts errors per event type, not per ``error_code``
+(``etar.analysis.aggregation.aggregate`` does not group by it), so the error breakdown is per
+event type.
 """
 
 from __future__ import annotations

@@ -2,14 +2,14 @@
 
 A consumer group on the event topic hands the raw Confluent-framed values to ClickHouse, which
 decodes them itself (``INSERT … FORMAT AvroConfluent``, writer schemas from the registry).
-Python only pre-checks a few bytes per message (:func:`etar.sink_batch.precheck`; its fast
-path is :meth:`etar.sink_batch.Batch.take`).
+Python only pre-checks a few bytes per message (:func:`etar.sink.batch.precheck`; its fast
+path is :meth:`etar.sink.batch.Batch.take`).
 
 Pipeline: the main thread consumes and batches while one worker thread inserts the previous
 batch (a hand-over queue of one). Fetches are large (a backlog arrives in few round trips) and
 a message that looks like the events already accepted is batched in a few operations. A batch
 is cut into segments, one per partition, each inserted as a block with a deduplication token
-(see :mod:`etar.sink_batch`). The main thread commits the plan (where the segments end, as
+(see :mod:`etar.sink.batch`). The main thread commits the plan (where the segments end, as
 offset metadata) and hands the segments over; the worker inserts them and waits until their
 dead letters are acknowledged; the main thread then commits their end offsets (with the next
 plan when one is due). Only the main thread calls the consumer: confluent-kafka serialises
@@ -64,12 +64,10 @@ from clickhouse_connect.driver.exceptions import (
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from etar import warehouse
 from etar.config import Settings, get_settings
-from etar.dead_letters import DeadLetters
-from etar.events import load_schema_str
-from etar.serde import registry_client
-from etar.sink_batch import (
+from etar.events.event import load_schema_str
+from etar.events.serde import registry_client
+from etar.sink.batch import (
     MEMORY_LIMIT_EXCEEDED,
     BadData,
     Batch,
@@ -87,6 +85,8 @@ from etar.sink_batch import (
     isolate,
     wire_info,
 )
+from etar.sink.dead_letters import DeadLetters
+from etar.warehouse import table as warehouse
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class Sink:
         })
         # Compressed: a value the event topic took compressed fits the dead-letter topic too
         # (whose limit is aligned with the event topic's); one that still does not is replaced
-        # by its coordinates (etar.dead_letters).
+        # by its coordinates (etar.sink.dead_letters).
         producer = dlq or Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
                                     "enable.idempotence": True, "acks": "all",
                                     "compression.type": "zstd",
@@ -622,7 +622,7 @@ class Sink:
 
 
 def main() -> None:
-    """Run the sink until SIGTERM / Ctrl-C (``etar sink``, ``python -m etar.sink``).
+    """Run the sink until SIGTERM / Ctrl-C (``etar sink``, ``python -m etar.sink.consumer``).
 
     ``ETAR_SINK_LOG_LEVEL=DEBUG`` logs every insert and hand-over with its timing. A failure
     ends the log with one ``error: …`` line and exit code 1 (``ETAR_DEBUG=1``: the traceback).
@@ -643,7 +643,7 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("ETAR_DEBUG"):
             raise
-        from etar.failures import describe
+        from etar.orchestration.failures import describe
 
         print(f"error: sink stopped: {describe(exc)}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

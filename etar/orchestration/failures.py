@@ -52,8 +52,8 @@ def describe(exc: BaseException, settings: Settings | None = None) -> str:
 def transient(exc: BaseException) -> bool:
     """Whether trying again later may succeed (a service down or restarting), as opposed to
     bad input or a bug that fails the same way every time."""
-    from etar.report import ReportRejected
-    from etar.spark_submit import AnalysisFailed
+    from etar.analysis.submit import AnalysisFailed
+    from etar.report.minute_report import ReportRejected
 
     if isinstance(exc, ServiceUnavailable):
         return True
