@@ -40,6 +40,7 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import CronDataIntervalTimetable, PokeReturnValue, dag, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from etar.analysis.mode import on_connect
 from etar.analysis.submit import minute_source, submit_spec
 from etar.config import get_settings
 from etar.minute import Minute
@@ -119,7 +120,7 @@ def etar_pipeline() -> None:
         print(f"report {run.report}: wall {run.wall_s:.2f}s, compute {run.compute_s:.2f}s")
         return run.report
 
-    analyze = analyze_on_connect() if SETTINGS.spark_mode == "connect" else SparkSubmitOperator(
+    analyze = analyze_on_connect() if on_connect(SETTINGS) else SparkSubmitOperator(
         task_id="analyze",
         conn_id="spark_default",
         execution_timeout=timedelta(minutes=5),

@@ -481,7 +481,7 @@ def extract(minute: MinuteOption) -> None:
 @app.command()
 def analyze(minute: MinuteOption) -> None:
     """Run the Spark job on one extracted minute (writes its JSON report next to it)."""
-    from etar.orchestration.pipeline import analyze as analyze_minute
+    from etar.analysis.mode import analyze_minute
 
     run = _stage(analyze_minute, minute)
     print(f"report={run.report} wall_s={run.wall_s:.1f} startup_s={run.startup_s:.1f} "

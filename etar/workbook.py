@@ -567,10 +567,11 @@ def spark_session(minute: Minute, settings: Settings | None = None) -> SparkSess
     environment, as the job gets them)."""
     from pyspark.sql import SparkSession
 
+    from etar.analysis.mode import on_connect
     from etar.analysis.submit import REMOTE_MARKERS, minute_source, require_s3a_jars, submit_spec
 
     settings = settings or get_settings()
-    if settings.spark_mode == "connect":
+    if on_connect(settings):
         return SparkSession.builder.remote(settings.spark_connect_url).getOrCreate()
     require_s3a_jars(settings)
     spec = submit_spec(minute_source(minute, settings), settings)
@@ -587,7 +588,7 @@ def spark_session(minute: Minute, settings: Settings | None = None) -> SparkSess
 def job_report(minute: Minute, settings: Settings | None = None) -> dict[str, Any]:
     """The production job's JSON for the minute; the job is run first when the JSON is
     missing or older than the minute's Parquet object."""
-    from etar.orchestration.pipeline import analyze as analyze_minute
+    from etar.analysis.mode import analyze_minute
     from etar.report.minute_report import read_report
 
     settings = settings or get_settings()

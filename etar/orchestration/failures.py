@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from etar.analysis.mode import spark_mode
 from etar.config import Settings, get_settings
 from etar.errors import ConfigError, EtarError, ServiceUnavailable
 
@@ -29,7 +30,7 @@ def _where(exc: BaseException, settings: Settings) -> str | None:
         "urllib3": f"S3 at {settings.s3_endpoint}",
         "confluent_kafka": f"Kafka at {settings.kafka_bootstrap_servers}",
         "httpx": "an HTTP service",
-        "pyspark": f"Spark ({settings.spark_mode} mode)",
+        "pyspark": f"Spark ({spark_mode(settings)} mode)",
         "grpc": f"Spark Connect at {settings.spark_connect_url}",
     }.get(module)
 
