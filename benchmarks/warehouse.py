@@ -44,6 +44,7 @@ import pyarrow as pa
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from etar import topics
 from etar.config import Settings, get_settings
 from etar.events.event import EventGenerator, GeneratorConfig
 from etar.events.serde import event_serializer, registry_client
@@ -286,8 +287,7 @@ def sustained(settings: Settings, rate: float, seconds: float, source: str,
     """Send at ``rate`` for ``seconds``; latency quantiles and lag over time."""
     lane = _lane(settings, f"latency_{uuid.uuid4().hex[:6]}")
     sink = _etar(lane, "sink", cwd=sink_dir)
-    consumer = Consumer({"bootstrap.servers": lane.kafka_bootstrap_servers,
-                         "group.id": lane.sink_group_id, "enable.auto.commit": False})
+    consumer = topics.consumer(lane, lane.sink_group_id)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

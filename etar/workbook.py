@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from etar import topics
 from etar.config import Settings, get_settings
 from etar.errors import ConfigError, EtarError
 from etar.events.event import EventType, load_schema_str, uniform_error_rates
@@ -105,18 +106,14 @@ def services(settings: Settings | None = None) -> pd.DataFrame:
 
 def topic_partitions(settings: Settings | None = None) -> pd.DataFrame:
     """Partitions of the event topic with their leader and low/high watermarks."""
-    from confluent_kafka import Consumer, TopicPartition
-
     settings = settings or get_settings()
     topic = admin(settings).list_topics(settings.kafka_topic, timeout=10).topics[
         settings.kafka_topic]
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                         "group.id": f"etar-workbook-{uuid.uuid4().hex[:8]}"})
+    consumer = topics.consumer(settings)
     try:
         rows = []
         for pid, partition in sorted(topic.partitions.items()):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(settings.kafka_topic, pid), timeout=10)
+            low, high = topics.watermarks(consumer, settings.kafka_topic, pid)
             rows.append({"partition": pid, "leader": partition.leader, "low": low,
                          "high": high, "messages": high - low})
     finally:
@@ -172,7 +169,7 @@ def produce_measured(options: ProduceOptions, settings: Settings | None = None
 
 def decode_latest(count: int = 5, settings: Settings | None = None) -> pd.DataFrame:
     """The last ``count`` messages of partition 0 of the topic, decoded through the registry."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     from etar.events.serde import UUIDKeyDeserializer, event_deserializer, registry_client
@@ -180,13 +177,10 @@ def decode_latest(count: int = 5, settings: Settings | None = None) -> pd.DataFr
     settings = settings or get_settings()
     values = event_deserializer(registry_client(settings))
     keys = UUIDKeyDeserializer()
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                         "group.id": f"etar-workbook-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False})
+    consumer = topics.consumer(settings)
     rows: list[dict[str, Any]] = []
     try:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(settings.kafka_topic, 0), timeout=10)
+        low, high = topics.watermarks(consumer, settings.kafka_topic, 0)
         consumer.assign([TopicPartition(settings.kafka_topic, 0, max(low, high - count))])
         deadline = time.monotonic() + 30
         while len(rows) < min(count, high - low) and time.monotonic() < deadline:
@@ -532,15 +526,8 @@ def parquet_object(minute: Minute, settings: Settings | None = None
                    ) -> tuple[dict[str, Any], pa.Table]:
     """The minute's Parquet object: its size, rows and row groups, and its content."""
     settings = settings or get_settings()
-    s3 = storage.client(settings)
-    stat = s3.stat_object(settings.s3_bucket, minute.parquet_name)
-    response = s3.get_object(settings.s3_bucket, minute.parquet_name)
-    try:
-        data = response.read()
-    finally:
-        response.close()
-        response.release_conn()
-    parquet = pq.ParquetFile(io.BytesIO(data))
+    stat = storage.stat(minute.parquet_name, settings)
+    parquet = pq.ParquetFile(io.BytesIO(storage.read_bytes(minute.parquet_name, settings)))
     info = {"object": storage.s3a_url(minute.parquet_name, settings), "bytes": stat.size,
             "rows": parquet.metadata.num_rows, "row_groups": parquet.metadata.num_row_groups,
             "compression": parquet.metadata.row_group(0).column(0).compression,
@@ -592,13 +579,12 @@ def job_report(minute: Minute, settings: Settings | None = None) -> dict[str, An
     from etar.report.minute_report import read_report
 
     settings = settings or get_settings()
-    s3 = storage.client(settings)
-    parquet = s3.stat_object(settings.s3_bucket, minute.parquet_name)
+    parquet = storage.stat(minute.parquet_name, settings)
     try:
-        report = s3.stat_object(settings.s3_bucket, minute.json_name)
+        report = storage.stat(minute.json_name, settings)
         stale = report.last_modified is None or parquet.last_modified is None or (
             report.last_modified < parquet.last_modified)
-    except Exception:
+    except storage.ObjectMissing:
         stale = True
     if stale:
         analyze_minute(minute, settings)

@@ -64,6 +64,7 @@ from clickhouse_connect.driver.exceptions import (
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from etar import topics
 from etar.config import Settings, get_settings
 from etar.events.event import load_schema_str
 from etar.events.serde import registry_client
@@ -170,11 +171,8 @@ class Sink:
         self.settings = settings or get_settings()
         self.ch = ch or warehouse.client(self.settings)
         instance = self.settings.sink_instance
-        self.consumer = consumer or Consumer({
-            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-            "group.id": self.settings.sink_group_id,
+        self.consumer = consumer or topics.consumer(self.settings, self.settings.sink_group_id, {
             **({"client.id": f"etar-sink-{instance}"} if instance else {}),
-            "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": 10_000,  # a crashed sink's partitions move on within 10 s
