@@ -334,8 +334,9 @@ def test_a_retried_insert_that_already_went_in_is_not_doubled(lane: Settings) ->
     for offset, event in enumerate(events):
         batch.add((lane.kafka_topic, 0), offset, 1, [], event.user_id.bytes,
                   serialize(event, ctx), None, None, 0.0)
-    sink._epoch[(lane.kafka_topic, 0)] = 1
-    assert sink.insert(batch.take_ready(lambda tp: False)) == {(lane.kafka_topic, 0): (500, 1)}
+    sink.shared.epochs[(lane.kafka_topic, 0)] = 1
+    ready = batch.take_ready(lambda tp: False)
+    assert sink.inserter.insert(ready) == {(lane.kafka_topic, 0): (500, 1)}
     assert flaky.calls == 2
     assert _counts(ch, lane.clickhouse_table) == (500, 500, 500)
 
