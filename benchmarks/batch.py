@@ -25,13 +25,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from etar import storage, warehouse
+from etar.analysis.remote import analyze_minute as analyze_on_connect
+from etar.analysis.submit import run_job
 from etar.config import Settings, get_settings
-from etar.extract import extract_minute, to_arrow
+from etar.extract import storage
+from etar.extract.parquet import extract_minute, to_arrow
 from etar.minute import Minute
 from etar.native import running
-from etar.spark_connect import analyze_minute as analyze_on_connect
-from etar.spark_submit import run_job
+from etar.warehouse import table as warehouse
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -29,10 +29,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from etar.airflow_api import PIPELINE_DAG, AirflowApi
 from etar.config import Settings
 from etar.demo import MinuteCheck, run_demo
 from etar.native import stack
+from etar.orchestration.airflow_api import PIPELINE_DAG, AirflowApi
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ("schedule", "sink", "extract", "spark", "report", "handoff", "total")

@@ -30,11 +30,11 @@ from statistics import mean, median
 
 from etar import topics
 from etar.config import get_settings
-from etar.events import EventGenerator, GeneratorConfig
+from etar.events.event import EventGenerator, GeneratorConfig
+from etar.events.serde import EventValueWriter
 from etar.native import running
 from etar.native.services import kafka
-from etar.producer import producer_config
-from etar.serde import EventValueWriter
+from etar.produce.producer import producer_config
 
 RESULTS = Path(__file__).parent / "results"
 TOPIC = "etar_bench_producer"

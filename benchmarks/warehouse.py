@@ -44,14 +44,15 @@ import pyarrow as pa
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from etar import warehouse
+from etar import topics
 from etar.config import Settings, get_settings
-from etar.events import EventGenerator, GeneratorConfig
+from etar.events.event import EventGenerator, GeneratorConfig
+from etar.events.serde import event_serializer, registry_client
 from etar.native import running
 from etar.native.services.sink import ready as sink_ready
-from etar.serde import event_serializer, registry_client
-from etar.sink import read_progress
+from etar.sink.consumer import read_progress
 from etar.topics import ensure_topic
+from etar.warehouse import table as warehouse
 
 RESULTS = Path(__file__).parent / "results"
 LOGS = Path(tempfile.gettempdir()) / "etar-bench-warehouse"
@@ -286,8 +287,7 @@ def sustained(settings: Settings, rate: float, seconds: float, source: str,
     """Send at ``rate`` for ``seconds``; latency quantiles and lag over time."""
     lane = _lane(settings, f"latency_{uuid.uuid4().hex[:6]}")
     sink = _etar(lane, "sink", cwd=sink_dir)
-    consumer = Consumer({"bootstrap.servers": lane.kafka_bootstrap_servers,
-                         "group.id": lane.sink_group_id, "enable.auto.commit": False})
+    consumer = topics.consumer(lane, lane.sink_group_id)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

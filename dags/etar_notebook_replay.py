@@ -26,7 +26,7 @@ from airflow.providers.papermill.operators.papermill import PapermillOperator
 from airflow.sdk import BaseOperatorLink, dag, task
 
 from etar.config import get_settings
-from etar.replay import KERNEL, STAGES, execute, notebooks_dir
+from etar.orchestration.replay import KERNEL, STAGES, execute, notebooks_dir
 
 SETTINGS = get_settings()
 RUNS = SETTINGS.notebook_runs_dir
@@ -51,7 +51,7 @@ class ExecutedNotebookLink(BaseOperatorLink):
 
 
 class ExecutedNotebookOperator(PapermillOperator):
-    """Runs a notebook as ``etar.replay.execute`` does (papermill with the code shown, then
+    """Runs a notebook as ``etar.orchestration.replay.execute`` does (papermill with the code shown, then
     rendered to HTML, failed or not); a failure names the notebook and cell."""
 
     operator_extra_links = (ExecutedNotebookLink(),)

@@ -3,24 +3,27 @@
 Every minute, the minute of the run's **data interval** (UTC) goes through the batch plane:
 
 1. `wait_for_sink` — the minute is complete once the sink committed everything sent before
-   its end plus the allowed lateness (`etar.completeness`); a sensor in reschedule mode.
+   its end plus the allowed lateness (`etar.orchestration.completeness`); a sensor in
+   reschedule mode.
 2. `extract` — the minute's partition → `YYYY-MM-DD_HH-MM.parquet` in the bucket; an empty
    minute is *skipped* (so are the tasks after it).
-3. `analyze` — `etar.analysis` on that object → `YYYY-MM-DD_HH-MM.json` next to it: on the
-   warm Spark Connect server (`ETAR_SPARK_MODE=connect`, the native stack), or as a
+3. `analyze` — `etar.analysis.aggregation` on that object → `YYYY-MM-DD_HH-MM.json` next to
+   it: on the warm Spark Connect server (`ETAR_SPARK_MODE=connect`, the native stack), or as a
    `SparkSubmitOperator` from etar's submit spec, master from the `spark_default` connection
    (`submit`, the compose stack's Spark cluster).
 4. `report` — that JSON posted to the dashboard API.
 
-Beside that chain, `reconcile` (`etar.reconcile`) checks every minute of the retention window:
-a minute with rows in ClickHouse whose report is missing or does not equal its `FINAL` count
-(a sensor that timed out, a run that failed, rows that came after the report, a minute no run
-was created for) gets a new run of this DAG for its data interval (run id `reconcile__…`),
-oldest first, at most `ETAR_RECONCILE_MAX_REDO` in flight; objects older than the retention
-are deleted from the bucket. Only scheduled runs reconcile: a redo or manual run skips it.
+Beside that chain, `reconcile` (`etar.orchestration.reconcile`) checks every minute of the
+retention window: a minute with rows in ClickHouse whose report is missing or does not equal
+its `FINAL` count (a sensor that timed out, a run that failed, rows that came after the report,
+a minute no run was created for) gets a new run of this DAG for its data interval (run id
+`reconcile__…`), oldest first, at most `ETAR_RECONCILE_MAX_REDO` in flight; objects older than
+the retention are deleted from the bucket. Only scheduled runs reconcile: a redo or manual run
+skips it.
 
-Any failure fails its task with one line naming the service or input (`etar.failures`):
-a service down or restarting is retried by Airflow; bad data or a bad report is not.
+Any failure fails its task with one line naming the service or input
+(`etar.orchestration.failures`): a service down or restarting is retried by Airflow; bad data
+or a bad report is not.
 
 Every task is idempotent for its interval: clearing or backfilling a minute rewrites the same
 two objects and replaces the dashboard's report of that minute. This file only wires `etar`.
@@ -37,9 +40,10 @@ from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOpe
 from airflow.sdk import CronDataIntervalTimetable, PokeReturnValue, dag, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from etar.analysis.mode import on_connect
+from etar.analysis.submit import minute_source, submit_spec
 from etar.config import get_settings
 from etar.minute import Minute
-from etar.spark_submit import minute_source, submit_spec
 
 SETTINGS = get_settings()
 T = TypeVar("T")
@@ -47,7 +51,7 @@ T = TypeVar("T")
 
 def _guarded(stage: str, work: Callable[[], T]) -> T:
     """Run a task's work; any exception becomes a one-line failure, retried when transient."""
-    from etar.failures import describe, transient
+    from etar.orchestration.failures import describe, transient
 
     try:
         return work()
@@ -88,7 +92,7 @@ def etar_pipeline() -> None:
                  execution_timeout=timedelta(seconds=60))
     def wait_for_sink(data_interval_start: datetime | None = None,
                       data_interval_end: datetime | None = None) -> PokeReturnValue:
-        from etar.completeness import wait_briefly_for_minute
+        from etar.orchestration.completeness import wait_briefly_for_minute
 
         minute = _minute(data_interval_start, data_interval_end)
         state = _guarded("wait_for_sink", lambda: wait_briefly_for_minute(minute))
@@ -98,7 +102,7 @@ def etar_pipeline() -> None:
     @task(execution_timeout=timedelta(minutes=2))
     def extract(data_interval_start: datetime | None = None,
                 data_interval_end: datetime | None = None) -> str:
-        from etar.extract import extract_minute
+        from etar.extract.parquet import extract_minute
 
         minute = _minute(data_interval_start, data_interval_end)
         name = _guarded("extract", lambda: extract_minute(minute))
@@ -109,14 +113,14 @@ def etar_pipeline() -> None:
     @task(task_id="analyze", execution_timeout=timedelta(minutes=5))
     def analyze_on_connect(data_interval_start: datetime | None = None,
                            data_interval_end: datetime | None = None) -> str:
-        from etar.spark_connect import analyze_minute
+        from etar.analysis.remote import analyze_minute
 
         minute = _minute(data_interval_start, data_interval_end)
         run = _guarded("analyze", lambda: analyze_minute(minute))
         print(f"report {run.report}: wall {run.wall_s:.2f}s, compute {run.compute_s:.2f}s")
         return run.report
 
-    analyze = analyze_on_connect() if SETTINGS.spark_mode == "connect" else SparkSubmitOperator(
+    analyze = analyze_on_connect() if on_connect(SETTINGS) else SparkSubmitOperator(
         task_id="analyze",
         conn_id="spark_default",
         execution_timeout=timedelta(minutes=5),
@@ -128,14 +132,14 @@ def etar_pipeline() -> None:
     @task(execution_timeout=timedelta(minutes=1))
     def report(data_interval_start: datetime | None = None,
                data_interval_end: datetime | None = None) -> dict[str, Any]:
-        from etar.report import report_minute
+        from etar.report.minute_report import report_minute
 
         minute = _minute(data_interval_start, data_interval_end)
         return _guarded("report", lambda: report_minute(minute))
 
     @task(execution_timeout=timedelta(minutes=2), retries=1, max_active_tis_per_dag=1)
     def reconcile(dag_run: Any = None) -> dict[str, Any]:
-        from etar.reconcile import reconcile as reconcile_window
+        from etar.orchestration.reconcile import reconcile as reconcile_window
 
         if dag_run is None or dag_run.run_type != "scheduled":
             raise AirflowSkipException("only scheduled runs reconcile (one a minute); this "

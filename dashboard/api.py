@@ -2,11 +2,12 @@
 
 The API owns the report store: recent minutes in a bounded in-memory deque. The reports in
 the bucket are the record, the store a view of them: at start-up the served ``app`` reloads
-the newest ``ETAR_DASHBOARD_HISTORY`` of them (``etar.report.bucket_history``, one hour's
-prefix at a time), retrying in the background while S3 is unreachable, so a restart keeps the
-history. Bodies are strict JSON: ``NaN`` / ``Infinity`` get 422. ``/notebooks/<minute>``
-lists the notebooks the replay DAG executed for a minute (``etar.replay.published``) and
-``/notebooks/<minute>/<notebook>`` serves one as HTML, from ``Settings.notebook_runs_dir``.
+the newest ``ETAR_DASHBOARD_HISTORY`` of them (``etar.report.minute_report.bucket_history``,
+one hour's prefix at a time), retrying in the background while S3 is unreachable, so a restart
+keeps the history. Bodies are strict JSON: ``NaN`` / ``Infinity`` get 422.
+``/notebooks/<minute>`` lists the notebooks the replay DAG executed for a minute
+(``etar.orchestration.replay.published``) and ``/notebooks/<minute>/<notebook>`` serves one as
+HTML, from ``Settings.notebook_runs_dir``.
 
     uvicorn dashboard.api:app --port 8000
 
@@ -34,8 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from etar.config import Settings, get_settings
 from etar.minute import InvalidMinute, Minute
-from etar.replay import STAGES, published
-from etar.report import MinuteReport, bucket_history, loads_strict
+from etar.orchestration.replay import STAGES, published
+from etar.report.minute_report import MinuteReport, bucket_history, loads_strict
 from etar.security import refuse_default_secrets
 
 log = logging.getLogger("dashboard.api")

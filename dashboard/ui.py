@@ -1,7 +1,7 @@
 """etar dashboard: the latest minute's numbers, and any minute of the history the API holds
 (its numbers, chart and errors by event type), redrawn every few seconds; the minutes whose
-report is missing or stale (``etar.reconcile``), every minute. The figures and tables are
-built by ``etar.dashboard_view``.
+report is missing or stale (``etar.orchestration.reconcile``), every minute. The figures and
+tables are built by ``etar.report.view``.
 
     streamlit run dashboard/ui.py
 """
@@ -15,10 +15,10 @@ import httpx
 import pandas as pd
 import streamlit as st
 
-from etar import dashboard_view as view
-from etar.charts import by_event_type
 from etar.config import get_settings
-from etar.report import fetch
+from etar.report import view
+from etar.report.charts import by_event_type
+from etar.report.minute_report import fetch
 
 STALE_AFTER_S = 180
 AUDIT_EVERY_S = 60
@@ -120,8 +120,8 @@ def show_metrics(report: dict[str, Any]) -> None:
 
 @st.fragment(run_every=AUDIT_EVERY_S)
 def gaps() -> None:
-    from etar.failures import describe
-    from etar.reconcile import audit
+    from etar.orchestration.failures import describe
+    from etar.orchestration.reconcile import audit
 
     st.subheader("Minutes not reported yet")
     try:

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from etar.config import get_settings
 from etar.errors import ConfigError, EtarError
-from etar.events import EventType, uniform_error_rates
+from etar.events.event import EventType, uniform_error_rates
 from etar.minute import Minute
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def run() -> None:
     except Exception as exc:
         if os.environ.get("ETAR_DEBUG"):
             raise
-        from etar.failures import describe
+        from etar.orchestration.failures import describe
 
         _error(describe(exc))
         sys.exit(1)
@@ -259,8 +259,8 @@ def produce(
         help="stamp events inside this UTC minute, e.g. 2026-01-01T10:30")] = None,
 ) -> None:
     """Produce interaction events to Kafka (Avro, Schema Registry) from several processes."""
-    from etar.producer import ProduceOptions
-    from etar.producer import produce as run
+    from etar.produce.producer import ProduceOptions
+    from etar.produce.producer import produce as run
 
     _setup_logging(quiet=True)
     settings = get_settings()
@@ -304,7 +304,7 @@ def _ensure_stack() -> Stack:
         if stack.read_state() is None:
             with console.status("starting the native stack (a first run fetches the jars)…"):
                 stack.up_detached()
-        from etar.airflow_api import PIPELINE_DAG, AirflowApi
+        from etar.orchestration.airflow_api import PIPELINE_DAG, AirflowApi
 
         with AirflowApi() as api:
             api.set_paused(PIPELINE_DAG, False)
@@ -402,7 +402,7 @@ def demo(
 @app.command()
 def sink() -> None:
     """Run the Kafka → ClickHouse sink in the foreground (the stack runs one already)."""
-    from etar.sink import main
+    from etar.sink.consumer import main
 
     main()
 
@@ -410,7 +410,7 @@ def sink() -> None:
 @app.command()
 def partitions() -> None:
     """Rows and parts per minute partition of the events table."""
-    from etar import warehouse
+    from etar.warehouse import table as warehouse
 
     try:
         frame = warehouse.partitions()
@@ -434,7 +434,7 @@ def audit(
     """Every minute with rows in ClickHouse (the retention window) against its report:
     minute, rows (FINAL), reported (total_events), state (reported / missing / stale /
     running). Exit 0 when every minute is reported, 2 when gaps remain, 1 on an error."""
-    from etar.reconcile import audit as audit_window
+    from etar.orchestration.reconcile import audit as audit_window
 
     try:
         found = audit_window()
@@ -473,7 +473,7 @@ def _stage(work: Callable[[Minute], T], minute: str) -> T:
 @app.command()
 def extract(minute: MinuteOption) -> None:
     """Extract one minute from ClickHouse to Parquet in the bucket."""
-    from etar.extract import extract_minute
+    from etar.extract.parquet import extract_minute
 
     print(_stage(extract_minute, minute) or "empty minute: nothing extracted")
 
@@ -481,7 +481,7 @@ def extract(minute: MinuteOption) -> None:
 @app.command()
 def analyze(minute: MinuteOption) -> None:
     """Run the Spark job on one extracted minute (writes its JSON report next to it)."""
-    from etar.pipeline import analyze as analyze_minute
+    from etar.analysis.mode import analyze_minute
 
     run = _stage(analyze_minute, minute)
     print(f"report={run.report} wall_s={run.wall_s:.1f} startup_s={run.startup_s:.1f} "
@@ -491,7 +491,7 @@ def analyze(minute: MinuteOption) -> None:
 @app.command()
 def report(minute: MinuteOption) -> None:
     """Post one minute's JSON report to the dashboard API."""
-    from etar.report import report_minute
+    from etar.report.minute_report import report_minute
 
     print(json.dumps(_stage(report_minute, minute)))
 
@@ -499,7 +499,7 @@ def report(minute: MinuteOption) -> None:
 @app.command("run-minute")
 def run_minute(minute: MinuteOption) -> None:
     """Extract → analyze → report one minute, without Airflow (skips an empty minute)."""
-    from etar.pipeline import run_minute as run
+    from etar.orchestration.pipeline import run_minute as run
 
     result = _stage(run, minute)
     if result.skipped:
@@ -513,8 +513,8 @@ def run_minute(minute: MinuteOption) -> None:
 def replay(minute: MinuteOption) -> None:
     """Replay one closed minute through notebooks 03 → 04 → 05 with papermill; the executed
     notebooks are kept under runs/<minute>/."""
-    from etar.replay import STAGES
-    from etar.replay import replay as run_replay
+    from etar.orchestration.replay import STAGES
+    from etar.orchestration.replay import replay as run_replay
 
     _setup_logging(quiet=True)
     try:

@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     clickhouse_database: str = "default"
     clickhouse_table: str = "user_interactions"
     clickhouse_cluster: str = Field(
-        "", description="a ClickHouse cluster's name: `python -m etar.clickhouse_cluster` "
+        "", description="a ClickHouse cluster's name: `python -m etar.warehouse.cluster` "
         "prints the replicated DDL for it (empty: one server, as the native stack)")
     clickhouse_retention_hours: int = Field(
         default_factory=resources.table_retention_hours, ge=1,

@@ -18,15 +18,15 @@ from datetime import UTC, datetime
 
 import httpx
 
-from etar import warehouse
-from etar.airflow_api import PIPELINE_DAG, AirflowApi
 from etar.config import Settings, get_settings
 from etar.errors import EtarError
-from etar.events import uniform_error_rates
+from etar.events.event import uniform_error_rates
+from etar.extract.storage import ObjectMissing
 from etar.minute import Minute
-from etar.producer import ProduceOptions, produce
-from etar.report import read_report
-from etar.storage import ObjectMissing
+from etar.orchestration.airflow_api import PIPELINE_DAG, AirflowApi
+from etar.produce.producer import ProduceOptions, produce
+from etar.report.minute_report import read_report
+from etar.warehouse import table as warehouse
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TypeVar
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
@@ -36,6 +37,22 @@ def admin(settings: Settings, timeout: float = 5.0, bootstrap: str | None = None
     return AdminClient({"bootstrap.servers": bootstrap or settings.kafka_bootstrap_servers,
                         "socket.timeout.ms": int(timeout * 1000),
                         "logger": _quiet})  # type: ignore[dict-item]
+
+
+def consumer_config(settings: Settings, group: str | None = None,
+                    extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """librdkafka settings of every etar consumer: the broker, a group (``None``: a throwaway
+    one, for readers that assign partitions and never commit), offsets committed only by hand,
+    then ``extra`` (the sink's fetch sizes, a socket timeout…) on top."""
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": group or f"etar-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False, **(extra or {})}
+
+
+def consumer(settings: Settings, group: str | None = None,
+             extra: Mapping[str, Any] | None = None) -> Consumer:
+    """A consumer configured by :func:`consumer_config`."""
+    return Consumer(consumer_config(settings, group, extra))
 
 
 _NO_LEADER_YET = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
@@ -97,8 +114,8 @@ def delete_topics(settings: Settings, names: list[str]) -> None:
 EVENT_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 """The event topic's own settings. Broker time (``LogAppendTime``) rises with the offset in a
 partition, whatever the producers' clocks and however late a queued batch is delivered: the
-rule :mod:`etar.completeness` stands on. The event's own time is its Avro ``event_ts``, which
-the sink and the table use; the Kafka timestamp is read by nothing else."""
+rule :mod:`etar.orchestration.completeness` stands on. The event's own time is its Avro
+``event_ts``, which the sink and the table use; the Kafka timestamp is read by nothing else."""
 DEAD_LETTER_HEADROOM = 64 * 1024
 """Bytes a dead letter may carry beyond the event it was (the error headers: ≤ 4 kB reason)."""
 

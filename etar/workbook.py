@@ -3,7 +3,7 @@ copy from another notebook.
 
 Parameter checks raise :class:`NotebookParameterError` (an ``etar`` ``ConfigError``) naming the
 parameter and what to pass instead; everything else wraps ``etar`` calls into the tables and
-values a notebook shows. Charts live in :mod:`etar.charts`.
+values a notebook shows. Charts live in :mod:`etar.report.charts`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etar import storage, warehouse
+from etar import topics
 from etar.config import Settings, get_settings
 from etar.errors import ConfigError, EtarError
-from etar.events import EventType, load_schema_str, uniform_error_rates
+from etar.events.event import EventType, load_schema_str, uniform_error_rates
+from etar.extract import storage
 from etar.minute import InvalidMinute, Minute
-from etar.producer import ProduceOptions, ProduceSummary, produce
+from etar.produce.producer import ProduceOptions, ProduceSummary, produce
 from etar.topics import admin
+from etar.warehouse import table as warehouse
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -104,18 +106,14 @@ def services(settings: Settings | None = None) -> pd.DataFrame:
 
 def topic_partitions(settings: Settings | None = None) -> pd.DataFrame:
     """Partitions of the event topic with their leader and low/high watermarks."""
-    from confluent_kafka import Consumer, TopicPartition
-
     settings = settings or get_settings()
     topic = admin(settings).list_topics(settings.kafka_topic, timeout=10).topics[
         settings.kafka_topic]
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                         "group.id": f"etar-workbook-{uuid.uuid4().hex[:8]}"})
+    consumer = topics.consumer(settings)
     try:
         rows = []
         for pid, partition in sorted(topic.partitions.items()):
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(settings.kafka_topic, pid), timeout=10)
+            low, high = topics.watermarks(consumer, settings.kafka_topic, pid)
             rows.append({"partition": pid, "leader": partition.leader, "low": low,
                          "high": high, "messages": high - low})
     finally:
@@ -125,7 +123,7 @@ def topic_partitions(settings: Settings | None = None) -> pd.DataFrame:
 
 def schema_versions(settings: Settings | None = None) -> pd.DataFrame:
     """Every subject of the registry with its versions and schema ids."""
-    from etar.serde import registry_client
+    from etar.events.serde import registry_client
 
     registry = registry_client(settings)
     rows = []
@@ -171,21 +169,18 @@ def produce_measured(options: ProduceOptions, settings: Settings | None = None
 
 def decode_latest(count: int = 5, settings: Settings | None = None) -> pd.DataFrame:
     """The last ``count`` messages of partition 0 of the topic, decoded through the registry."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    from etar.serde import UUIDKeyDeserializer, event_deserializer, registry_client
+    from etar.events.serde import UUIDKeyDeserializer, event_deserializer, registry_client
 
     settings = settings or get_settings()
     values = event_deserializer(registry_client(settings))
     keys = UUIDKeyDeserializer()
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                         "group.id": f"etar-workbook-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False})
+    consumer = topics.consumer(settings)
     rows: list[dict[str, Any]] = []
     try:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(settings.kafka_topic, 0), timeout=10)
+        low, high = topics.watermarks(consumer, settings.kafka_topic, 0)
         consumer.assign([TopicPartition(settings.kafka_topic, 0, max(low, high - count))])
         deadline = time.monotonic() + 30
         while len(rows) < min(count, high - low) and time.monotonic() < deadline:
@@ -222,7 +217,7 @@ def schema_evolution(settings: Settings | None = None) -> Evolution:
     from confluent_kafka.schema_registry import Schema
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    from etar.serde import registry_client
+    from etar.events.serde import registry_client
 
     registry = registry_client(settings)
     subject = f"workbook-scratch-{uuid.uuid4().hex[:8]}-value"
@@ -309,8 +304,8 @@ def ensure_sandbox(settings: Settings | None = None) -> Settings:
 def drop_sandbox(settings: Settings | None = None) -> None:
     """Remove the sandbox: its table, bucket, topics, consumer group, sink progress and
     registry subject."""
-    from etar.serde import registry_client
-    from etar.sink import progress_path
+    from etar.events.serde import registry_client
+    from etar.sink.consumer import progress_path
     from etar.topics import delete_topics
 
     sandbox = sandbox_settings(settings)
@@ -340,7 +335,7 @@ def recent_minute() -> Minute:
 def latest_reported_minute(settings: Settings | None = None) -> Minute | None:
     """The newest closed minute the dashboard API has a report of and the table has events
     of (None if none, or the API does not answer)."""
-    from etar.report import fetch
+    from etar.report.minute_report import fetch
 
     settings = settings or get_settings()
     try:
@@ -366,7 +361,7 @@ def store(minute: Minute, rows: int, settings: Settings, timeout: float = 120.0)
     sandbox, whose topic the stack's sink does not consume, a sink runs here meanwhile."""
     if not is_sandbox(settings):
         return wait_for_rows(minute, rows, settings, timeout)
-    from etar.sink import Sink
+    from etar.sink.consumer import Sink
 
     deadline = time.monotonic() + timeout
     stored, checked = [0], [0.0]
@@ -517,7 +512,7 @@ def require_rows(frame: pd.DataFrame, minute: Minute) -> pd.DataFrame:
 def extracted(minute: Minute, settings: Settings | None = None, fresh: bool = False) -> str:
     """The minute's Parquet object name, extracting the minute first if it is missing
     (``fresh``: always, e.g. right after producing into the minute)."""
-    from etar.extract import extract_minute
+    from etar.extract.parquet import extract_minute
 
     if not fresh and storage.exists(minute.parquet_name, settings):
         return minute.parquet_name
@@ -531,15 +526,8 @@ def parquet_object(minute: Minute, settings: Settings | None = None
                    ) -> tuple[dict[str, Any], pa.Table]:
     """The minute's Parquet object: its size, rows and row groups, and its content."""
     settings = settings or get_settings()
-    s3 = storage.client(settings)
-    stat = s3.stat_object(settings.s3_bucket, minute.parquet_name)
-    response = s3.get_object(settings.s3_bucket, minute.parquet_name)
-    try:
-        data = response.read()
-    finally:
-        response.close()
-        response.release_conn()
-    parquet = pq.ParquetFile(io.BytesIO(data))
+    stat = storage.stat(minute.parquet_name, settings)
+    parquet = pq.ParquetFile(io.BytesIO(storage.read_bytes(minute.parquet_name, settings)))
     info = {"object": storage.s3a_url(minute.parquet_name, settings), "bytes": stat.size,
             "rows": parquet.metadata.num_rows, "row_groups": parquet.metadata.num_row_groups,
             "compression": parquet.metadata.row_group(0).column(0).compression,
@@ -550,7 +538,7 @@ def parquet_object(minute: Minute, settings: Settings | None = None
 def same_events(frame: pd.DataFrame, table: pa.Table) -> bool:
     """The DataFrame's events, typed as extract types them, equal the Arrow table's
     (both ordered by event_id)."""
-    from etar.extract import to_arrow
+    from etar.extract.parquet import to_arrow
 
     mine = to_arrow(frame).sort_by("event_id")
     return mine.equals(table.select(mine.column_names).sort_by("event_id"))
@@ -566,10 +554,11 @@ def spark_session(minute: Minute, settings: Settings | None = None) -> SparkSess
     environment, as the job gets them)."""
     from pyspark.sql import SparkSession
 
-    from etar.spark_submit import REMOTE_MARKERS, minute_source, require_s3a_jars, submit_spec
+    from etar.analysis.mode import on_connect
+    from etar.analysis.submit import REMOTE_MARKERS, minute_source, require_s3a_jars, submit_spec
 
     settings = settings or get_settings()
-    if settings.spark_mode == "connect":
+    if on_connect(settings):
         return SparkSession.builder.remote(settings.spark_connect_url).getOrCreate()
     require_s3a_jars(settings)
     spec = submit_spec(minute_source(minute, settings), settings)
@@ -586,17 +575,16 @@ def spark_session(minute: Minute, settings: Settings | None = None) -> SparkSess
 def job_report(minute: Minute, settings: Settings | None = None) -> dict[str, Any]:
     """The production job's JSON for the minute; the job is run first when the JSON is
     missing or older than the minute's Parquet object."""
-    from etar.pipeline import analyze as analyze_minute
-    from etar.report import read_report
+    from etar.analysis.mode import analyze_minute
+    from etar.report.minute_report import read_report
 
     settings = settings or get_settings()
-    s3 = storage.client(settings)
-    parquet = s3.stat_object(settings.s3_bucket, minute.parquet_name)
+    parquet = storage.stat(minute.parquet_name, settings)
     try:
-        report = s3.stat_object(settings.s3_bucket, minute.json_name)
+        report = storage.stat(minute.json_name, settings)
         stale = report.last_modified is None or parquet.last_modified is None or (
             report.last_modified < parquet.last_modified)
-    except Exception:
+    except storage.ObjectMissing:
         stale = True
     if stale:
         analyze_minute(minute, settings)
@@ -625,7 +613,7 @@ def compare_reports(notebook: dict[str, Any], job: dict[str, Any]) -> pd.DataFra
 
 def dashboard_report(minute: Minute, settings: Settings | None = None) -> dict[str, Any] | None:
     """The report of ``minute`` as the dashboard API serves it (None if it has none)."""
-    from etar.report import fetch
+    from etar.report.minute_report import fetch
 
     _, history = fetch(settings or get_settings())
     for report in history:

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from etar import storage, warehouse
 from etar.config import Settings, get_settings
+from etar.extract import storage
 from etar.native import running
-from etar.sink import progress_path
+from etar.sink.consumer import progress_path
 from etar.topics import delete_topics, ensure_topic
+from etar.warehouse import table as warehouse
 from tests.integration.lanes import delete_group, delete_subjects, start_sink
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from etar.airflow_api import PIPELINE_DAG, AirflowApi
 from etar.config import Settings
+from etar.orchestration.airflow_api import PIPELINE_DAG, AirflowApi
 
 
 @contextmanager

@@ -15,6 +15,7 @@ def all_services(settings: Settings) -> list[Service]:
     """The services in dependency order."""
     # Imported here: as globals, `registry` and `clickhouse` would be shadowed by the server
     # packages of the same names once those are imported.
+    from etar.analysis.mode import on_connect
     from etar.native.services import (
         airflow,
         clickhouse,
@@ -33,7 +34,7 @@ def all_services(settings: Settings) -> list[Service]:
     return [*kafka.services(settings), registry.service(settings), clickhouse.service(settings),
             *sink.services(settings), s3.service(settings), *dashboard.services(settings),
             *spark_cluster.services(settings),
-            *([spark_connect.service(settings)] if settings.spark_mode == "connect" else []),
+            *([spark_connect.service(settings)] if on_connect(settings) else []),
             postgres.service(settings), redis.service(settings), *airflow.services(settings),
             jupyter.service(settings)]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pyspark
 
+from etar.analysis.submit import spark_home
 from etar.config import Settings
 from etar.errors import StackError
 from etar.native import maven
-from etar.spark_submit import spark_home
 
 POM = maven.POMS / "spark-s3a.xml"
 

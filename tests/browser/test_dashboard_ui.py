@@ -10,9 +10,9 @@ import pytest
 from playwright.sync_api import expect
 
 from etar.config import Settings
-from etar.dashboard_view import choices
-from etar.events import EventType
-from etar.report import fetch, post_report
+from etar.events.event import EventType
+from etar.report.minute_report import fetch, post_report
+from etar.report.view import choices
 from tests.browser.chromium import ARTIFACTS, open_page
 
 pytestmark = pytest.mark.integration

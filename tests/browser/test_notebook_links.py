@@ -11,8 +11,8 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from etar.config import Settings
-from etar.events import EventType
-from etar.report import post_report
+from etar.events.event import EventType
+from etar.report.minute_report import post_report
 from tests.browser.chromium import ARTIFACTS, open_page
 from tests.dags.airflow_runner import FailedReplay, replay_empty_minute
 

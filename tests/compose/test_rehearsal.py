@@ -27,10 +27,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from etar import storage
 from etar.config import Settings
-from etar.events import EventGenerator, GeneratorConfig, clock_within_minute
-from etar.extract import to_arrow
+from etar.events.event import EventGenerator, GeneratorConfig, clock_within_minute
+from etar.extract import storage
+from etar.extract.parquet import to_arrow
 from etar.minute import Minute
 from tests import REPO_ROOT
 from tests.compose import image_plan
@@ -97,9 +97,11 @@ def test_image_environment_has_the_full_pyspark_and_imports_etar(
     submit = subprocess.run([str(venv / "bin" / "spark-submit"), "--version"], env={
         **os.environ, **env}, capture_output=True, text=True, timeout=120)
     assert submit.returncode == 0 and LOCKED_PYSPARK in submit.stderr + submit.stdout
-    imports = {"etar": "import etar.spark_submit, etar.pipeline, etar.warehouse, etar.storage\n"
+    imports = {"etar": "import etar.analysis.submit, etar.orchestration.pipeline, "
+                       "etar.warehouse.table, etar.extract.storage\n"
                        "import dashboard.api, streamlit, jupyterlab, uvicorn",
-               "airflow": "import etar.spark_submit, etar.pipeline, etar.replay, papermill\n"
+               "airflow": "import etar.analysis.submit, etar.orchestration.pipeline, "
+                          "etar.orchestration.replay, papermill\n"
                           "from airflow.providers.apache.spark.operators.spark_submit import "
                           "SparkSubmitOperator\n"
                           "from airflow.providers.papermill.operators.papermill import "
@@ -262,7 +264,7 @@ def test_spark_cluster_runs_the_job_as_compose_runs_it(
                                          "s3_region", "s3_bucket"))
         driver_env.update({"ETAR_SPARK_MASTER": url, "ETAR_SPARK_MODE": "submit",
                            "ETAR_BIND_HOST": address, "ETAR_STATE_DIR": str(tmp_path)})
-        run = _python(air_venv, "import json, sys\nfrom etar.spark_submit import run_job\n"
+        run = _python(air_venv, "import json, sys\nfrom etar.analysis.submit import run_job\n"
                       f"print(json.dumps(run_job({storage.s3a_url(minute.parquet_name, bucket)!r}"
                       ").__dict__))", env=driver_env, cwd=tmp_path, timeout=300)
         assert json.loads(run.strip().splitlines()[-1])["report"] == minute.json_name
@@ -306,8 +308,8 @@ def test_notebook_00_runs_where_no_native_stack_runs(stack_settings: Settings,
     import papermill
     from confluent_kafka.schema_registry import Schema
 
-    from etar.events import load_schema_str
-    from etar.serde import registry_client
+    from etar.events.event import load_schema_str
+    from etar.events.serde import registry_client
 
     registry_client(stack_settings).register_schema(
         f"{stack_settings.kafka_topic}-value", Schema(load_schema_str(), "AVRO"))
@@ -353,7 +355,7 @@ def test_the_one_shot_init_commands_create_the_table_and_bucket_the_settings_nam
     """clickhouse-init and s3-init's own commands, run against the native stack with a database
     and a bucket of this test's: the table lands in ETAR_CLICKHOUSE_DATABASE (the server's
     initdb SQL would have put it in `default`), the bucket is created."""
-    from etar import warehouse
+    from etar.warehouse import table as warehouse
 
     database, bucket_name = f"compose_{unique}", f"compose-init-{unique}"
     admin = warehouse.client(stack_settings)

@@ -7,9 +7,9 @@ import json
 import httpx
 import pytest
 
-from etar import warehouse
 from etar.config import Settings
-from etar.replay import STAGES
+from etar.orchestration.replay import STAGES
+from etar.warehouse import table as warehouse
 from tests import REPO_ROOT
 from tests.dags.airflow_runner import replay_empty_minute, run_python
 
@@ -79,9 +79,9 @@ def test_a_malformed_minute_fails_the_first_task_only(stack_settings: Settings) 
 def test_a_triggered_replay_on_the_celery_worker_equals_run_minute(
         stack_settings: Settings) -> None:
     """The replay DAG run by the stack's scheduler and Celery worker, end to end."""
-    from etar.airflow_api import REPLAY_DAG, AirflowApi
-    from etar.pipeline import run_minute
-    from etar.report import read_report
+    from etar.orchestration.airflow_api import REPLAY_DAG, AirflowApi
+    from etar.orchestration.pipeline import run_minute
+    from etar.report.minute_report import read_report
     from tests.integration.lanes import produce, wait_for
     from tests.notebooks.conftest import empty_minute
 

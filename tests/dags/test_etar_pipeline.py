@@ -10,10 +10,11 @@ from datetime import timedelta
 
 import pytest
 
-from etar import storage, warehouse
 from etar.config import Settings
+from etar.extract import storage
 from etar.minute import Minute
-from etar.report import read_report
+from etar.report.minute_report import read_report
+from etar.warehouse import table as warehouse
 from tests.dags.airflow_runner import dag_test, run_python
 from tests.integration.lanes import produce, recent_minute, wait_for
 

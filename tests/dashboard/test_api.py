@@ -18,7 +18,7 @@ from schemathesis.checks import positive_data_acceptance
 from dashboard.api import MAX_BODY, create_app
 from etar.config import Settings
 from etar.errors import ConfigError
-from etar.events import EventType
+from etar.events.event import EventType
 
 TOKEN = "test-token"
 
@@ -99,7 +99,7 @@ def test_latest_history_and_the_deque_bound(client: TestClient) -> None:
 
 
 def test_by_event_type_has_a_field_per_event_type() -> None:
-    from etar.report import ByEventType
+    from etar.report.minute_report import ByEventType
 
     assert list(ByEventType.model_fields) == [t.value for t in EventType]
 
@@ -228,7 +228,7 @@ def test_every_documented_spelling_of_a_minute_is_accepted(client: TestClient, m
 
 def test_reloaded_reports_never_replace_a_report_posted_since_start_up() -> None:
     from dashboard.api import ReportStore
-    from etar.report import MinuteReport
+    from etar.report.minute_report import MinuteReport
 
     store = ReportStore(3)
     store.add(MinuteReport.model_validate(report("2026-05-01T10:33:00Z", errors=7)))
@@ -296,7 +296,7 @@ def _executed(folder: Path, name: str, fail: bool) -> Path:
 
 
 def test_a_minutes_executed_notebooks_are_listed_and_served_as_html(tmp_path: Path) -> None:
-    from etar.replay import publish
+    from etar.orchestration.replay import publish
 
     settings = Settings(_env_file=None, dashboard_token=SecretStr(TOKEN), state_dir=tmp_path)
     folder = settings.notebook_runs_dir / "2026-05-01_10-30"
@@ -322,7 +322,7 @@ def test_a_minutes_executed_notebooks_are_listed_and_served_as_html(tmp_path: Pa
 
 
 def test_publish_without_an_output_notebook_is_none(tmp_path: Path) -> None:
-    from etar.replay import publish
+    from etar.orchestration.replay import publish
 
     assert publish(tmp_path / "03_extract.ipynb") is None
     assert list(tmp_path.iterdir()) == []

@@ -19,12 +19,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from etar import storage
 from etar.config import Settings
-from etar.events import EventType
+from etar.events.event import EventType
+from etar.extract import storage
 from etar.minute import Minute
 from etar.native.services import dashboard
-from etar.report import report_minute
+from etar.report.minute_report import report_minute
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,7 @@ def test_the_history_survives_a_restart_of_the_api(api: Settings, tmp_path: Path
 
 def test_bucket_history_lists_by_hour_not_the_whole_bucket(api: Settings) -> None:
     """Objects outside the retention window are never listed (a prefix per hour)."""
-    from etar.report import bucket_history
+    from etar.report.minute_report import bucket_history
 
     old = Minute(datetime(2020, 1, 1, 10, 30, tzinfo=UTC))
     _put(api, old.json_name, json.dumps(_report(old, 1)))
@@ -152,6 +152,6 @@ def test_bucket_history_lists_by_hour_not_the_whole_bucket(api: Settings) -> Non
 
 
 def test_a_missing_bucket_is_an_empty_history(api: Settings) -> None:
-    from etar.report import bucket_history
+    from etar.report.minute_report import bucket_history
 
     assert bucket_history(5, api.model_copy(update={"s3_bucket": "no-such-bucket-here"})) == []

@@ -15,9 +15,9 @@ import uuid
 
 import pytest
 
-from etar import warehouse
 from etar.config import Settings
 from etar.native.clickhouse import drivers
+from etar.warehouse import table as warehouse
 
 pytestmark = pytest.mark.integration
 RUN_TIMEOUT = 180

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from etar.airflow_api import AirflowApi
 from etar.config import Settings
+from etar.orchestration.airflow_api import AirflowApi
 from tests.faults.harness import FaultRow
 from tests.pipeline_state import pipeline_paused
 

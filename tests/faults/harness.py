@@ -23,12 +23,12 @@ from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer
 
-from etar import warehouse
 from etar.config import Settings
 from etar.minute import Minute
 from etar.native import stack
 from etar.native.supervisor import Service
 from etar.topics import watermarks
+from etar.warehouse import table as warehouse
 from tests.integration.lanes import env_for, produce
 
 RESTART_TIMEOUT = 150.0

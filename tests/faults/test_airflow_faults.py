@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from etar.airflow_api import PIPELINE_DAG, AirflowApi
 from etar.config import Settings
-from etar.pipeline import run_minute
-from etar.report import read_report
+from etar.orchestration.airflow_api import PIPELINE_DAG, AirflowApi
+from etar.orchestration.pipeline import run_minute
+from etar.report.minute_report import read_report
 from tests.faults.harness import (
     FaultRow,
     assert_reconciled,

@@ -13,7 +13,7 @@ import pytest
 
 from etar.config import Settings
 from etar.minute import Minute
-from etar.report import read_report
+from etar.report.minute_report import read_report
 from tests.faults.harness import (
     FaultRow,
     assert_reconciled,

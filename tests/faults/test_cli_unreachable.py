@@ -69,7 +69,7 @@ def test_a_client_library_error_is_described_in_one_line() -> None:
     """Exceptions etar does not raise itself name the service or input, on one line."""
     import json
 
-    from etar.failures import describe
+    from etar.orchestration.failures import describe
 
     assert describe(ValueError("boom\nmore")) == ("unexpected ValueError: boom (set ETAR_DEBUG=1 "
                                                    "for the traceback)")

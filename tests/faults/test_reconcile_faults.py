@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from etar import storage, warehouse
-from etar.airflow_api import PIPELINE_DAG, AirflowApi, minute_of_run
 from etar.config import Settings
+from etar.extract import storage
 from etar.minute import Minute
-from etar.report import read_report
+from etar.orchestration.airflow_api import PIPELINE_DAG, AirflowApi, minute_of_run
+from etar.report.minute_report import read_report
+from etar.warehouse import table as warehouse
 from tests.faults.conftest import CHAOS
 from tests.faults.harness import (
     FaultRow,

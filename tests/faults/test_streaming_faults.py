@@ -14,8 +14,8 @@ import pytest
 
 from etar.config import Settings
 from etar.minute import Minute
-from etar.pipeline import run_minute
-from etar.report import read_report
+from etar.orchestration.pipeline import run_minute
+from etar.report.minute_report import read_report
 from tests.faults.harness import (
     SETTLE_TIMEOUT,
     FaultRow,

@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from etar.config import Settings
-from etar.events import Event, EventGenerator, GeneratorConfig, clock_within_minute
+from etar.events.event import Event, EventGenerator, GeneratorConfig, clock_within_minute
 from etar.minute import Minute
 
 
@@ -63,7 +63,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def start_sink(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "etar.sink"], env=env_for(settings),
+    return subprocess.Popen([sys.executable, "-m", "etar.sink.consumer"], env=env_for(settings),
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 

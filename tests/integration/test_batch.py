@@ -8,13 +8,14 @@ import subprocess
 import pyarrow.parquet as pq
 import pytest
 
-from etar import storage, warehouse
+from etar.analysis.remote import analyze_minute as analyze_on_connect
+from etar.analysis.submit import AnalysisFailed, run_job
+from etar.analysis.submit import analyze_minute as analyze_by_submit
 from etar.config import Settings
-from etar.extract import ARROW_SCHEMA, extract_minute, to_arrow
+from etar.extract import storage
+from etar.extract.parquet import ARROW_SCHEMA, extract_minute, to_arrow
 from etar.minute import Minute
-from etar.spark_connect import analyze_minute as analyze_on_connect
-from etar.spark_submit import AnalysisFailed, run_job
-from etar.spark_submit import analyze_minute as analyze_by_submit
+from etar.warehouse import table as warehouse
 from tests.integration.lanes import produce, recent_minute, wait_for
 
 pytestmark = pytest.mark.integration

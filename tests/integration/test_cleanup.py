@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka.schema_registry import Schema
 
 from etar.config import Settings
-from etar.events import load_schema_str
-from etar.serde import registry_client
-from etar.sink import progress_path
+from etar.events.event import load_schema_str
+from etar.events.serde import registry_client
+from etar.sink.consumer import progress_path
 from tests.integration.lanes import leftovers, produce, recent_minute, wait_for
 
 pytestmark = pytest.mark.integration

@@ -29,9 +29,9 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import SecretStr
 
-from etar import warehouse
 from etar.config import Settings
 from etar.native.clickhouse import blocks
+from etar.warehouse import table as warehouse
 
 pytestmark = pytest.mark.integration
 

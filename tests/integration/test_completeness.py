@@ -13,13 +13,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from etar import warehouse
-from etar.completeness import check_minute, cutoff
 from etar.config import Settings
-from etar.events import EventGenerator, GeneratorConfig, clock_within_minute
+from etar.events.event import EventGenerator, GeneratorConfig, clock_within_minute
+from etar.events.serde import UUIDKeySerializer, event_serializer, registry_client
 from etar.minute import Minute
-from etar.serde import UUIDKeySerializer, event_serializer, registry_client
+from etar.orchestration.completeness import check_minute, cutoff
 from etar.topics import align_topics, topic_config
+from etar.warehouse import table as warehouse
 from tests.integration.lanes import env_for, start_sink, wait_for
 
 pytestmark = pytest.mark.integration

@@ -20,15 +20,14 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from etar.config import Settings
-from etar.events import (
+from etar.events.event import (
     Event,
     EventGenerator,
     GeneratorConfig,
     clock_within_minute,
     uniform_error_rates,
 )
-from etar.minute import Minute
-from etar.serde import (
+from etar.events.serde import (
     EventValueWriter,
     UUIDKeyDeserializer,
     event_deserializer,
@@ -37,6 +36,7 @@ from etar.serde import (
     registry_client,
     value_subject,
 )
+from etar.minute import Minute
 from etar.topics import admin, ensure_topic, watermarks
 from tests.integration.lanes import env_for, wait_for
 

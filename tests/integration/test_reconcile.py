@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from etar import storage, warehouse
 from etar.config import Settings
+from etar.extract import storage
 from etar.minute import Minute
-from etar.pipeline import run_minute
-from etar.reconcile import State, audit
+from etar.orchestration.pipeline import run_minute
+from etar.orchestration.reconcile import State, audit
+from etar.warehouse import table as warehouse
 from tests.integration.lanes import env_for, produce, recent_minute, wait_for
 
 pytestmark = pytest.mark.integration

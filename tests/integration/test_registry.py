@@ -20,7 +20,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from etar.config import Settings
-from etar.events import load_schema_str
+from etar.events.event import load_schema_str
 from etar.native import stack
 from etar.native.registry.store import RegistryError, SchemaStore
 from etar.topics import delete_topics, ensure_topic, watermarks

@@ -19,8 +19,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from etar import storage
 from etar.config import Settings
+from etar.extract import storage
 
 boto3 = pytest.importorskip("boto3")
 botocore_config = pytest.importorskip("botocore.config")

@@ -30,14 +30,14 @@ from confluent_kafka.schema_registry import Schema
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro import parse_schema, schemaless_writer
 
-from etar import warehouse
 from etar.config import Settings
-from etar.dead_letters import REPLACED_HEADER
-from etar.events import EventGenerator, GeneratorConfig
-from etar.serde import UUIDKeySerializer, event_serializer, registry_client
-from etar.sink import Sink
-from etar.sink_batch import Batch, SinkError
+from etar.events.event import EventGenerator, GeneratorConfig
+from etar.events.serde import UUIDKeySerializer, event_serializer, registry_client
+from etar.sink.batch import Batch, SinkError
+from etar.sink.consumer import Sink
+from etar.sink.dead_letters import REPLACED_HEADER
 from etar.topics import align_topics, ensure_topic, set_topic_config, topic_config
+from etar.warehouse import table as warehouse
 from tests.integration.lanes import (
     env_for,
     expected_events,
@@ -334,8 +334,9 @@ def test_a_retried_insert_that_already_went_in_is_not_doubled(lane: Settings) ->
     for offset, event in enumerate(events):
         batch.add((lane.kafka_topic, 0), offset, 1, [], event.user_id.bytes,
                   serialize(event, ctx), None, None, 0.0)
-    sink._epoch[(lane.kafka_topic, 0)] = 1
-    assert sink.insert(batch.take_ready(lambda tp: False)) == {(lane.kafka_topic, 0): (500, 1)}
+    sink.shared.epochs[(lane.kafka_topic, 0)] = 1
+    ready = batch.take_ready(lambda tp: False)
+    assert sink.inserter.insert(ready) == {(lane.kafka_topic, 0): (500, 1)}
     assert flaky.calls == 2
     assert _counts(ch, lane.clickhouse_table) == (500, 500, 500)
 
@@ -453,7 +454,7 @@ def test_a_dead_letter_too_large_for_its_topic_is_replaced_by_its_coordinates(
 def test_a_sink_failure_ends_with_one_error_line(lane: Settings) -> None:
     produce(lane, 20, recent_minute(2), seed=43)
     warehouse.client(lane).command(f"DROP TABLE {lane.clickhouse_table}")
-    result = subprocess.run([sys.executable, "-m", "etar.sink"], env=env_for(lane),
+    result = subprocess.run([sys.executable, "-m", "etar.sink.consumer"], env=env_for(lane),
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout

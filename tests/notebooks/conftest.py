@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from etar import warehouse
 from etar.config import Settings
 from etar.minute import Minute
+from etar.warehouse import table as warehouse
 from tests import REPO_ROOT
 from tests.integration.lanes import recent_minute
 

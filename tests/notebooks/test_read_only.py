@@ -13,12 +13,14 @@ from typing import Any
 import papermill
 import pytest
 
-from etar import storage, warehouse, workbook
+from etar import workbook
 from etar.config import Settings
+from etar.extract import storage
 from etar.minute import Minute
-from etar.pipeline import run_minute
-from etar.producer import ProduceOptions, produce
-from etar.report import fetch
+from etar.orchestration.pipeline import run_minute
+from etar.produce.producer import ProduceOptions, produce
+from etar.report.minute_report import fetch
+from etar.warehouse import table as warehouse
 from tests.notebooks.conftest import NOTEBOOKS, empty_minute, notebook
 
 pytestmark = pytest.mark.integration

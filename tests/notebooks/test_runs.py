@@ -13,13 +13,13 @@ from pathlib import Path
 import papermill
 import pytest
 
-from etar import warehouse
 from etar.config import Settings
-from etar.events import Status
+from etar.events.event import Status
 from etar.minute import Minute
-from etar.producer import ProduceOptions, produce
-from etar.replay import STAGES, run_dir
-from etar.report import read_report
+from etar.orchestration.replay import STAGES, run_dir
+from etar.produce.producer import ProduceOptions, produce
+from etar.report.minute_report import read_report
+from etar.warehouse import table as warehouse
 from etar.workbook import records, wait_for_rows
 from tests.integration.lanes import expected_events
 from tests.notebooks.conftest import NOTEBOOKS, empty_minute, etar, notebook

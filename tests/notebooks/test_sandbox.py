@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from etar import storage, warehouse, workbook
+from etar import workbook
 from etar.config import Settings
-from etar.serde import registry_client
+from etar.events.serde import registry_client
+from etar.extract import storage
 from etar.topics import admin
+from etar.warehouse import table as warehouse
 
 pytestmark = pytest.mark.integration
 

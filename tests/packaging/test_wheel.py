@@ -17,9 +17,9 @@ from tests import REPO_ROOT
 SCRIPT = """
 import json, sys
 import etar
-from etar.events import parsed_schema
-from etar.warehouse import table_ddl
-from etar.spark_submit import submit_spec
+from etar.events.event import parsed_schema
+from etar.warehouse.table import table_ddl
+from etar.analysis.submit import submit_spec
 from etar.config import Settings
 schema = parsed_schema()
 ddl = table_ddl()
@@ -90,7 +90,7 @@ def test_schema_sql_and_submit_spec_come_from_the_installed_package(
     assert found["schema"] == "dev.etar.events.UserInteraction"
     assert found["ddl"].startswith("CREATE TABLE IF NOT EXISTS `user_interactions`")
     job = found["command"][-2]
-    assert job.startswith(str(venv)) and job.endswith("etar/spark_job.py")
+    assert job.startswith(str(venv)) and job.endswith("etar/analysis/job.py")
     assert Path(job).is_file()
     log4j = next(c for c in found["command"] if "log4j2.configurationFile" in c)
     assert Path(log4j.rsplit("=", 1)[1]).is_file()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from etar import resources, warehouse
-from etar.events import Event, schema_fields
-from etar.extract import ARROW_SCHEMA
+from etar import resources
+from etar.events.event import Event, schema_fields
+from etar.extract.parquet import ARROW_SCHEMA
+from etar.warehouse import table as warehouse
 
 DERIVED_BY_THE_TABLE = ("event_minute", "ingested_at")
 

@@ -1,12 +1,12 @@
-"""The dashboard's numbers, error breakdown, history and minute picker (``etar.dashboard_view``)."""
+"""The dashboard's numbers, error breakdown, history and minute picker (``etar.report.view``)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from etar import dashboard_view as view
-from etar.events import EventType
+from etar.events.event import EventType
+from etar.report import view
 
 
 def report(minute: str, errors: dict[str, int] | None = None, revenue: float = 0.0,

@@ -13,7 +13,7 @@ import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
 from etar.errors import ConfigError
-from etar.events import (
+from etar.events.event import (
     Event,
     EventGenerator,
     EventType,

@@ -8,10 +8,10 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from minio.error import S3Error
 
+from etar.analysis.submit import AnalysisFailed
 from etar.errors import ConfigError, ServiceUnavailable
-from etar.failures import describe, transient
-from etar.report import ReportRejected
-from etar.spark_submit import AnalysisFailed
+from etar.orchestration.failures import describe, transient
+from etar.report.minute_report import ReportRejected
 
 
 def _s3_error(code: str) -> S3Error:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from etar.errors import ConfigError
-from etar.producer import BATCH, Pacer, ProduceOptions, ProduceSummary, _Counters
+from etar.produce.producer import BATCH, Pacer, ProduceOptions, ProduceSummary, _Counters
 
 
 @pytest.mark.parametrize("options, reason", [
@@ -77,7 +77,7 @@ def test_counters_sum_every_worker_and_span_their_sending() -> None:
 
 _GROUP_SIGTERM = r"""
 import multiprocessing.context, os, signal, sys
-import etar.producer as producer
+import etar.produce.producer as producer
 import etar.topics
 from etar.config import Settings
 

@@ -6,11 +6,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from etar.airflow_api import minute_of_run
 from etar.config import Settings
+from etar.extract.storage import day_prefixes
 from etar.minute import Minute
-from etar.reconcile import MinuteAudit, State, Window, choose_redo, classify, redo_run_id
-from etar.storage import day_prefixes
+from etar.orchestration.airflow_api import minute_of_run
+from etar.orchestration.reconcile import (
+    MinuteAudit,
+    State,
+    Window,
+    choose_redo,
+    classify,
+    redo_run_id,
+)
 
 
 def minute(text: str) -> Minute:

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka.serialization import SerializationError
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from etar.events import (
+from etar.events.event import (
     Event,
     EventGenerator,
     GeneratorConfig,
@@ -19,14 +19,14 @@ from etar.events import (
     parsed_schema,
     uniform_error_rates,
 )
-from etar.minute import Minute
-from etar.serde import (
+from etar.events.serde import (
     AvroRecordWriter,
     EventValueWriter,
     UUIDKeyDeserializer,
     UUIDKeySerializer,
     confluent_header,
 )
+from etar.minute import Minute
 
 
 def test_uuid_key_round_trip_is_16_raw_bytes() -> None:

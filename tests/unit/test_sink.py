@@ -17,11 +17,9 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from fastavro import schemaless_writer
 
 from etar.config import get_settings
-from etar.dead_letters import REPLACED_HEADER, DeadLetters
-from etar.events import EventGenerator, GeneratorConfig, load_schema_str, parsed_schema
-from etar.serde import UUIDKeySerializer
-from etar.sink import Sink
-from etar.sink_batch import (
+from etar.events.event import EventGenerator, GeneratorConfig, load_schema_str, parsed_schema
+from etar.events.serde import UUIDKeySerializer
+from etar.sink.batch import (
     MAX_EVENT_BYTES,
     BadData,
     Batch,
@@ -39,6 +37,8 @@ from etar.sink_batch import (
     precheck,
     wire_info,
 )
+from etar.sink.consumer import Sink
+from etar.sink.dead_letters import REPLACED_HEADER, DeadLetters
 
 
 def _value(schema_id: int = 1) -> tuple[bytes, bytes]:
@@ -357,7 +357,7 @@ def _sink(consumer: _Consumer) -> Sink:
 def test_on_lost_commits_nothing_and_never_raises() -> None:
     consumer = _Consumer()
     sink = _sink(consumer)
-    sink._epoch[("t", 0)] = 1
+    sink.shared.epochs[("t", 0)] = 1
     sink._finished[("t", 0)] = (10, 1)
     sink.batch.add(("t", 0), 10, 1, [], b"k", b"v", None, None, 0.0)
     sink._on_lost(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
@@ -368,10 +368,10 @@ def test_on_lost_commits_nothing_and_never_raises() -> None:
 def test_on_revoke_does_not_raise_when_the_commit_fails() -> None:
     consumer = _Consumer()
     sink = _sink(consumer)
-    sink._epoch[("t", 0)] = 1
+    sink.shared.epochs[("t", 0)] = 1
     sink._finished[("t", 0)] = (10, 1)
     sink._on_revoke(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
-    assert len(consumer.commits) == 1 and ("t", 0) not in sink._epoch
+    assert len(consumer.commits) == 1 and ("t", 0) not in sink.shared.epochs
 
 
 class _Consumed:
@@ -657,7 +657,7 @@ def test_a_block_over_the_memory_limit_is_inserted_in_halves(tmp_path: Path) -> 
     sink._on_assign(broker, [TopicPartition(*TP)])  # type: ignore[arg-type]
     sink._take(_events(range(0, 32)))  # type: ignore[arg-type]
     segments = sink.batch.take_ready(lambda tp: False)
-    assert sink.insert(segments) == {TP: (32, sink._epoch[TP])}
+    assert sink.inserter.insert(segments) == {TP: (32, sink.shared.epochs[TP])}
     assert ch.rows == 32 and len(ch.tokens) == 4
     assert not segments[0].dead
 
@@ -669,5 +669,6 @@ def test_a_single_row_over_the_memory_limit_is_retried(tmp_path: Path) -> None:
     sink = _loop_sink(broker, ch, tmp_path)
     sink._on_assign(broker, [TopicPartition(*TP)])  # type: ignore[arg-type]
     sink._take(_events(range(0, 1)))  # type: ignore[arg-type]
-    assert sink.insert(sink.batch.take_ready(lambda tp: False)) == {TP: (1, sink._epoch[TP])}
+    ready = sink.batch.take_ready(lambda tp: False)
+    assert sink.inserter.insert(ready) == {TP: (1, sink.shared.epochs[TP])}
     assert ch.rows == 1

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from etar import spark_job
-from etar.config import Settings
-from etar.errors import ConfigError
-from etar.native import s3a_jars
-from etar.spark_submit import (
+from etar.analysis import job as spark_job
+from etar.analysis.submit import (
     EXIT_TIMEOUT,
     AnalysisFailed,
     require_s3a_jars,
     run_submit,
     submit_spec,
 )
+from etar.config import Settings
+from etar.errors import ConfigError
+from etar.native import s3a_jars
 
 SOURCE = "s3a://etar/2026-01-01_10-30.parquet"
 

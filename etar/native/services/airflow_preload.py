@@ -13,11 +13,11 @@ MODULES = (
     "airflow.providers.apache.spark.operators.spark_submit",  # the DAG file
     "pendulum",
     "pyspark.sql.connect.session",  # analyze: the Spark Connect client
-    "etar.completeness",  # wait_for_sink
-    "etar.extract",
-    "etar.spark_connect",
-    "etar.report",
-    "etar.reconcile",  # reconcile
+    "etar.orchestration.completeness",  # wait_for_sink
+    "etar.extract.parquet",
+    "etar.analysis.remote",
+    "etar.report.minute_report",
+    "etar.orchestration.reconcile",  # reconcile
 )
 
 for _name in MODULES:

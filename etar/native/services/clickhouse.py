@@ -37,7 +37,7 @@ def allow_hosts(settings: Settings) -> str:
 
 def service(settings: Settings) -> Service:
     """The endpoint as a supervised service; the table is applied once it is ready."""
-    from etar import warehouse
+    from etar.warehouse import table as warehouse
 
     return Service(
         name="clickhouse",

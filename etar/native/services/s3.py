@@ -161,7 +161,7 @@ def migrate(settings: Settings) -> tuple[int, int]:
 def ready(settings: Settings) -> bool:
     """versitygw answers an authenticated request (not tried before the port is open, so the
     client does not retry and warn while the server starts)."""
-    from etar import storage
+    from etar.extract import storage
 
     if not port_open(settings.bind_host, settings.s3_port):
         return False
@@ -189,7 +189,7 @@ def environment(settings: Settings) -> dict[str, str]:
 
 
 def service(settings: Settings) -> Service:
-    from etar import storage
+    from etar.extract import storage
 
     return Service(
         name="s3",

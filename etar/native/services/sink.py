@@ -1,4 +1,4 @@
-"""The Kafka → ClickHouse sink as a native-stack service (``python -m etar.sink``).
+"""The Kafka → ClickHouse sink as a native-stack service (``python -m etar.sink.consumer``).
 
 On the cluster topology several instances share the consumer group (``sink-1``, ``sink-2``):
 each names itself (``ETAR_SINK_INSTANCE``, the consumer's ``client.id``) and reports its own
@@ -13,7 +13,7 @@ from confluent_kafka import ConsumerGroupState
 
 from etar.config import SINK_CLUSTER_INSTANCES, Settings
 from etar.native.supervisor import Service
-from etar.sink import read_progress
+from etar.sink.consumer import read_progress
 from etar.topics import admin
 
 
@@ -48,7 +48,7 @@ def describe(settings: Settings) -> str:
 def _service(settings: Settings, name: str) -> Service:
     return Service(
         name=name,
-        command=[sys.executable, "-m", "etar.sink"],
+        command=[sys.executable, "-m", "etar.sink.consumer"],
         port=None,
         url=f"{settings.kafka_topic} → {settings.clickhouse_table}",
         ready=lambda: ready(settings),

@@ -1,7 +1,7 @@
 """The warm Spark: pyspark's Spark Connect server, S3A configured like the job.
 
 One JVM (``local[2]`` by default, ``ETAR_SPARK_MASTER``) started with the stack instead of
-one per minute: the minute's analysis (``etar.spark_connect``) is then a client call. It runs
+one per minute: the minute's analysis (``etar.analysis.remote``) is then a client call. It runs
 ``SparkConnectServer`` in the foreground through ``spark-submit`` (what
 ``sbin/start-connect-server.sh`` does, without daemonizing), with the S3A endpoint in its
 conf and the credentials in its environment. Ready once a query answers; it is warmed by
@@ -10,10 +10,10 @@ touching S3A so the first minute does not pay for loading it.
 
 from __future__ import annotations
 
+from etar.analysis.submit import spark_home, submit_spec
 from etar.config import Settings
 from etar.native.supervisor import Service
 from etar.security import refuse_unauthenticated_bind
-from etar.spark_submit import spark_home, submit_spec
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
@@ -35,7 +35,7 @@ def ready(settings: Settings) -> bool:
     """The port listens, then a client session runs a query."""
     from pyspark.sql import SparkSession
 
-    from etar.spark_connect import server_listening
+    from etar.analysis.remote import server_listening
 
     if not server_listening(settings):
         return False

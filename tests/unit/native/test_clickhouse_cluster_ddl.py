@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from etar.clickhouse_cluster import cluster_ddl
 from etar.config import Settings
 from etar.errors import ConfigError
 from etar.native.clickhouse.engine import Engine
-from etar.warehouse import DEDUPLICATION_WINDOW, table_ddl
+from etar.warehouse.cluster import cluster_ddl
+from etar.warehouse.table import DEDUPLICATION_WINDOW, table_ddl
 
 
 def _settings(cluster: str = "etar") -> Settings:

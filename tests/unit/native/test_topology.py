@@ -7,7 +7,7 @@ from pathlib import Path
 from etar.config import Settings
 from etar.native import all_services, selected_services
 from etar.native.services import kafka
-from etar.sink import progress_path
+from etar.sink.consumer import progress_path
 
 
 def _settings(topology: str, tmp: Path) -> Settings:

@@ -1,6 +1,6 @@
 """The Spark job's submit spec: one plain value for ``spark-submit``, Airflow and the tests.
 
-:func:`submit_spec` says what to run (``etar/spark_job.py`` on one ``s3a://`` object) and how
+:func:`submit_spec` says what to run (``etar/analysis/job.py`` on one ``s3a://`` object) and how
 (master, S3A conf, the S3A jars on the class path, environment). ``etar analyze`` turns it into
 a ``spark-submit`` command (:meth:`SubmitSpec.command`); the DAG hands the same value to
 ``SparkSubmitOperator`` (:meth:`SubmitSpec.operator_kwargs`). Credentials travel only in the
@@ -22,18 +22,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from etar import resources, storage
+from etar import resources
+from etar.analysis.job import EXIT_INTERNAL, RESULT_MARKER
 from etar.config import Settings, get_settings
 from etar.errors import ConfigError, EtarError
+from etar.extract import storage
 from etar.minute import Minute
-from etar.spark_job import EXIT_INTERNAL, RESULT_MARKER
 
 SUBMIT_TIMEOUT_S = 600.0
 """Longest a ``spark-submit`` of one minute may take before it is killed (the DAG's analyze
 task allows 5 minutes; the CLI and tests get a little more)."""
 EXIT_TIMEOUT = 124
 """AnalysisFailed's code for a job killed at its timeout (as coreutils ``timeout`` says)."""
-JOB = Path(__file__).with_name("spark_job.py")
+JOB = Path(__file__).with_name("job.py")
 """The job, shipped in the package (``spark/spark.py`` is the same under the seed name)."""
 ENV_CREDENTIALS = "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
 

@@ -10,11 +10,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from etar.analysis.mode import analyze_minute
 from etar.config import Settings, get_settings
-from etar.extract import extract_minute
+from etar.extract.parquet import extract_minute
 from etar.minute import Minute
-from etar.report import report_minute
-from etar.spark_submit import JobRun
+from etar.report.minute_report import report_minute
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,6 @@ class MinuteRun:
         return self.parquet is None
 
 
-def analyze(minute: Minute, settings: Settings | None = None) -> JobRun:
-    """The minute's Spark analysis, the way ``ETAR_SPARK_MODE`` says (Connect or submit)."""
-    settings = settings or get_settings()
-    if settings.spark_mode == "connect":
-        from etar.spark_connect import analyze_minute as on_connect
-
-        return on_connect(minute, settings)
-    from etar.spark_submit import analyze_minute as by_submit
-
-    return by_submit(minute, settings)
-
-
 def run_minute(minute: Minute, settings: Settings | None = None) -> MinuteRun:
     """Extract, analyze and report one closed minute."""
     settings = settings or get_settings()
@@ -52,6 +40,6 @@ def run_minute(minute: Minute, settings: Settings | None = None) -> MinuteRun:
     if run.skipped:
         log.info("minute %s is empty: analyze and report skipped", minute)
         return run
-    run.report = analyze(minute, settings).report
+    run.report = analyze_minute(minute, settings).report
     run.posted = report_minute(minute, settings)
     return run

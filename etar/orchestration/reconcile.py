@@ -30,11 +30,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from etar import storage, warehouse
-from etar.airflow_api import PAGE, PIPELINE_DAG, AirflowApi, AirflowError, minute_of_run
 from etar.config import Settings, get_settings
 from etar.errors import ServiceUnavailable
+from etar.extract import storage
 from etar.minute import Minute
+from etar.orchestration.airflow_api import (
+    PAGE,
+    PIPELINE_DAG,
+    AirflowApi,
+    AirflowError,
+    minute_of_run,
+)
+from etar.warehouse import table as warehouse
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from clickhouse_connect.driver.client import Client
 from etar import resources
 from etar.config import Settings, get_settings
 from etar.errors import ServiceUnavailable
-from etar.events import schema_field_names
+from etar.events.event import schema_field_names
 from etar.minute import Minute
 
 COLUMNS = schema_field_names()
@@ -123,7 +123,7 @@ def minute_parquet(minute: Minute, ch: Client | None = None,
                    settings: Settings | None = None) -> Iterator[BinaryIO]:
     """The minute as zstd Parquet, written by ClickHouse and streamed (never held in Python).
 
-    Its schema is :data:`etar.extract.ARROW_SCHEMA`: UUIDs and enums as text, nullable
+    Its schema is :data:`etar.extract.parquet.ARROW_SCHEMA`: UUIDs and enums as text, nullable
     columns nullable, ``event_ts`` as UTC milliseconds.
     """
     settings = settings or get_settings()

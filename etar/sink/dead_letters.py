@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from etar.sink_batch import DeadLetter, SinkError
+from etar.sink.batch import DeadLetter, SinkError
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,9 @@
 
 The native stack runs pyspark's Spark Connect server with the job's S3A configuration
 (``etar.native.services.spark_connect``); here a thin client sends it the same
-``etar.analysis.aggregate`` over the minute's Parquet object and writes the same JSON report
-the ``spark-submit`` job writes (``ETAR_SPARK_MODE`` picks the way; both give equal reports).
+``etar.analysis.aggregation.aggregate`` over the minute's Parquet object and writes the same
+JSON report the ``spark-submit`` job writes (``ETAR_SPARK_MODE`` picks the way; both give equal
+reports).
 """
 
 from __future__ import annotations
@@ -15,19 +16,19 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-from etar import storage
-from etar.analysis import aggregate, finish
-from etar.config import Settings, get_settings
-from etar.errors import ServiceUnavailable
-from etar.minute import Minute
-from etar.spark_job import (
+from etar.analysis.aggregation import aggregate, finish
+from etar.analysis.job import (
     EXIT_BAD_DATA,
     EXIT_INTERNAL,
     EXIT_MISSING,
     EXIT_UNREADABLE,
     bad_columns,
 )
-from etar.spark_submit import AnalysisFailed, JobRun, minute_source
+from etar.analysis.submit import AnalysisFailed, JobRun, minute_source
+from etar.config import Settings, get_settings
+from etar.errors import ServiceUnavailable
+from etar.extract import storage
+from etar.minute import Minute
 
 RETRY_POLICY = {"max_retries": 10, "initial_backoff": 500, "backoff_multiplier": 2.0,
                 "max_backoff": 10_000}

@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from etar.config import Settings, get_settings
 from etar.errors import ServiceUnavailable
 from etar.minute import Minute
+from etar.topics import consumer, watermarks
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,7 @@ def cutoff(minute: Minute, settings: Settings) -> datetime:
 
 def _consumer(settings: Settings) -> Consumer:
     """A consumer in the sink's group that never joins it: it only reads offsets."""
-    return Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                     "group.id": settings.sink_group_id, "enable.auto.commit": False,
-                     "socket.timeout.ms": 5000})
+    return consumer(settings, settings.sink_group_id, {"socket.timeout.ms": 5000})
 
 
 def check_minute(minute: Minute, settings: Settings | None = None,
@@ -61,25 +60,25 @@ def check_minute(minute: Minute, settings: Settings | None = None,
     if now < until:
         return Completeness(minute, False, f"the cut-off {until:%H:%M:%S}Z is "
                                            f"{(until - now).total_seconds():.1f}s away")
-    consumer = _consumer(settings)
+    reader = _consumer(settings)
     try:
-        topic = consumer.list_topics(settings.kafka_topic, timeout=timeout).topics.get(
+        topic = reader.list_topics(settings.kafka_topic, timeout=timeout).topics.get(
             settings.kafka_topic)
         if topic is None or topic.error is not None or not topic.partitions:
             raise ServiceUnavailable(f"topic {settings.kafka_topic!r} is not on "
                                      f"{settings.kafka_bootstrap_servers}")
         partitions = sorted(topic.partitions)
         cut_ms = int(until.timestamp() * 1000)
-        firsts = consumer.offsets_for_times(
+        firsts = reader.offsets_for_times(
             [TopicPartition(settings.kafka_topic, p, cut_ms) for p in partitions], timeout)
-        committed = consumer.committed(
+        committed = reader.committed(
             [TopicPartition(settings.kafka_topic, p) for p in partitions], timeout)
         behind: dict[int, int] = {}
         for first, done in zip(firsts, committed, strict=True):
             target = first.offset
             if target < 0:  # nothing at or after the cut-off yet: everything there counts
-                target = consumer.get_watermark_offsets(
-                    TopicPartition(settings.kafka_topic, first.partition), timeout)[1]
+                target = watermarks(reader, settings.kafka_topic, first.partition,
+                                    within=timeout)[1]
             position = max(done.offset, 0)
             if position < target:
                 behind[first.partition] = target - position
@@ -87,7 +86,7 @@ def check_minute(minute: Minute, settings: Settings | None = None,
         raise ServiceUnavailable(f"cannot read the sink's progress from "
                                  f"{settings.kafka_bootstrap_servers}: {exc}") from exc
     finally:
-        consumer.close()
+        reader.close()
     if behind:
         return Completeness(minute, False, f"the sink ({settings.sink_group_id}) has "
                                            f"{sum(behind.values())} messages from before the "

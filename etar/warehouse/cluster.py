@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from etar.config import Settings
 from etar.errors import ConfigError
-from etar.warehouse import DEDUPLICATION_WINDOW, table_ddl
+from etar.warehouse.table import DEDUPLICATION_WINDOW, table_ddl
 
 DEDUPLICATION_WINDOW_SECONDS = 24 * 3600
 """How long replicas remember a block's token (a replay comes within minutes; a day of room)."""
@@ -28,7 +28,7 @@ SINK_INSERT_SETTINGS = {"distributed_foreground_insert": "1", "insert_deduplicat
 def _replace(text: str, old: str, new: str) -> str:
     if old not in text:
         raise ConfigError(f"the table schema no longer contains {old!r}; update "
-                          "etar/clickhouse_cluster.py with it")
+                          "etar/warehouse/cluster.py with it")
     return text.replace(old, new, 1)
 
 
@@ -55,7 +55,7 @@ def cluster_ddl(settings: Settings) -> list[str]:
 
 
 def main() -> None:
-    """Print the statements (``python -m etar.clickhouse_cluster``)."""
+    """Print the statements (``python -m etar.warehouse.cluster``)."""
     from etar.config import get_settings
 
     print(";\n\n".join(cluster_ddl(get_settings())) + ";")

@@ -12,7 +12,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from etar.events import EventType, Status
+from etar.events.event import EventType, Status
 from etar.minute import Minute
 
 NO_CODE = "(none)"

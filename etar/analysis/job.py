@@ -1,9 +1,9 @@
 """The Spark job: aggregate one extracted minute into its JSON report.
 
-    spark-submit <site-packages>/etar/spark_job.py s3a://<bucket>/<YYYY-MM-DD_HH-MM>.parquet
+    spark-submit <site-packages>/etar/analysis/job.py s3a://<bucket>/<YYYY-MM-DD_HH-MM>.parquet
 
 (``spark/spark.py`` is the same job under the seed's name.) It ships inside the package so an
-installed etar submits it without a checkout; ``etar.spark_submit`` builds the submit spec.
+installed etar submits it without a checkout; ``etar.analysis.submit`` builds the submit spec.
 
 S3A settings (endpoint, path-style access) come from the caller's ``--conf``; credentials
 from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), never the command line.
@@ -61,9 +61,9 @@ def _is_read_failure(exc: BaseException) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    from pyspark.sql import SparkSession  # here: etar.spark_submit imports this module's codes
+    from pyspark.sql import SparkSession  # here: etar.analysis.submit imports this module's codes
 
-    from etar.analysis import aggregate, finish
+    from etar.analysis.aggregation import aggregate, finish
 
     if len(argv) != 2 or not argv[1].startswith("s3a://") or not argv[1].endswith(".parquet"):
         return _fail(1, "usage: spark.py s3a://<bucket>/<YYYY-MM-DD_HH-MM>.parquet")

@@ -316,7 +316,7 @@ class EventGenerator:
 
     Iterating gives :class:`Event` objects; ``records(n)`` gives the same stream as keyed Avro
     records without building them; ``steps(n)`` gives it as the generator's draws, which
-    :class:`etar.serde.EventValueWriter` writes straight to wire values (what the producer
+    :class:`etar.events.serde.EventValueWriter` writes straight to wire values (what the producer
     sends). The event ids are drawn from a random stream of their own, a batch at a time, so
     the stream is the same whatever the batch sizes.
     """

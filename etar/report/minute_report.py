@@ -28,10 +28,10 @@ from pydantic import (
     model_validator,
 )
 
-from etar import storage
 from etar.config import Settings, get_settings
 from etar.errors import EtarError, ServiceUnavailable
-from etar.events import EventType
+from etar.events.event import EventType
+from etar.extract import storage
 from etar.minute import InvalidMinute, Minute
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class ByEventType(BaseModel):
 
 
 class MinuteReport(BaseModel):
-    """The Spark job's report of one minute (see ``etar.analysis.aggregate``)."""
+    """The Spark job's report of one minute (see ``etar.analysis.aggregation.aggregate``)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     minute: Annotated[datetime, BeforeValidator(_minute)] = Field(

@@ -1,7 +1,7 @@
-"""What the Streamlit dashboard shows, built from minute reports (``etar.report.MinuteReport``
-as the API returns them): the numbers of a minute, its error breakdown, the history table and
-charts, and the minutes the user can pick. Pure functions, so they are unit-tested without a
-browser; ``dashboard/ui.py`` only lays them out.
+"""What the Streamlit dashboard shows, built from minute reports
+(``etar.report.minute_report.MinuteReport`` as the API returns them): the numbers of a minute,
+its error breakdown, the history table and charts, and the minutes the user can pick. Pure
+functions, so they are unit-tested without a browser; ``dashboard/ui.py`` only lays them out.
 
 Errors are broken down per event type and per ``error_code``; reports made before the
 per-code breakdown existed (still in the bucket's history) have no ``by_error_code``: their

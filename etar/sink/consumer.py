@@ -2,14 +2,14 @@
 
 A consumer group on the event topic hands the raw Confluent-framed values to ClickHouse, which
 decodes them itself (``INSERT … FORMAT AvroConfluent``, writer schemas from the registry).
-Python only pre-checks a few bytes per message (:func:`etar.sink_batch.precheck`; its fast
-path is :meth:`etar.sink_batch.Batch.take`).
+Python only pre-checks a few bytes per message (:func:`etar.sink.batch.precheck`; its fast
+path is :meth:`etar.sink.batch.Batch.take`).
 
 Pipeline: the main thread consumes and batches while one worker thread inserts the previous
 batch (a hand-over queue of one). Fetches are large (a backlog arrives in few round trips) and
 a message that looks like the events already accepted is batched in a few operations. A batch
 is cut into segments, one per partition, each inserted as a block with a deduplication token
-(see :mod:`etar.sink_batch`). The main thread commits the plan (where the segments end, as
+(see :mod:`etar.sink.batch`). The main thread commits the plan (where the segments end, as
 offset metadata) and hands the segments over; the worker inserts them and waits until their
 dead letters are acknowledged; the main thread then commits their end offsets (with the next
 plan when one is due). Only the main thread calls the consumer: confluent-kafka serialises
@@ -64,12 +64,11 @@ from clickhouse_connect.driver.exceptions import (
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from etar import warehouse
+from etar import topics
 from etar.config import Settings, get_settings
-from etar.dead_letters import DeadLetters
-from etar.events import load_schema_str
-from etar.serde import registry_client
-from etar.sink_batch import (
+from etar.events.event import load_schema_str
+from etar.events.serde import registry_client
+from etar.sink.batch import (
     MEMORY_LIMIT_EXCEEDED,
     BadData,
     Batch,
@@ -87,6 +86,8 @@ from etar.sink_batch import (
     isolate,
     wire_info,
 )
+from etar.sink.dead_letters import DeadLetters
+from etar.warehouse import table as warehouse
 
 log = logging.getLogger(__name__)
 
@@ -157,134 +158,41 @@ def insert_failure(exc: BaseException) -> Failure:
     return Failure.TRANSIENT  # OSError and the like: the connection
 
 
-class Sink:
-    """Consume → pre-check → batch, while a worker inserts and commits the previous batch."""
+@dataclass
+class Shared:
+    """What the sink's two threads share, and who writes it.
 
-    assign_attempts = 3
-    """Tries at reading the committed offsets of assigned partitions before the sink stops."""
-    assign_retry_delay = 1.0
+    The main thread alone calls the consumer; ``epochs`` changes only in its rebalance
+    callbacks (a revocation first waits for the insert in flight). The insert thread reads
+    ``epochs`` to drop what is no longer ours, and adds to ``abandoned`` and to the counters of
+    ``progress`` (rows, dead letters, batches); the main thread reads both between batches and
+    writes the rest of ``progress``. ``stopping`` is set once, by whoever stops the sink.
+    """
 
-    def __init__(self, settings: Settings | None = None, ch: Client | None = None,
-                 consumer: Consumer | None = None, dlq: Producer | None = None,
-                 schemas: Callable[[int], str | None] | None = None) -> None:
-        self.settings = settings or get_settings()
-        self.ch = ch or warehouse.client(self.settings)
-        instance = self.settings.sink_instance
-        self.consumer = consumer or Consumer({
-            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-            "group.id": self.settings.sink_group_id,
-            **({"client.id": f"etar-sink-{instance}"} if instance else {}),
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "session.timeout.ms": 10_000,  # a crashed sink's partitions move on within 10 s
-            "heartbeat.interval.ms": 1_000,
-            "fetch.wait.max.ms": 100,  # a quiet topic answers fast (latency)
-            # A backlog: 1 MiB per partition and fetch (the default) delivered ~130k msg/s
-            # here, 8 MiB ~220k (the prefetch queue stays bounded by queued.max.messages.kbytes)
-            "max.partition.fetch.bytes": FETCH_PARTITION_BYTES,
-            "fetch.max.bytes": 8 * FETCH_PARTITION_BYTES,
-        })
-        # Compressed: a value the event topic took compressed fits the dead-letter topic too
-        # (whose limit is aligned with the event topic's); one that still does not is replaced
-        # by its coordinates (etar.dead_letters).
-        producer = dlq or Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
-                                    "enable.idempotence": True, "acks": "all",
-                                    "compression.type": "zstd",
-                                    "message.max.bytes": DEAD_LETTER_MAX_BYTES,
-                                    "message.timeout.ms": int(DEAD_LETTER_TIMEOUT * 1000)})
-        self.dead_letters = DeadLetters(producer, self.settings.kafka_dlq_topic)
-        if schemas is None:
-            self._registry = registry_client(self.settings)
-            schemas = KnownSchemas(self._fetch_schema, load_schema_str())
-        self.precheck = Prechecker(schemas)
-        # An idle inserter takes a batch this old already; ``sink_batch_seconds`` is the longest.
-        self.idle_flush_seconds = min(self.settings.sink_idle_flush_seconds,
-                                      self.settings.sink_batch_seconds)
-        self.backlog_rows = max(self.settings.sink_batch_rows, BACKLOG_ROWS)
-        self.backlog_bytes = BACKLOG_BYTES
+    epochs: dict[TopicPartitionKey, int] = field(default_factory=dict)
+    """Partition → the epoch of its current assignment; absent: not ours."""
+    abandoned: set[tuple[TopicPartitionKey, int]] = field(default_factory=set)
+    """(partition, epoch) whose insert the worker gave up: never handed over again."""
+    stopping: threading.Event = field(default_factory=threading.Event)
+    progress: Progress = field(default_factory=Progress)
+
+    def owned(self, segment: Segment) -> bool:
+        return self.epochs.get(segment.tp) == segment.epoch
+
+
+class Inserter:
+    """The insert thread's part: segments into ClickHouse (retried, poison isolated), their
+    dead letters sent and acknowledged; it never touches the consumer."""
+
+    def __init__(self, settings: Settings, ch: Client, dead_letters: DeadLetters,
+                 shared: Shared) -> None:
+        self.settings = settings
+        self.ch = ch
+        self.dead_letters = dead_letters
+        self.shared = shared
         self.insert_settings: dict[str, Any] = {
-            "format_avro_schema_registry_url": self.settings.schema_registry_url,
+            "format_avro_schema_registry_url": settings.schema_registry_url,
             "insert_deduplicate": 1, "async_insert": 0}
-        self.progress = Progress()
-        self.batch = Batch()
-        self._epochs = count(1)
-        self._epoch: dict[TopicPartitionKey, int] = {}
-        self._cuts: dict[TopicPartitionKey, list[int]] = {}
-        self._committed: dict[TopicPartitionKey, int] = {}
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-insert")
-        self._inflight: Future[dict[TopicPartitionKey, tuple[int, int]]] | None = None
-        self._finished: dict[TopicPartitionKey, tuple[int, int]] = {}
-        self._inflight_ends: dict[TopicPartitionKey, list[int]] = {}
-        self._abandoned: set[tuple[TopicPartitionKey, int]] = set()
-        """(partition, epoch) whose insert the worker gave up: never handed over again."""
-        self._failure: SinkError | None = None
-        self._running = True
-        self._stopping = threading.Event()
-        self._paused = False
-        self._window = (time.monotonic(), 0)
-
-    # --- pre-check -------------------------------------------------------------------
-    def _fetch_schema(self, schema_id: int) -> str | None:
-        """The registered schema's text; None if the registry does not know the id."""
-        delay = 0.5
-        while True:
-            try:
-                return str(self._registry.get_schema(schema_id).schema_str)
-            except SchemaRegistryError as exc:
-                if exc.http_status_code == 404:
-                    return None
-                problem: Exception = exc
-            except Exception as exc:  # the registry is unreachable: decide nothing yet
-                problem = exc
-            if self._stopping.is_set():
-                raise SinkError(f"the schema registry did not answer for id {schema_id}: "
-                                f"{problem}")
-            log.warning("schema registry: %s; asking again in %.1fs", problem, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, _MAX_BACKOFF)
-
-    def _take(self, messages: list[Message]) -> None:
-        errors = self.batch.take(self.settings.kafka_topic, messages, self._epoch, self._cuts,
-                                 self.precheck, time.monotonic())
-        for error in errors:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", error)
-
-    # --- the worker: plan, insert, dead letters, commit ------------------------------
-    def _owned(self, segment: Segment) -> bool:
-        return self._epoch.get(segment.tp) == segment.epoch
-
-    def _commit(self, offsets: dict[TopicPartitionKey, tuple[int, str]],
-                epochs: dict[TopicPartitionKey, int]) -> set[TopicPartitionKey]:
-        """Commit synchronously; the partitions that are no longer ours are returned.
-
-        A partition still ours that cannot be committed stops the sink (a restart replays it).
-        """
-        pending = dict(offsets)
-        delay = 0.2
-        for _attempt in range(6):
-            pending = {tp: v for tp, v in pending.items() if self._epoch.get(tp) == epochs[tp]}
-            if not pending:
-                break
-            tps = [TopicPartition(t, p, o, metadata) for (t, p), (o, metadata) in pending.items()]
-            try:
-                result = self.consumer.commit(offsets=tps, asynchronous=False) or []
-                failed = {(r.topic, r.partition): r.error for r in result if r.error}
-            except KafkaException as exc:
-                failed = {tp: exc.args[0] for tp in pending}
-            pending = {tp: v for tp, v in pending.items() if tp in failed}
-            if not pending:
-                break
-            log.warning("commit of %s failed (%s); retrying in %.1fs", sorted(pending),
-                        next(iter(failed.values())), delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-        else:
-            if any(self._epoch.get(tp) == epochs[tp] for tp in pending):
-                raise SinkError(f"cannot commit offsets of {sorted(pending)}; stopping so a "
-                                "restart replays them")
-        return {tp for tp in offsets if self._epoch.get(tp) != epochs[tp]}
 
     def _insert(self, segment: Segment, lo: int, hi: int) -> None:
         """Insert rows ``lo:hi`` of the segment, retrying what is transient."""
@@ -293,7 +201,7 @@ class Sink:
                     "insert_deduplication_token": segment.token(lo, hi, body)}
         delay = 0.5
         while True:
-            if not self._owned(segment):
+            if not self.shared.owned(segment):
                 raise _Abandoned
             try:
                 began = time.perf_counter()
@@ -314,7 +222,7 @@ class Sink:
                     raise SinkError(f"ClickHouse refused the insert into "
                                     f"{self.settings.clickhouse_table!r} for a reason a retry "
                                     f"cannot fix: {_short(exc)}") from exc
-                if self._stopping.is_set():
+                if self.shared.stopping.is_set():
                     raise _Abandoned from exc
                 log.warning("insert of %d rows of %s[%d] failed (%s); retrying in %.1fs",
                             hi - lo, segment.topic, segment.partition, _short(exc), delay)
@@ -344,19 +252,140 @@ class Sink:
             rows += len(segment.values) - len(poison)
             done.append(segment)
         done = [s for s in done if s.tp not in gone]
-        self._abandoned.update((s.tp, s.epoch) for s in segments if s.tp in gone)
+        self.shared.abandoned.update((s.tp, s.epoch) for s in segments if s.tp in gone)
         inserted = time.perf_counter()
         letters = sorted((d for s in done for d in s.dead), key=lambda d: (d.partition, d.offset))
         if letters:
             self.dead_letters.send(letters)
             self.dead_letters.confirm(DEAD_LETTER_TIMEOUT)
-        self.progress.rows += rows
-        self.progress.dead_letters += len(letters)
-        self.progress.replaced = self.dead_letters.replaced
-        self.progress.batches += 1
+        progress = self.shared.progress
+        progress.rows += rows
+        progress.dead_letters += len(letters)
+        progress.replaced = self.dead_letters.replaced
+        progress.batches += 1
         log.debug("inserted %d rows of %d segments in %.3fs, %d dead letters in %.3fs", rows,
                   len(done), inserted - began, len(letters), time.perf_counter() - inserted)
         return {s.tp: (s.end, s.epoch) for s in done}
+
+
+class Sink:
+    """Consume → pre-check → batch (the main thread), while the :class:`Inserter` inserts the
+    previous batch on a worker thread; the main thread commits. Shared state: :class:`Shared`."""
+
+    assign_attempts = 3
+    """Tries at reading the committed offsets of assigned partitions before the sink stops."""
+    assign_retry_delay = 1.0
+
+    def __init__(self, settings: Settings | None = None, ch: Client | None = None,
+                 consumer: Consumer | None = None, dlq: Producer | None = None,
+                 schemas: Callable[[int], str | None] | None = None) -> None:
+        self.settings = settings or get_settings()
+        instance = self.settings.sink_instance
+        self.consumer = consumer or topics.consumer(self.settings, self.settings.sink_group_id, {
+            **({"client.id": f"etar-sink-{instance}"} if instance else {}),
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": 10_000,  # a crashed sink's partitions move on within 10 s
+            "heartbeat.interval.ms": 1_000,
+            "fetch.wait.max.ms": 100,  # a quiet topic answers fast (latency)
+            # A backlog: 1 MiB per partition and fetch (the default) delivered ~130k msg/s
+            # here, 8 MiB ~220k (the prefetch queue stays bounded by queued.max.messages.kbytes)
+            "max.partition.fetch.bytes": FETCH_PARTITION_BYTES,
+            "fetch.max.bytes": 8 * FETCH_PARTITION_BYTES,
+        })
+        # Compressed: a value the event topic took compressed fits the dead-letter topic too
+        # (whose limit is aligned with the event topic's); one that still does not is replaced
+        # by its coordinates (etar.sink.dead_letters).
+        producer = dlq or Producer({"bootstrap.servers": self.settings.kafka_bootstrap_servers,
+                                    "enable.idempotence": True, "acks": "all",
+                                    "compression.type": "zstd",
+                                    "message.max.bytes": DEAD_LETTER_MAX_BYTES,
+                                    "message.timeout.ms": int(DEAD_LETTER_TIMEOUT * 1000)})
+        self.shared = Shared()
+        self.inserter = Inserter(self.settings, ch or warehouse.client(self.settings),
+                                 DeadLetters(producer, self.settings.kafka_dlq_topic),
+                                 self.shared)
+        if schemas is None:
+            self._registry = registry_client(self.settings)
+            schemas = KnownSchemas(self._fetch_schema, load_schema_str())
+        self.precheck = Prechecker(schemas)
+        # An idle inserter takes a batch this old already; ``sink_batch_seconds`` is the longest.
+        self.idle_flush_seconds = min(self.settings.sink_idle_flush_seconds,
+                                      self.settings.sink_batch_seconds)
+        self.backlog_rows = max(self.settings.sink_batch_rows, BACKLOG_ROWS)
+        self.backlog_bytes = BACKLOG_BYTES
+        self.batch = Batch()
+        self._epochs = count(1)
+        self._cuts: dict[TopicPartitionKey, list[int]] = {}
+        self._committed: dict[TopicPartitionKey, int] = {}
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="sink-insert")
+        self._inflight: Future[dict[TopicPartitionKey, tuple[int, int]]] | None = None
+        self._finished: dict[TopicPartitionKey, tuple[int, int]] = {}
+        self._inflight_ends: dict[TopicPartitionKey, list[int]] = {}
+        self._failure: SinkError | None = None
+        self._running = True
+        self._paused = False
+        self._window = (time.monotonic(), 0)
+
+    # --- pre-check -------------------------------------------------------------------
+    def _fetch_schema(self, schema_id: int) -> str | None:
+        """The registered schema's text; None if the registry does not know the id."""
+        delay = 0.5
+        while True:
+            try:
+                return str(self._registry.get_schema(schema_id).schema_str)
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404:
+                    return None
+                problem: Exception = exc
+            except Exception as exc:  # the registry is unreachable: decide nothing yet
+                problem = exc
+            if self.shared.stopping.is_set():
+                raise SinkError(f"the schema registry did not answer for id {schema_id}: "
+                                f"{problem}")
+            log.warning("schema registry: %s; asking again in %.1fs", problem, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
+
+    def _take(self, messages: list[Message]) -> None:
+        errors = self.batch.take(self.settings.kafka_topic, messages, self.shared.epochs,
+                                 self._cuts, self.precheck, time.monotonic())
+        for error in errors:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", error)
+
+    # --- commit (main thread) ----------------------------------------------------------
+    def _commit(self, offsets: dict[TopicPartitionKey, tuple[int, str]],
+                epochs: dict[TopicPartitionKey, int]) -> set[TopicPartitionKey]:
+        """Commit synchronously; the partitions that are no longer ours are returned.
+
+        A partition still ours that cannot be committed stops the sink (a restart replays it).
+        """
+        pending = dict(offsets)
+        delay = 0.2
+        for _attempt in range(6):
+            pending = {tp: v for tp, v in pending.items()
+                       if self.shared.epochs.get(tp) == epochs[tp]}
+            if not pending:
+                break
+            tps = [TopicPartition(t, p, o, metadata) for (t, p), (o, metadata) in pending.items()]
+            try:
+                result = self.consumer.commit(offsets=tps, asynchronous=False) or []
+                failed = {(r.topic, r.partition): r.error for r in result if r.error}
+            except KafkaException as exc:
+                failed = {tp: exc.args[0] for tp in pending}
+            pending = {tp: v for tp, v in pending.items() if tp in failed}
+            if not pending:
+                break
+            log.warning("commit of %s failed (%s); retrying in %.1fs", sorted(pending),
+                        next(iter(failed.values())), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        else:
+            if any(self.shared.epochs.get(tp) == epochs[tp] for tp in pending):
+                raise SinkError(f"cannot commit offsets of {sorted(pending)}; stopping so a "
+                                "restart replays them")
+        return {tp for tp in offsets if self.shared.epochs.get(tp) != epochs[tp]}
 
     # --- hand-over (main thread: it alone calls the consumer) --------------------------
     def _reap(self) -> None:
@@ -400,14 +429,15 @@ class Sink:
         """Commit the plan of the ready segments (and what finished), then insert them."""
         age = time.monotonic() - (self.batch.started or time.monotonic())
         segments = [s for s in self.batch.take_ready(lambda tp: bool(self._cuts.get(tp)))
-                    if self._owned(s)]
+                    if self.shared.owned(s)]
         by_tp: dict[TopicPartitionKey, list[Segment]] = {}
         for segment in segments:
             by_tp.setdefault(segment.tp, []).append(segment)
         plans: dict[TopicPartitionKey, tuple[int, str, int]] = {}
         for tp, group in list(by_tp.items()):
             epoch = group[0].epoch
-            if (tp, epoch) in self._abandoned:  # what came before is not in: a restart replays
+            # what came before is not in: a restart replays
+            if (tp, epoch) in self.shared.abandoned:
                 log.warning("%s[%d]: an earlier insert was abandoned; not inserting [%d, %d)",
                             tp[0], tp[1], group[0].start, group[-1].end)
                 del by_tp[tp]
@@ -424,11 +454,11 @@ class Sink:
         log.debug("hand-over of %d rows in %d segments (batch age %.3fs)",
                   sum(len(s.values) for s in segments), len(segments), age)
         if wait:
-            self._finished.update(self.insert(segments))
+            self._finished.update(self.inserter.insert(segments))
             self._commit_finished()
         else:
             self._inflight_ends = {tp: [s.end for s in group] for tp, group in by_tp.items()}
-            self._inflight = self._worker.submit(self.insert, segments)
+            self._inflight = self._worker.submit(self.inserter.insert, segments)
 
     def _wait_worker(self, timeout: float | None) -> bool:
         """Wait for the batch in flight (its errors stay for :meth:`_reap`); True when idle."""
@@ -505,7 +535,7 @@ class Sink:
             return
         for tp in committed:
             key = (tp.topic, tp.partition)
-            self._epoch[key] = next(self._epochs)
+            self.shared.epochs[key] = next(self._epochs)
             self._cuts[key] = [c for c in decode_plan(tp.metadata) if c > tp.offset]
             if tp.offset >= 0:
                 self._committed[key] = tp.offset
@@ -516,7 +546,7 @@ class Sink:
     def _forget(self, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         for key in keys:
-            self._epoch.pop(key, None)
+            self.shared.epochs.pop(key, None)
             self._cuts.pop(key, None)
             self._committed.pop(key, None)
             self._finished.pop(key, None)
@@ -549,7 +579,7 @@ class Sink:
     def _lag(self) -> int:
         """Messages on the broker not yet committed (in ClickHouse) for our partitions."""
         total = 0
-        for key in list(self._epoch):
+        for key in list(self.shared.epochs):
             partition = TopicPartition(*key)
             try:
                 _, high = self.consumer.get_watermark_offsets(partition, timeout=1, cached=True)
@@ -562,24 +592,25 @@ class Sink:
         return total
 
     def report(self) -> None:
+        progress = self.shared.progress
         started, rows = self._window
         now = time.monotonic()
-        self.progress.rows_per_s = (self.progress.rows - rows) / max(now - started, 1e-9)
-        self._window = (now, self.progress.rows)
-        self.progress.lag = self._lag()
-        self.progress.committed = {f"{t}[{p}]": o for (t, p), o in self._committed.items()}
-        self.progress.updated = time.time()
+        progress.rows_per_s = (progress.rows - rows) / max(now - started, 1e-9)
+        self._window = (now, progress.rows)
+        progress.lag = self._lag()
+        progress.committed = {f"{t}[{p}]": o for (t, p), o in self._committed.items()}
+        progress.updated = time.time()
         path = progress_path(self.settings)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(vars(self.progress)))
+        tmp.write_text(json.dumps(vars(progress)))
         tmp.replace(path)
-        log.info("progress %s committed=%s", self.progress.line(), self.progress.committed)
+        log.info("progress %s committed=%s", progress.line(), progress.committed)
 
     # --- loop ------------------------------------------------------------------------
     def stop(self, *_: Any) -> None:
         self._running = False
-        self._stopping.set()
+        self.shared.stopping.set()
 
     def run(self, until: Callable[[], bool] | None = None, report_every: float = 5.0) -> None:
         """Consume until stopped (SIGTERM/SIGINT or ``until()``), then flush and close."""
@@ -615,14 +646,14 @@ class Sink:
             self._commit_finished()
             self.report()
         finally:
-            self._stopping.set()
+            self.shared.stopping.set()
             self.consumer.close()
             self._worker.shutdown(wait=True)
-            self.dead_letters.producer.flush(10)
+            self.inserter.dead_letters.producer.flush(10)
 
 
 def main() -> None:
-    """Run the sink until SIGTERM / Ctrl-C (``etar sink``, ``python -m etar.sink``).
+    """Run the sink until SIGTERM / Ctrl-C (``etar sink``, ``python -m etar.sink.consumer``).
 
     ``ETAR_SINK_LOG_LEVEL=DEBUG`` logs every insert and hand-over with its timing. A failure
     ends the log with one ``error: …`` line and exit code 1 (``ETAR_DEBUG=1``: the traceback).
@@ -643,7 +674,7 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("ETAR_DEBUG"):
             raise
-        from etar.failures import describe
+        from etar.orchestration.failures import describe
 
         print(f"error: sink stopped: {describe(exc)}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

@@ -32,7 +32,7 @@ from confluent_kafka.serialization import (
 )
 from fastavro import schemaless_writer
 
-from etar.events import (
+from etar.events.event import (
     ID_TEXT_SIZE,
     OUTCOMES,
     Event,
@@ -284,7 +284,7 @@ class AvroRecordWriter:
 
 
 class _StepWriter:
-    """Confluent-framed values of the generator's steps (:data:`etar.events.Step`), joined
+    """Confluent-framed values of the generator's steps (:data:`etar.events.event.Step`), joined
     from fragments that the record writer encoded once: a user's id, currency and
     device + country, a session's id, an outcome's four fields, a product's id and price…
     Only the event id and the parts not seen lately are new per event.

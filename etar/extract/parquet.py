@@ -17,10 +17,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from etar import storage, warehouse
 from etar.config import Settings, get_settings
-from etar.events import schema_fields
+from etar.events.event import schema_fields
+from etar.extract import storage
 from etar.minute import Minute
+from etar.warehouse import table as warehouse
 
 log = logging.getLogger(__name__)
 

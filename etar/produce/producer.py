@@ -31,9 +31,15 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from etar.errors import ConfigError, ServiceUnavailable
-from etar.events import EventGenerator, EventType, GeneratorConfig, clock_within_minute, utc_now
+from etar.events.event import (
+    EventGenerator,
+    EventType,
+    GeneratorConfig,
+    clock_within_minute,
+    utc_now,
+)
+from etar.events.serde import EventValueWriter
 from etar.minute import Minute
-from etar.serde import EventValueWriter
 
 if TYPE_CHECKING:
     from etar.config import Settings
@@ -368,7 +374,7 @@ def _register_schema(settings: Settings) -> int:
     """Register the event schema for the topic's values; its id (what frames every value)."""
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    from etar.serde import register_event_schema, registry_client, value_subject
+    from etar.events.serde import register_event_schema, registry_client, value_subject
 
     try:
         return register_event_schema(registry_client(settings), settings.kafka_topic)

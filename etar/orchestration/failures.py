@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from etar.analysis.mode import spark_mode
 from etar.config import Settings, get_settings
 from etar.errors import ConfigError, EtarError, ServiceUnavailable
 
@@ -29,7 +30,7 @@ def _where(exc: BaseException, settings: Settings) -> str | None:
         "urllib3": f"S3 at {settings.s3_endpoint}",
         "confluent_kafka": f"Kafka at {settings.kafka_bootstrap_servers}",
         "httpx": "an HTTP service",
-        "pyspark": f"Spark ({settings.spark_mode} mode)",
+        "pyspark": f"Spark ({spark_mode(settings)} mode)",
         "grpc": f"Spark Connect at {settings.spark_connect_url}",
     }.get(module)
 
@@ -52,8 +53,8 @@ def describe(exc: BaseException, settings: Settings | None = None) -> str:
 def transient(exc: BaseException) -> bool:
     """Whether trying again later may succeed (a service down or restarting), as opposed to
     bad input or a bug that fails the same way every time."""
-    from etar.report import ReportRejected
-    from etar.spark_submit import AnalysisFailed
+    from etar.analysis.submit import AnalysisFailed
+    from etar.report.minute_report import ReportRejected
 
     if isinstance(exc, ServiceUnavailable):
         return True

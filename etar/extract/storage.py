@@ -2,7 +2,8 @@
 
 Objects of a minute are named by ``etar.minute.Minute``: ``YYYY-MM-DD_HH-MM.parquet``
 (extract) and ``YYYY-MM-DD_HH-MM.json`` (report). Writing a name again replaces the object.
-One client per process and endpoint (``client``).
+One client per process and endpoint (``client``); reads and stats go through the helpers here
+(``read_bytes``, ``read_json``, ``stat``, ``exists``), which name a missing object clearly.
 
 Those names sort in time order, so listings stay bounded however old the bucket is: a window
 of minutes is listed per day prefix (``list_minutes``), and expired objects are the first
@@ -12,7 +13,8 @@ names of the bucket (``expire_minutes``).
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -94,30 +96,56 @@ def upload(name: str, stream: BinaryIO, content_type: str, length: int = -1,
                                 content_type=content_type, part_size=PART_SIZE)
 
 
-def read_json(name: str, settings: Settings | None = None) -> Any:
-    """The JSON document stored under ``name``; ObjectMissing when there is none."""
+_MISSING = ("NoSuchKey", "NoSuchObject")
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """What the bucket says about one object."""
+
+    name: str
+    size: int
+    last_modified: datetime | None
+
+
+def read_bytes(name: str, settings: Settings | None = None) -> bytes:
+    """The object stored under ``name``, whole; ObjectMissing when there is none."""
     settings = settings or get_settings()
     try:
         response = client(settings).get_object(settings.s3_bucket, name)
     except S3Error as exc:
-        if exc.code == "NoSuchKey":
+        if exc.code in _MISSING:
             raise ObjectMissing(f"s3://{settings.s3_bucket}/{name} does not exist") from exc
         raise
     try:
-        return json.loads(response.read())
+        return response.read()
     finally:
         response.close()
         response.release_conn()
 
 
-def exists(name: str, settings: Settings | None = None) -> bool:
+def read_json(name: str, settings: Settings | None = None) -> Any:
+    """The JSON document stored under ``name``; ObjectMissing when there is none."""
+    return json.loads(read_bytes(name, settings))
+
+
+def stat(name: str, settings: Settings | None = None) -> ObjectStat:
+    """The size and modification time of ``name``; ObjectMissing when there is none."""
     settings = settings or get_settings()
     try:
-        client(settings).stat_object(settings.s3_bucket, name)
+        info = client(settings).stat_object(settings.s3_bucket, name)
     except S3Error as exc:
-        if exc.code in ("NoSuchKey", "NoSuchObject"):
-            return False
+        if exc.code in _MISSING:
+            raise ObjectMissing(f"s3://{settings.s3_bucket}/{name} does not exist") from exc
         raise
+    return ObjectStat(name, info.size or 0, info.last_modified)
+
+
+def exists(name: str, settings: Settings | None = None) -> bool:
+    try:
+        stat(name, settings)
+    except ObjectMissing:
+        return False
     return True
 
 
