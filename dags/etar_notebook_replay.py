@@ -51,8 +51,8 @@ class ExecutedNotebookLink(BaseOperatorLink):
 
 
 class ExecutedNotebookOperator(PapermillOperator):
-    """Runs a notebook as ``etar.orchestration.replay.execute`` does (papermill with the code shown, then
-    rendered to HTML, failed or not); a failure names the notebook and cell."""
+    """Runs a notebook as ``etar.orchestration.replay.execute`` does (papermill with the code
+    shown, then rendered to HTML, failed or not); a failure names the notebook and cell."""
 
     operator_extra_links = (ExecutedNotebookLink(),)
 
