@@ -31,8 +31,8 @@ from statistics import mean, median
 from etar import topics
 from etar.config import get_settings
 from etar.events import EventGenerator, GeneratorConfig
-from etar.native import running
-from etar.native.services import kafka
+from etar_stack import running
+from etar_stack.services import kafka
 from etar.producer import producer_config
 from etar.serde import EventValueWriter
 

@@ -6,7 +6,7 @@
 # project's override-dependencies, so the Spark provider's pyspark-client (Spark Connect only,
 # installed into the same pyspark/ folder) never clobbers the full pyspark; pip would.
 FROM maven:3.9.9-eclipse-temurin-17 AS s3a-jars
-COPY etar/native/poms/spark-s3a.xml /build/pom.xml
+COPY etar-stack/etar_stack/poms/spark-s3a.xml /build/pom.xml
 RUN mvn -B -q -f /build/pom.xml dependency:copy-dependencies \
         -DoutputDirectory=/jars -DincludeScope=runtime
 

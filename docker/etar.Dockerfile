@@ -5,7 +5,7 @@
 
 # --- hadoop-aws + AWS SDK at pyspark's Hadoop version, from the same pom as the native stack
 FROM maven:3.9.9-eclipse-temurin-17 AS s3a-jars
-COPY etar/native/poms/spark-s3a.xml /build/pom.xml
+COPY etar-stack/etar_stack/poms/spark-s3a.xml /build/pom.xml
 RUN mvn -B -q -f /build/pom.xml dependency:copy-dependencies \
         -DoutputDirectory=/jars -DincludeScope=runtime
 

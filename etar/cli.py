@@ -24,7 +24,7 @@ from etar.events import EventType, uniform_error_rates
 from etar.minute import Minute
 
 if TYPE_CHECKING:
-    from etar.native.supervisor import Stack
+    from etar_stack.supervisor import Stack
 
 app = typer.Typer(help="etar: Extract → Transform → Analyze → Report for e-commerce events.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -70,7 +70,7 @@ def run() -> None:
 
 
 def _stack() -> Stack:
-    from etar.native import stack
+    from etar_stack import stack
 
     return stack(get_settings())
 
@@ -78,7 +78,7 @@ def _stack() -> Stack:
 @stack_app.command("install")
 def stack_install() -> None:
     """Fetch what the services need: Kafka and hadoop-aws jars (Maven), versitygw (Go)."""
-    from etar.native import install
+    from etar_stack import install
 
     _setup_logging()
     try:
@@ -155,7 +155,7 @@ def stack_down(
     stopped = stack.down()
     console.print("stack stopped" if stopped else "the stack was not running")
     if volumes:
-        from etar.native.services import postgres
+        from etar_stack.services import postgres
 
         # As root, Postgres keeps its cluster outside the private state folder.
         for data in dict.fromkeys([stack.state_dir / "data",
@@ -205,7 +205,7 @@ def stack_exec(ctx: typer.Context) -> None:
     and stopped after. Its exit code is this command's. `make test` runs pytest this way."""
     import subprocess
 
-    from etar.native import running
+    from etar_stack import running
 
     if not ctx.args:
         _fail(ConfigError("name the command to run, e.g. `etar stack exec -- pytest`"))

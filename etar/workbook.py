@@ -91,7 +91,7 @@ def services(settings: Settings | None = None) -> pd.DataFrame:
     """One row per native-stack service: service, address, state, pid, detail, and whether
     the running stack started it (``managed``; a stack started by older code lacks newer
     services)."""
-    from etar.native import stack  # the core never imports native at module level
+    from etar_stack import stack  # the core never imports native at module level
 
     native = stack(settings or get_settings())
     started = (native.read_state() or {}).get("services", {})

@@ -19,7 +19,7 @@ import pytest
 
 from etar.config import Settings
 from etar.minute import Minute
-from etar.native.services import kafka, spark_cluster
+from etar_stack.services import kafka, spark_cluster
 from etar.report import read_report
 from etar.topics import admin
 from tests.faults.harness import (

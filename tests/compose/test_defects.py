@@ -19,7 +19,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from etar.config import Settings
-from etar.native.services import s3 as native_s3
+from etar_stack.services import s3 as native_s3
 from tests import REPO_ROOT
 from tests.compose.test_static import COMPOSE, ENV_EXAMPLE, TEMPLATE, _composecheck, _example_env
 

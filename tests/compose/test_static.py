@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from etar.config import Settings
-from etar.native import all_services as native_services
+from etar_stack import all_services as native_services
 from etar.security import ALLOW_DEFAULTS
 from tests import REPO_ROOT
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from etar.config import Settings
-from etar.native.services.airflow import airflow_env
+from etar_stack.services.airflow import airflow_env
 from tests.integration.lanes import env_for
 
 DAG_TEST = """

@@ -23,7 +23,7 @@ from etar import storage
 from etar.config import Settings
 from etar.events import EventType
 from etar.minute import Minute
-from etar.native.services import dashboard
+from etar_stack.services import dashboard
 from etar.report import report_minute
 
 pytestmark = pytest.mark.integration

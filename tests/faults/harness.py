@@ -26,8 +26,8 @@ from confluent_kafka import Consumer
 from etar import warehouse
 from etar.config import Settings
 from etar.minute import Minute
-from etar.native import stack
-from etar.native.supervisor import Service
+from etar_stack import stack
+from etar_stack.supervisor import Service
 from etar.topics import watermarks
 from tests.integration.lanes import env_for, produce
 

@@ -31,7 +31,7 @@ from pydantic import SecretStr
 
 from etar import warehouse
 from etar.config import Settings
-from etar.native.clickhouse import blocks
+from etar_stack.clickhouse_http import blocks
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from etar.config import Settings
 from etar.errors import ServiceUnavailable
 from etar.minute import Minute
-from etar.native.services import spark_connect as service
+from etar_stack.services import spark_connect as service
 from etar.spark_connect import analyze_minute
 
 

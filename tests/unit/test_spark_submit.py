@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from etar import spark_job
 from etar.config import Settings
 from etar.errors import ConfigError
-from etar.native import s3a_jars
+from etar_stack import s3a_jars
 from etar.spark_submit import (
     EXIT_TIMEOUT,
     AnalysisFailed,
