@@ -29,9 +29,9 @@ from etar import storage, warehouse
 from etar.config import Settings, get_settings
 from etar.extract import extract_minute, to_arrow
 from etar.minute import Minute
-from etar_stack import running
 from etar.spark_connect import analyze_minute as analyze_on_connect
 from etar.spark_submit import run_job
+from etar_stack import running
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -31,10 +31,10 @@ from statistics import mean, median
 from etar import topics
 from etar.config import get_settings
 from etar.events import EventGenerator, GeneratorConfig
-from etar_stack import running
-from etar_stack.services import kafka
 from etar.producer import producer_config
 from etar.serde import EventValueWriter
+from etar_stack import running
+from etar_stack.services import kafka
 
 RESULTS = Path(__file__).parent / "results"
 TOPIC = "etar_bench_producer"

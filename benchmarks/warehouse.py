@@ -47,11 +47,11 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from etar import warehouse
 from etar.config import Settings, get_settings
 from etar.events import EventGenerator, GeneratorConfig
-from etar_stack import running
-from etar_stack.services.sink import ready as sink_ready
 from etar.serde import event_serializer, registry_client
 from etar.sink import read_progress
 from etar.topics import ensure_topic
+from etar_stack import running
+from etar_stack.services.sink import ready as sink_ready
 
 RESULTS = Path(__file__).parent / "results"
 LOGS = Path(tempfile.gettempdir()) / "etar-bench-warehouse"

@@ -91,7 +91,11 @@ def services(settings: Settings | None = None) -> pd.DataFrame:
     """One row per native-stack service: service, address, state, pid, detail, and whether
     the running stack started it (``managed``; a stack started by older code lacks newer
     services)."""
-    from etar_stack import stack  # the core never imports native at module level
+    try:  # the stack is a separate distribution (etar-stack), imported only here
+        from etar_stack import stack
+    except ImportError as exc:
+        raise ConfigError("the stack's services need etar-stack, which is not installed "
+                          "(in the checkout: `make install`)") from exc
 
     native = stack(settings or get_settings())
     started = (native.read_state() or {}).get("services", {})

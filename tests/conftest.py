@@ -19,9 +19,9 @@ import pytest
 
 from etar import storage, warehouse
 from etar.config import Settings, get_settings
-from etar_stack import running
 from etar.sink import progress_path
 from etar.topics import delete_topics, ensure_topic
+from etar_stack import running
 from tests.integration.lanes import delete_subjects, start_sink
 
 

@@ -15,8 +15,8 @@ import pyspark
 
 from etar.config import Settings
 from etar.errors import StackError
-from etar_stack import maven
 from etar.spark_submit import spark_home
+from etar_stack import maven
 
 POM = maven.POMS / "spark-s3a.xml"
 

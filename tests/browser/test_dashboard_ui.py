@@ -10,8 +10,8 @@ import pytest
 from playwright.sync_api import expect
 
 from etar.config import Settings
-from etar.events import EventType
 from etar.dashboard_view import choices
+from etar.events import EventType
 from etar.report import fetch, post_report
 from tests.browser.chromium import ARTIFACTS, open_page
 

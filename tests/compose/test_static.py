@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from etar.config import Settings
-from etar_stack import all_services as native_services
 from etar.security import ALLOW_DEFAULTS
+from etar_stack import all_services as native_services
 from tests import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"

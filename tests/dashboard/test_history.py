@@ -23,8 +23,8 @@ from etar import storage
 from etar.config import Settings
 from etar.events import EventType
 from etar.minute import Minute
-from etar_stack.services import dashboard
 from etar.report import report_minute
+from etar_stack.services import dashboard
 
 pytestmark = pytest.mark.integration
 

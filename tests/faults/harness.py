@@ -26,9 +26,9 @@ from confluent_kafka import Consumer
 from etar import warehouse
 from etar.config import Settings
 from etar.minute import Minute
+from etar.topics import watermarks
 from etar_stack import stack
 from etar_stack.supervisor import Service
-from etar.topics import watermarks
 from tests.integration.lanes import env_for, produce
 
 RESTART_TIMEOUT = 150.0

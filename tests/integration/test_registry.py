@@ -21,9 +21,9 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from etar.config import Settings
 from etar.events import load_schema_str
+from etar.topics import delete_topics, ensure_topic, watermarks
 from etar_stack import stack
 from etar_stack.schema_registry.store import RegistryError, SchemaStore
-from etar.topics import delete_topics, ensure_topic, watermarks
 from tests.integration.lanes import wait_for
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pytest
 from etar.config import Settings
 from etar.errors import ServiceUnavailable
 from etar.minute import Minute
-from etar_stack.services import spark_connect as service
 from etar.spark_connect import analyze_minute
+from etar_stack.services import spark_connect as service
 
 
 def test_no_server_fails_fast_with_the_fix() -> None:

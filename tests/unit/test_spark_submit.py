@@ -11,7 +11,6 @@ from pydantic import SecretStr
 from etar import spark_job
 from etar.config import Settings
 from etar.errors import ConfigError
-from etar_stack import s3a_jars
 from etar.spark_submit import (
     EXIT_TIMEOUT,
     AnalysisFailed,
@@ -19,6 +18,7 @@ from etar.spark_submit import (
     run_submit,
     submit_spec,
 )
+from etar_stack import s3a_jars
 
 SOURCE = "s3a://etar/2026-01-01_10-30.parquet"
 

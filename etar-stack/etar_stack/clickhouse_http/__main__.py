@@ -8,9 +8,9 @@ import os
 import uvicorn
 
 from etar.config import Settings, get_settings
+from etar.security import refuse_default_secrets
 from etar_stack.clickhouse_http.guard import Guard
 from etar_stack.clickhouse_http.server import Limits, User, create_app
-from etar.security import refuse_default_secrets
 
 
 def _names(text: str) -> frozenset[str]:

@@ -7,9 +7,9 @@ import logging
 import uvicorn
 
 from etar.config import get_settings
+from etar.topics import ensure_topic
 from etar_stack.schema_registry.app import create_app
 from etar_stack.schema_registry.store import SchemaStore
-from etar.topics import ensure_topic
 
 
 def main() -> None:

@@ -32,9 +32,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from etar.topics import watermarks
 from etar_stack.schema_registry import compat
 from etar_stack.schema_registry.compat import Level
-from etar.topics import watermarks
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ import httpx
 
 from etar.config import AIRFLOW_CLUSTER_WORKERS, Settings
 from etar.errors import StackError
+from etar.security import require_secrets
 from etar_stack.services import redis
 from etar_stack.supervisor import Service
-from etar.security import require_secrets
 
 HEALTH_PATH = "/api/v2/monitor/health"
 

@@ -7,8 +7,8 @@ import sys
 import httpx
 
 from etar.config import Settings
-from etar_stack.supervisor import Service
 from etar.security import refuse_unauthenticated_bind, require_secrets
+from etar_stack.supervisor import Service
 
 
 def api_ready(settings: Settings) -> bool:

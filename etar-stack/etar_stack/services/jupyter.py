@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 from etar.config import Settings
-from etar_stack.supervisor import Service
 from etar.security import require_secrets
+from etar_stack.supervisor import Service
 
 
 def url(settings: Settings) -> str:

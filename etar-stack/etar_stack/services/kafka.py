@@ -20,9 +20,9 @@ from pathlib import Path
 
 from etar.config import Settings
 from etar.errors import StackError
+from etar.topics import admin, create_topics
 from etar_stack import maven
 from etar_stack.supervisor import Service, port_open
-from etar.topics import admin, create_topics
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from etar.config import Settings
 from etar.errors import StackError
-from etar_stack.supervisor import Service
 from etar.security import require_secrets
+from etar_stack.supervisor import Service
 
 log = logging.getLogger(__name__)
 

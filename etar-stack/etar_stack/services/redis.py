@@ -10,8 +10,8 @@ import shutil
 
 from etar.config import Settings
 from etar.errors import StackError
-from etar_stack.supervisor import Service
 from etar.security import refuse_unauthenticated_bind
+from etar_stack.supervisor import Service
 
 
 def broker_url(settings: Settings) -> str:

@@ -7,8 +7,8 @@ import sys
 import httpx
 
 from etar.config import Settings
-from etar_stack.supervisor import Service
 from etar.security import refuse_unauthenticated_bind
+from etar_stack.supervisor import Service
 
 
 def ready(settings: Settings) -> bool:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from etar.config import Settings
 from etar.errors import StackError
-from etar_stack.supervisor import Service, port_open
 from etar.security import require_secrets
+from etar_stack.supervisor import Service, port_open
 
 log = logging.getLogger(__name__)
 

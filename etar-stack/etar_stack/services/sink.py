@@ -12,9 +12,9 @@ import sys
 from confluent_kafka import ConsumerGroupState
 
 from etar.config import SINK_CLUSTER_INSTANCES, Settings
-from etar_stack.supervisor import Service
 from etar.sink import read_progress
 from etar.topics import admin
+from etar_stack.supervisor import Service
 
 
 def _group(settings: Settings):  # type: ignore[no-untyped-def]

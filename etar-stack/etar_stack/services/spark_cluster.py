@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 
 from etar.config import SPARK_CLUSTER_WORKERS, Settings
-from etar_stack.supervisor import Service
 from etar.security import refuse_unauthenticated_bind
 from etar.spark_submit import spark_home, submit_spec
+from etar_stack.supervisor import Service
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"

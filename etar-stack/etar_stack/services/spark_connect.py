@@ -11,9 +11,9 @@ touching S3A so the first minute does not pay for loading it.
 from __future__ import annotations
 
 from etar.config import Settings
-from etar_stack.supervisor import Service
 from etar.security import refuse_unauthenticated_bind
 from etar.spark_submit import spark_home, submit_spec
+from etar_stack.supervisor import Service
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 

@@ -7,8 +7,8 @@ import pytest
 from etar.clickhouse_cluster import cluster_ddl
 from etar.config import Settings
 from etar.errors import ConfigError
-from etar_stack.clickhouse_http.engine import Engine
 from etar.warehouse import DEDUPLICATION_WINDOW, table_ddl
+from etar_stack.clickhouse_http.engine import Engine
 
 
 def _settings(cluster: str = "etar") -> Settings:

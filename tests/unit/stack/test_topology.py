@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from etar.config import Settings
+from etar.sink import progress_path
 from etar_stack import all_services, selected_services
 from etar_stack.services import kafka
-from etar.sink import progress_path
 
 
 def _settings(topology: str, tmp: Path) -> Settings:
