@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install up down test unit lint bench clean chaos compose-check cluster
+.PHONY: install up down test unit unit-pythons lint bench clean chaos compose-check cluster
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -34,7 +34,17 @@ lint: install
 unit: install
 	$(RUN) pytest tests/unit
 
-test: lint
+# The unit tests on the other Pythons of requires-python (the full suite runs on 3.11): each
+# in its own environment (.venv-3.12, .venv-3.13) synced from the same lock; pyenv's
+# interpreter when there is one, else python3.x from PATH.
+OTHER_PYTHONS := 3.12 3.13
+python_for = $(or $(lastword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1))),python$(1))
+unit-pythons: install
+	@set -e; $(foreach v,$(OTHER_PYTHONS),echo "unit tests on Python $(v)"; \
+		UV_PROJECT_ENVIRONMENT=.venv-$(v) $(UV) run --frozen --python $(call python_for,$(v)) \
+		pytest -q -p no:cacheprovider tests/unit;)
+
+test: lint unit-pythons
 	$(RUN) etar stack exec -- pytest
 
 # The fault suite's longer variants (more events per fault); its table: test-artifacts/faults.md

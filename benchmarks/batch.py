@@ -31,8 +31,8 @@ from etar.config import Settings, get_settings
 from etar.extract import storage
 from etar.extract.parquet import extract_minute, to_arrow
 from etar.minute import Minute
-from etar.native import running
 from etar.warehouse import table as warehouse
+from etar_stack import running
 
 RESULTS = Path(__file__).parent / "results"
 

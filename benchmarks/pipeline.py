@@ -31,8 +31,8 @@ from typing import Any
 
 from etar.config import Settings
 from etar.demo import MinuteCheck, run_demo
-from etar.native import stack
 from etar.orchestration.airflow_api import PIPELINE_DAG, AirflowApi
+from etar_stack import stack
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ("schedule", "sink", "extract", "spark", "report", "handoff", "total")

@@ -32,9 +32,9 @@ from etar import topics
 from etar.config import get_settings
 from etar.events.event import EventGenerator, GeneratorConfig
 from etar.events.serde import EventValueWriter
-from etar.native import running
-from etar.native.services import kafka
 from etar.produce.producer import producer_config
+from etar_stack import running
+from etar_stack.services import kafka
 
 RESULTS = Path(__file__).parent / "results"
 TOPIC = "etar_bench_producer"

@@ -48,11 +48,11 @@ from etar import topics
 from etar.config import Settings, get_settings
 from etar.events.event import EventGenerator, GeneratorConfig
 from etar.events.serde import event_serializer, registry_client
-from etar.native import running
-from etar.native.services.sink import ready as sink_ready
 from etar.sink.consumer import read_progress
 from etar.topics import ensure_topic
 from etar.warehouse import table as warehouse
+from etar_stack import running
+from etar_stack.services.sink import ready as sink_ready
 
 RESULTS = Path(__file__).parent / "results"
 LOGS = Path(tempfile.gettempdir()) / "etar-bench-warehouse"

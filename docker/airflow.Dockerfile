@@ -6,7 +6,7 @@
 # project's override-dependencies, so the Spark provider's pyspark-client (Spark Connect only,
 # installed into the same pyspark/ folder) never clobbers the full pyspark; pip would.
 FROM maven:3.9.9-eclipse-temurin-17 AS s3a-jars
-COPY etar/native/poms/spark-s3a.xml /build/pom.xml
+COPY etar-stack/etar_stack/poms/spark-s3a.xml /build/pom.xml
 RUN mvn -B -q -f /build/pom.xml dependency:copy-dependencies \
         -DoutputDirectory=/jars -DincludeScope=runtime
 
@@ -24,13 +24,16 @@ COPY --from=s3a-jars /jars /opt/etar/jars
 ENV UV_PROJECT_ENVIRONMENT=/opt/etar/.venv UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never UV_PYTHON=3.11
 WORKDIR /opt/etar
+# etar[airflow] (Airflow, its providers, the full pyspark, papermill for the replay DAG): no
+# Streamlit, no JupyterLab, no embedded stack (only etar-stack's pyproject.toml, for the lock).
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+COPY etar-stack/pyproject.toml etar-stack/
+RUN uv sync --frozen --no-dev --no-install-workspace --extra airflow
 COPY etar etar
 COPY spark spark
 COPY dashboard dashboard
 COPY notebooks notebooks
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --extra airflow
 USER airflow
 WORKDIR /opt/airflow
 # ETAR_PROJECT_DIR: where the replay DAG finds the notebooks (/opt/etar/notebooks)

@@ -5,7 +5,7 @@
 
 # --- hadoop-aws + AWS SDK at pyspark's Hadoop version, from the same pom as the native stack
 FROM maven:3.9.9-eclipse-temurin-17 AS s3a-jars
-COPY etar/native/poms/spark-s3a.xml /build/pom.xml
+COPY etar-stack/etar_stack/poms/spark-s3a.xml /build/pom.xml
 RUN mvn -B -q -f /build/pom.xml dependency:copy-dependencies \
         -DoutputDirectory=/jars -DincludeScope=runtime
 
@@ -20,13 +20,16 @@ COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PROJECT_ENVIRONMENT=/opt/etar/.venv UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never UV_PYTHON=3.11
 WORKDIR /opt/etar
+# etar with the extras of its services (Spark, the dashboard, the workbook): no Airflow and no
+# embedded stack (etar-stack: only its pyproject.toml, which the workspace's lock names).
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+COPY etar-stack/pyproject.toml etar-stack/
+RUN uv sync --frozen --no-dev --no-install-workspace --extra spark --extra dashboard --extra workbook
 COPY etar etar
 COPY spark spark
 COPY dashboard dashboard
 COPY --chown=10001 notebooks notebooks
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --extra spark --extra dashboard --extra workbook
 COPY --from=s3a-jars /jars /opt/etar/jars
 RUN useradd --uid 10001 --create-home etar && mkdir -p /var/lib/etar && chown etar /var/lib/etar
 USER etar

@@ -207,7 +207,7 @@ class Settings(BaseSettings):
             self.kafka_bootstrap_servers = ",".join(
                 f"{host}:{port}" for _, host, port, _ in self.kafka_members)
         if self.topology == "cluster" and self.spark_master.startswith("local"):
-            # the stack's standalone master (etar.native.services.spark_cluster)
+            # the stack's standalone master (etar_stack.services.spark_cluster)
             self.spark_master = f"spark://{self.bind_host}:{self.spark_connect_port + 1}"
         return self
 

@@ -89,11 +89,19 @@ def produce_options(rate: float, duration: float, processes: int, error_rate: fl
 # --- 00: the stack -----------------------------------------------------------------------
 
 
+SERVICE_COLUMNS = ["service", "address", "state", "up", "managed", "pid", "detail"]
+
+
 def services(settings: Settings | None = None) -> pd.DataFrame:
     """One row per native-stack service: service, address, state, pid, detail, and whether
     the running stack started it (``managed``; a stack started by older code lacks newer
-    services)."""
-    from etar.native import stack  # the core never imports native at module level
+    services). No rows where the stack is not installed (etar-stack: e.g. the compose
+    jupyter, which reaches the compose services instead)."""
+    try:  # the stack is its own distribution, imported only here
+        from etar_stack import stack
+    except ImportError:
+        return pd.DataFrame({column: pd.Series(dtype=bool if column in ("up", "managed")
+                                               else object) for column in SERVICE_COLUMNS})
 
     native = stack(settings or get_settings())
     started = (native.read_state() or {}).get("services", {})
@@ -101,7 +109,7 @@ def services(settings: Settings | None = None) -> pd.DataFrame:
              "state": "up" if row["up"] else "down", "up": bool(row["up"]),
              "managed": row["service"] in started, "pid": row["pid"], "detail": row["detail"]}
             for row in native.status()]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SERVICE_COLUMNS)
 
 
 def topic_partitions(settings: Settings | None = None) -> pd.DataFrame:

@@ -20,10 +20,10 @@ import pytest
 
 from etar.config import Settings, get_settings
 from etar.extract import storage
-from etar.native import running
 from etar.sink.consumer import progress_path
 from etar.topics import delete_topics, ensure_topic
 from etar.warehouse import table as warehouse
+from etar_stack import running
 from tests.integration.lanes import delete_group, delete_subjects, start_sink
 
 

@@ -1,7 +1,7 @@
 """The minute's analysis on the warm Spark Connect server: no JVM to start per minute.
 
 The native stack runs pyspark's Spark Connect server with the job's S3A configuration
-(``etar.native.services.spark_connect``); here a thin client sends it the same
+(``etar_stack.services.spark_connect``); here a thin client sends it the same
 ``etar.analysis.aggregation.aggregate`` over the minute's Parquet object and writes the same
 JSON report the ``spark-submit`` job writes (``ETAR_SPARK_MODE`` picks the way; both give equal
 reports).

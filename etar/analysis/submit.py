@@ -51,7 +51,8 @@ def spark_home() -> Path:
     """The pyspark distribution (``bin/spark-submit``, ``jars/``), found without importing it."""
     spec = find_spec("pyspark")
     if spec is None or spec.origin is None:
-        raise ConfigError("pyspark is not installed; `make install` installs it")
+        raise ConfigError("pyspark is not installed: install etar[spark] (in the checkout: "
+                          "`make install`)")
     return Path(spec.origin).parent
 
 

@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import expect
 
 from etar.config import Settings
-from etar.native.services import jupyter
+from etar_stack.services import jupyter
 from tests import REPO_ROOT
 from tests.browser.chromium import open_page
 

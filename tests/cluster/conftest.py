@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from etar.config import Settings, get_settings
-from etar.native import running
+from etar_stack import running
 from tests.faults.harness import FaultRow
 
 CLUSTER = get_settings().topology == "cluster"

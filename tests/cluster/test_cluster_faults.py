@@ -19,9 +19,9 @@ import pytest
 
 from etar.config import Settings
 from etar.minute import Minute
-from etar.native.services import kafka, spark_cluster
 from etar.report.minute_report import read_report
 from etar.topics import admin
+from etar_stack.services import kafka, spark_cluster
 from tests.faults.harness import (
     SETTLE_TIMEOUT,
     FaultRow,

@@ -77,6 +77,7 @@ def replay(the_plan: Plan, root: Path, venv: Path, timeout: float = 300) -> None
                                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc",
                                                                   ".ipynb_checkpoints"))
                 else:
+                    target.parent.mkdir(parents=True, exist_ok=True)  # as COPY creates it
                     shutil.copy2(REPO_ROOT / source, target)
         else:
             # the uv that runs the tests (`uv run` names itself in UV), else the one on PATH

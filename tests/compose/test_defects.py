@@ -19,7 +19,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from etar.config import Settings
-from etar.native.services import s3 as native_s3
+from etar_stack.services import s3 as native_s3
 from tests import REPO_ROOT
 from tests.compose.test_static import COMPOSE, ENV_EXAMPLE, TEMPLATE, _composecheck, _example_env
 
@@ -189,7 +189,7 @@ def test_s3_is_versitygw_at_the_native_stacks_version(project: dict[str, Any],
 
 
 def test_kafka_versions_and_log_dirs(project: dict[str, Any], raw: dict[str, Any]) -> None:
-    pom = (REPO_ROOT / "etar" / "native" / "poms" / "kafka.xml").read_text()
+    pom = (REPO_ROOT / "etar-stack" / "etar_stack" / "poms" / "kafka.xml").read_text()
     version = re.search(r"<kafka.version>(.+)</kafka.version>", pom)
     assert version and project["broker"]["image"] == f"apache/kafka:{version[1]}"
     log_dirs = project["broker"]["environment"]["KAFKA_LOG_DIRS"]

@@ -86,14 +86,24 @@ def test_image_environment_has_the_full_pyspark_and_imports_etar(
     assert spark_home.is_dir(), "the image's SPARK_HOME is not where uv put pyspark"
     assert list((spark_home / "jars").glob("spark-core_*.jar")), "pyspark-client, not pyspark"
     versions = _python(venv, "import importlib.metadata as m, json\n"
-                       "names = ('pyspark', 'pyspark-client', 'apache-airflow', 'etar')\n"
+                       "names = ('pyspark', 'pyspark-client', 'apache-airflow', 'etar', "
+                       "'etar-stack', 'chdb', 'mirakuru', 'streamlit', 'jupyterlab')\n"
                        "def v(n):\n try: return m.version(n)\n except m.PackageNotFoundError:"
                        " return None\n"
                        "print(json.dumps({n: v(n) for n in names}))")
     found = json.loads(versions)
     assert found["pyspark"] == _locked("pyspark") == LOCKED_PYSPARK
     assert found["pyspark-client"] is None, "the Spark provider's pyspark-client got in"
-    assert found["apache-airflow"] == _locked("apache-airflow")
+    # each image installs only what its services need: never the embedded stack's servers;
+    # Airflow only in the Airflow image, Streamlit and JupyterLab only in etar's
+    assert found["etar-stack"] is None and found["chdb"] is None and found["mirakuru"] is None
+    if name == "airflow":
+        assert found["apache-airflow"] == _locked("apache-airflow")
+        assert found["streamlit"] is None and found["jupyterlab"] is None
+    else:
+        assert found["apache-airflow"] is None
+        assert found["streamlit"] == _locked("streamlit")
+        assert found["jupyterlab"] == _locked("jupyterlab")
     submit = subprocess.run([str(venv / "bin" / "spark-submit"), "--version"], env={
         **os.environ, **env}, capture_output=True, text=True, timeout=120)
     assert submit.returncode == 0 and LOCKED_PYSPARK in submit.stderr + submit.stdout

@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 
 from etar.config import Settings
-from etar.native import all_services as native_services
 from etar.security import ALLOW_DEFAULTS
+from etar_stack import all_services as native_services
 from tests import REPO_ROOT
 
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -146,16 +146,29 @@ def _name(requirement: str) -> str:
     return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
 
 
+def _checkout_requirements() -> list[str]:
+    """What ``uv sync`` installs in the checkout, in pyproject order without repeats: etar's
+    dependencies and every extra, etar-stack's, the dev group's (the two projects aside)."""
+    root = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    stack = tomllib.loads((REPO_ROOT / "etar-stack" / "pyproject.toml").read_text())
+    found = [*root["project"]["dependencies"],
+             *(r for extra in root["project"]["optional-dependencies"].values() for r in extra),
+             *stack["project"]["dependencies"], *root["dependency-groups"]["dev"]]
+    return [r for r in dict.fromkeys(found) if _name(r) not in {"etar", "etar-stack"}]
+
+
 def test_environment_yml_lists_the_locked_direct_dependencies() -> None:
     env = yaml.safe_load((REPO_ROOT / "environment.yml").read_text())
     pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
     lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
     root = next(p for p in lock["package"] if p["name"] == "etar")
-    locked = {d["name"] for d in root["dependencies"]}
+    stack = next(p for p in lock["package"] if p["name"] == "etar-stack")
+    locked = {d["name"] for d in root["dependencies"] + stack["dependencies"]}
+    locked |= {d["name"] for extra in root["optional-dependencies"].values() for d in extra}
     locked |= {d["name"] for d in root["dev-dependencies"]["dev"]}
+    locked -= {"etar", "etar-stack"}
     assert {_name(r) for r in pip} == {n.replace("_", "-") for n in locked}
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    assert pip == pyproject["project"]["dependencies"] + pyproject["dependency-groups"]["dev"]
+    assert pip == _checkout_requirements()
 
 
 def test_airflow_runs_the_same_dag_with_celery_and_the_spark_cluster(

@@ -10,7 +10,7 @@ from typing import Any
 
 from etar.config import Settings
 from etar.minute import Minute
-from etar.native.services.airflow import airflow_env
+from etar_stack.services.airflow import airflow_env
 from tests.integration.lanes import env_for
 
 DAG_TEST = """
@@ -76,7 +76,8 @@ class FailedReplay:
 def replay_empty_minute(settings: Settings) -> FailedReplay:
     """Trigger the replay DAG for a closed minute without events (03_extract fails in its
     row check) and wait for the run to end (bounded: 5 minutes)."""
-    from etar.airflow_api import REPLAY_DAG, AirflowApi
+    from etar.orchestration.airflow_api import REPLAY_DAG, AirflowApi
+
     from tests.integration.lanes import wait_for
     from tests.notebooks.conftest import empty_minute
 

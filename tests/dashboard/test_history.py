@@ -23,8 +23,8 @@ from etar.config import Settings
 from etar.events.event import EventType
 from etar.extract import storage
 from etar.minute import Minute
-from etar.native.services import dashboard
 from etar.report.minute_report import report_minute
+from etar_stack.services import dashboard
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ clickhouse-jdbc 0.10.0 with its default settings (native LZ4 responses, RowBinar
 asked in headers, the metadata an IDE reads first) and clickhouse-go v2.51.0 over HTTP with
 and without block compression (``client_protocol_version``-shaped Native). The check
 programs live beside this file and are built once by ``etar stack install``
-(``etar.native.clickhouse.drivers``); they skip only where Java or Go is not installed.
+(``etar_stack.clickhouse_http.drivers``); they skip only where Java or Go is not installed.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import uuid
 import pytest
 
 from etar.config import Settings
-from etar.native.clickhouse import drivers
 from etar.warehouse import table as warehouse
+from etar_stack.clickhouse_http import drivers
 
 pytestmark = pytest.mark.integration
 RUN_TIMEOUT = 180

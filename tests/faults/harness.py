@@ -25,10 +25,10 @@ from confluent_kafka import Consumer
 
 from etar.config import Settings
 from etar.minute import Minute
-from etar.native import stack
-from etar.native.supervisor import Service
 from etar.topics import watermarks
 from etar.warehouse import table as warehouse
+from etar_stack import stack
+from etar_stack.supervisor import Service
 from tests.integration.lanes import env_for, produce
 
 RESTART_TIMEOUT = 150.0

@@ -30,8 +30,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from pydantic import SecretStr
 
 from etar.config import Settings
-from etar.native.clickhouse import blocks
 from etar.warehouse import table as warehouse
+from etar_stack.clickhouse_http import blocks
 
 pytestmark = pytest.mark.integration
 

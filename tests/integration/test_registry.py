@@ -21,9 +21,9 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from etar.config import Settings
 from etar.events.event import load_schema_str
-from etar.native import stack
-from etar.native.registry.store import RegistryError, SchemaStore
 from etar.topics import delete_topics, ensure_topic, watermarks
+from etar_stack import stack
+from etar_stack.schema_registry.store import RegistryError, SchemaStore
 from tests.integration.lanes import wait_for
 
 pytestmark = pytest.mark.integration
@@ -196,7 +196,7 @@ def test_ids_survive_a_registry_restart(stack_settings: Settings, client: Schema
         port = probe.getsockname()[1]
     env = {**os.environ, "ETAR_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{port}",
            "ETAR_KAFKA_BOOTSTRAP_SERVERS": stack_settings.kafka_bootstrap_servers}
-    process = subprocess.Popen([sys.executable, "-m", "etar.native.registry"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "etar_stack.schema_registry"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         fresh = SchemaRegistryClient({"url": f"http://127.0.0.1:{port}"})

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from etar.config import Settings
-from etar.native import stack
-from etar.native.services import spark_connect
+from etar_stack import stack
+from etar_stack.services import spark_connect
 from tests.integration.lanes import wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,18 +1,16 @@
-"""etar installed as a plain wheel (as the Airflow, Spark and etar images install it) runs
-without the checkout: package data, not source-tree paths."""
+"""etar installed as a plain wheel (as the Airflow and etar images install it), without the
+embedded stack: package data, not source-tree paths; a light base install; `etar stack`
+naming the distribution it needs."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import site
-import subprocess
-import sys
+import json
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests import REPO_ROOT
+from tests.packaging.venvs import run_in
 
 SCRIPT = """
 import json, sys
@@ -28,61 +26,62 @@ print(json.dumps({"package": etar.__file__, "schema": schema["name"], "ddl": ddl
                   "command": spec.command()}))
 """
 
-
-def _uv() -> str:
-    """The uv that runs the tests (``uv run`` names itself in ``UV``)."""
-    uv = os.environ.get("UV") or shutil.which("uv")
-    if uv is None:
-        pytest.fail("uv not found: run the tests with `uv run pytest` (as `make test` does)")
-    return uv
+HEAVY = ("pyspark", "airflow", "chdb", "streamlit", "jupyterlab", "papermill", "plotly",
+         "fastapi", "uvicorn", "mirakuru", "etar_stack")
+"""What the base install must not bring: engines, servers, UIs, the embedded stack."""
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run([_uv(), "build", "--wheel", "--out-dir", str(out),
-                    str(REPO_ROOT)], check=True, capture_output=True, timeout=300)
-    (built,) = out.glob("etar-*.whl")
-    return built
+def test_the_etar_wheel_holds_the_pipeline_and_the_stack_wheel_the_stack(
+        wheels: dict[str, Path]) -> None:
+    with zipfile.ZipFile(wheels["etar"]) as etar:
+        names = etar.namelist()
+    assert not [n for n in names if n.startswith("etar_stack")]
+    for data in ("etar/spark_job.py", "etar/resources/user_event_schema.avsc",
+                 "etar/resources/clickhouse_table_schema.sql",
+                 "etar/resources/spark-log4j2.properties"):
+        assert data in names
+    with zipfile.ZipFile(wheels["etar-stack"]) as stack:
+        names = stack.namelist()
+        (points,) = [n for n in names if n.endswith("entry_points.txt")]
+        (metadata,) = [n for n in names if n.endswith("METADATA")]
+        entry_points, requires = stack.read(points).decode(), stack.read(metadata).decode()
+    assert all(n.startswith(("etar_stack/", "etar_stack-")) for n in names), names
+    assert "etar_stack/poms/kafka.xml" in names
+    assert "[etar.cli]\nstack = etar_stack.cli:register" in entry_points
+    assert "Requires-Dist: etar[airflow,dashboard,spark,workbook]" in requires
 
 
-@pytest.fixture(scope="module")
-def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv outside the checkout with the wheel installed, not editable.
-
-    Its dependencies come from the locked environment's site-packages (a path entry, so the
-    checkout's editable ``.pth`` is not read).
-    """
-    root = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
-    purelib = next((root / "lib").glob("python3.*/site-packages"))
-    (purelib / "locked_deps.pth").write_text(site.getsitepackages()[0] + "\n")
-    subprocess.run([_uv(), "pip", "install", "--python",
-                    str(root / "bin" / "python"), "--no-deps", str(wheel)],
-                   check=True, capture_output=True, timeout=120)
-    return root
-
-
-def _run(venv: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETAR_", "PYTHON"))}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
-
-
-def test_the_installed_cli_runs_outside_the_checkout(venv: Path, tmp_path: Path) -> None:
-    result = _run(venv, str(venv / "bin" / "etar"), "--help", cwd=tmp_path)
+def test_the_base_install_is_light_and_its_cli_runs_outside_the_checkout(
+        venv_with: Callable[..., Path], tmp_path: Path) -> None:
+    venv = venv_with()
+    found = run_in(venv, "python", "-c", "import importlib.util, json\n"
+                   f"print(json.dumps([n for n in {HEAVY!r} "
+                   "if importlib.util.find_spec(n) is not None]))", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout) == []
+    result = run_in(venv, "etar", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "stack" in result.stdout and "run-minute" in result.stdout
+    assert "needs etar-stack" in result.stdout
+
+
+def test_without_the_stack_etar_stack_says_how_to_install_it(
+        venv_with: Callable[..., Path], tmp_path: Path) -> None:
+    for command in (["stack", "up", "--detach"], ["stack", "--help"], ["up"], ["demo"]):
+        result = run_in(venv_with(), "etar", *command, cwd=tmp_path)
+        assert result.returncode == 1, (command, result.stdout, result.stderr)
+        error = " ".join(result.stderr.split())
+        assert f"`etar {command[0]}` needs the embedded stack" in error, error
+        assert "pip install etar-stack" in error and "Traceback" not in result.stderr
 
 
 def test_schema_sql_and_submit_spec_come_from_the_installed_package(
-        venv: Path, tmp_path: Path) -> None:
-    import json
-
+        venv_with: Callable[..., Path], tmp_path: Path) -> None:
+    venv = venv_with("spark")
     jars = tmp_path / "jars"
     jars.mkdir()
     (jars / "hadoop-aws-3.5.0.jar").write_bytes(b"")
-    result = _run(venv, str(venv / "bin" / "python"), "-c", SCRIPT, str(jars), cwd=tmp_path)
+    result = run_in(venv, "python", "-c", SCRIPT, str(jars), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["package"].startswith(str(venv)), found["package"]

@@ -65,7 +65,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pa
                 "ETAR_CLICKHOUSE_MAX_SESSIONS": "5",
                 "ETAR_CLICKHOUSE_MAX_EXTERNAL_BYTES": str(EXTERNAL_LIMIT)})
     log = (root / "endpoint.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "etar.native.clickhouse"], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "etar_stack.clickhouse_http"], env=env,
                                cwd=root, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     _PIDS[url] = process.pid
@@ -446,7 +446,7 @@ def test_the_default_reader_password_is_refused_off_loopback(tmp_path: Path) -> 
     env.update({"ETAR_STATE_DIR": str(tmp_path / ".etar"), "ETAR_BIND_HOST": "0.0.0.0",
                 "ETAR_CLICKHOUSE_PORT": str(_free_port()),
                 "ETAR_CLICKHOUSE_PASSWORD": "a-writer-secret-of-its-own"})
-    done = subprocess.run([sys.executable, "-m", "etar.native.clickhouse"], env=env,
+    done = subprocess.run([sys.executable, "-m", "etar_stack.clickhouse_http"], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "ETAR_CLICKHOUSE_READER_PASSWORD" in done.stderr + done.stdout

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from etar.config import Settings
 from etar.errors import ConfigError
-from etar.native import all_services
+from etar_stack import all_services
 
 UNAUTHENTICATED = {"kafka", "schema-registry", "dashboard-ui", "spark-connect", "redis"}
 AIRFLOW = ["ETAR_AIRFLOW_ADMIN_PASSWORD", "ETAR_AIRFLOW_JWT_SECRET", "ETAR_AIRFLOW_SECRET_KEY",

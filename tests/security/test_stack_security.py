@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from etar.config import Settings
-from etar.native import stack
+from etar_stack import stack
 from tests.security.sockets import command_line, descendants, listeners
 
 pytestmark = pytest.mark.integration
@@ -117,7 +117,7 @@ def test_the_dashboard_api_refuses_the_default_token_off_loopback(tmp_path: Path
 def test_the_clickhouse_endpoint_refuses_the_default_password_off_loopback(
         tmp_path: Path) -> None:
     started = time.monotonic()
-    code, output = _serve(["-m", "etar.native.clickhouse"], _off_loopback_env(tmp_path),
+    code, output = _serve(["-m", "etar_stack.clickhouse_http"], _off_loopback_env(tmp_path),
                           tmp_path, within=30)
     assert code not in (None, 0), output[-2000:]
     assert "ETAR_CLICKHOUSE_PASSWORD" in output

@@ -11,7 +11,7 @@ from etar.analysis.remote import analyze_minute
 from etar.config import Settings
 from etar.errors import ServiceUnavailable
 from etar.minute import Minute
-from etar.native.services import spark_connect as service
+from etar_stack.services import spark_connect as service
 
 
 def test_no_server_fails_fast_with_the_fix() -> None:

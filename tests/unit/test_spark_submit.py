@@ -18,7 +18,7 @@ from etar.analysis.submit import (
 )
 from etar.config import Settings
 from etar.errors import ConfigError
-from etar.native import s3a_jars
+from etar_stack import s3a_jars
 
 SOURCE = "s3a://etar/2026-01-01_10-30.parquet"
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from etar.config import get_settings
-from etar.native import stack
+from etar_stack import stack
 from tests import REPO_ROOT
 
 
