@@ -77,7 +77,6 @@ def replay_empty_minute(settings: Settings) -> FailedReplay:
     """Trigger the replay DAG for a closed minute without events (03_extract fails in its
     row check) and wait for the run to end (bounded: 5 minutes)."""
     from etar.orchestration.airflow_api import REPLAY_DAG, AirflowApi
-
     from tests.integration.lanes import wait_for
     from tests.notebooks.conftest import empty_minute
 

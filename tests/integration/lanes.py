@@ -107,8 +107,8 @@ def delete_group(settings: Settings, group: str, within: float = 45.0) -> None:
 def leftovers(settings: Settings) -> list[str]:
     """What of a lane is still on the stack: its topics, consumer group, table, bucket."""
     from etar.extract import storage
-    from etar.warehouse import table as warehouse
     from etar.topics import admin
+    from etar.warehouse import table as warehouse
 
     client = admin(settings)
     found = [f"topic {t}" for t in client.list_topics(timeout=30).topics
