@@ -277,7 +277,8 @@ def test_clickhouse_schema_follows_the_settings(project: dict[str, Any],
                                                 raw: dict[str, Any]) -> None:
     """The table is created by the native stack's own schema step in a one-shot container, in
     ETAR_CLICKHOUSE_DATABASE (the server's initdb SQL would land in `default`)."""
-    assert not any("initdb" in volume for volume in raw["clickhouse"].get("volumes", []))
+    assert not any(volume.endswith(".sql") or "initdb.d:" in volume
+                   for volume in raw["clickhouse"].get("volumes", []))
     init = project["clickhouse-init"]
     assert "warehouse.apply_schema()" in " ".join(init["command"])
     assert init["environment"]["ETAR_CLICKHOUSE_DATABASE"] == \
@@ -301,3 +302,39 @@ def test_published_ports_follow_the_settings(tmp_path: Path) -> None:
     ui = " ".join(project["dashboard-ui"]["command"])
     assert "--server.port 8501" in ui
     assert ENV_EXAMPLE.exists()
+
+
+def test_the_server_gets_the_read_only_user_the_native_endpoint_has(
+        project: dict[str, Any], raw: dict[str, Any], tmp_path: Path) -> None:
+    """clickhouse-server runs docker/clickhouse/reader.sh on its first start: the reader of the
+    settings, with their `readonly`, SELECT on the pipeline's database only. Run here with a
+    stand-in `clickhouse` that prints the SQL, which the engine's own parser must accept (a
+    password with a quote and a backslash stays one literal)."""
+    server = project["clickhouse"]
+    mounts = [v for v in raw["clickhouse"]["volumes"] if "docker-entrypoint-initdb.d" in v]
+    assert mounts == ["./docker/clickhouse/reader.sh:/docker-entrypoint-initdb.d/reader.sh:ro"]
+    script = REPO_ROOT / "docker" / "clickhouse" / "reader.sh"
+    assert os.access(script, os.X_OK)
+    stand_in = tmp_path / "clickhouse"
+    stand_in.write_text('#!/bin/sh\nwhile [ "$1" != --query ]; do shift; done\nprintf %s "$2"\n')
+    stand_in.chmod(0o755)
+    env = {**server["environment"], "ETAR_CLICKHOUSE_READER_PASSWORD": "it's a \\ secret",
+           "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    sql = subprocess.run([str(script)], env={k: str(v) for k, v in env.items()},
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    import chdb
+
+    statements = [s.strip() for s in sql.split(";") if s.strip()]
+    assert len(statements) == 2
+    canonical = []
+    for statement in statements:
+        literal = "'" + statement.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        canonical.append(str(chdb.query(f"SELECT formatQuerySingleLine({literal})",
+                                        "TabSeparatedRaw")).strip())
+    user, database = server["environment"]["ETAR_CLICKHOUSE_READER_USER"], \
+        server["environment"]["CLICKHOUSE_DB"]
+    assert canonical[0].startswith(f"CREATE USER IF NOT EXISTS {user} IDENTIFIED WITH "
+                                   "sha256_password BY 'it\\'s a \\\\ secret'")
+    assert canonical[0].endswith(
+        f"SETTINGS readonly = {server['environment']['ETAR_CLICKHOUSE_READER_READONLY']}")
+    assert canonical[1] == f"GRANT SELECT ON {database}.* TO {user}"
