@@ -151,6 +151,8 @@ def etar_pipeline() -> None:
                   f"{item.reported}): run triggered")
         if done.expired:
             print(f"deleted {len(done.expired)} expired objects, {done.expired[0]} first")
+        if done.expired_runs:
+            print(f"deleted the executed notebooks of {len(done.expired_runs)} expired minutes")
         return {"summary": done.audit.summary(),
                 "gaps": [m.as_dict() for m in done.audit.gaps[:50]],  # the oldest 50
                 "redone": [str(m.minute) for m in done.redone], "expired": len(done.expired)}

@@ -15,7 +15,8 @@ once its cut-off is ``ETAR_RECONCILE_GRACE_SECONDS`` past.
 triggering a run of ``etar_pipeline`` for each minute's data interval — the same tasks as a
 scheduled run — at most ``ETAR_RECONCILE_MAX_REDO`` in flight, a minute whose redo failed only
 after ``ETAR_RECONCILE_RETRY_SECONDS``; and it deletes the bucket's objects that outlived the
-retention (at most ``ETAR_RECONCILE_EXPIRE_BATCH`` per run). ``etar audit`` prints the audit.
+retention (at most ``ETAR_RECONCILE_EXPIRE_BATCH`` per run); the replay DAG's executed
+notebooks of those minutes go with them. ``etar audit`` prints the audit.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from etar.orchestration.airflow_api import (
     AirflowError,
     minute_of_run,
 )
+from etar.orchestration.replay import expire_runs
 from etar.warehouse import table as warehouse
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,7 @@ class Reconciliation:
     audit: Audit
     redone: list[MinuteAudit]
     expired: list[str]
+    expired_runs: list[str] = field(default_factory=list)
 
 
 def classify(stored: Mapping[Minute, int], reported: Mapping[Minute, int],
@@ -291,4 +294,8 @@ def reconcile(settings: Settings | None = None, now: datetime | None = None) -> 
                                      settings)
     if expired:
         log.info("deleted %d objects older than %s", len(expired), found.window.first)
-    return Reconciliation(found, redone, expired)
+    expired_runs = expire_runs(found.window.first, settings)
+    if expired_runs:
+        log.info("deleted the executed notebooks of %d minutes older than %s",
+                 len(expired_runs), found.window.first)
+    return Reconciliation(found, redone, expired, expired_runs)

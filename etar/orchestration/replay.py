@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 from etar.config import Settings, get_settings
 from etar.errors import EtarError
-from etar.minute import Minute
+from etar.minute import InvalidMinute, Minute
 
 STAGES = ("03_extract.ipynb", "04_analyze.ipynb", "05_report.ipynb")
 """The notebooks a replay runs, in order."""
@@ -100,6 +101,26 @@ def published(folder: Path) -> list[NotebookRun]:
         if summary.is_file() and (folder / name.replace(".ipynb", ".html")).is_file():
             runs.append(NotebookRun(**json.loads(summary.read_text(encoding="utf-8"))))
     return runs
+
+
+def expire_runs(before: Minute, settings: Settings | None = None) -> list[str]:
+    """Delete the replay DAG's executed notebooks of minutes before ``before`` (the table's
+    retention, as the bucket's objects): ``notebook_runs_dir/<stem>/``. Folders not named
+    after a minute are left alone. Returns the deleted folders' names, oldest first."""
+    runs = (settings or get_settings()).notebook_runs_dir
+    if not runs.is_dir():
+        return []
+    old = []
+    for folder in runs.iterdir():
+        try:
+            minute = Minute.from_object_name(folder.name)
+        except InvalidMinute:
+            continue
+        if folder.is_dir() and minute < before:
+            old.append((minute, folder))
+    for _, folder in sorted(old):
+        shutil.rmtree(folder, ignore_errors=True)
+    return [folder.name for _, folder in sorted(old)]
 
 
 def notebooks_dir(settings: Settings | None = None) -> Path:
