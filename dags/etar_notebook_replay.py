@@ -37,7 +37,7 @@ MINUTE = "{{ ti.xcom_pull(task_ids='minute', key='minute') }}"
 def notebook_url(output_nb: str) -> str:
     """Where the dashboard API serves the HTML of the executed notebook ``output_nb``."""
     path = Path(output_nb)
-    return f"{SETTINGS.dashboard_api_url}/notebooks/{path.parent.name}/{path.stem}"
+    return f"{SETTINGS.dashboard_links_url}/notebooks/{path.parent.name}/{path.stem}"
 
 
 class ExecutedNotebookLink(BaseOperatorLink):

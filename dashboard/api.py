@@ -277,8 +277,8 @@ def create_app(settings: Settings | None = None, *, reload_history: bool = False
         """The notebooks the replay DAG executed for ``minute``, in stage order (empty when it
         was not replayed): how each ended (a failure names its cell) and its HTML's URL."""
         folder = run_folder(minute)
-        return [{**asdict(run), "url": str(request.url_for("notebook_html", minute=folder.name,
-                                                            notebook=run.notebook))}
+        return [{**asdict(run), "url": settings.dashboard_links_url + request.url_for(
+                    "notebook_html", minute=folder.name, notebook=run.notebook).path}
                 for run in published(folder)]
 
     @app.get("/notebooks/{minute}/{notebook}", response_class=HTMLResponse,

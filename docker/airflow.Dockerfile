@@ -34,6 +34,9 @@ COPY spark spark
 COPY dashboard dashboard
 COPY notebooks notebooks
 RUN uv sync --frozen --no-dev --extra airflow
+# ETAR_STATE_DIR/airflow/runs is the notebook-runs volume: a new volume takes this folder's
+# owner and mode, so the airflow user (any AIRFLOW_UID, group 0) can write executed notebooks
+RUN mkdir -p /tmp/etar/airflow/runs && chown -R airflow:0 /tmp/etar && chmod -R g+rwX /tmp/etar
 USER airflow
 WORKDIR /opt/airflow
 # ETAR_PROJECT_DIR: where the replay DAG finds the notebooks (/opt/etar/notebooks)

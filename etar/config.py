@@ -124,6 +124,9 @@ class Settings(BaseSettings):
 
     # Dashboard: FastAPI API (reports in) and Streamlit UI (charts out)
     dashboard_api_url: str = "http://127.0.0.1:8000"
+    dashboard_api_public_url: str | None = Field(
+        None, description="the dashboard API as a browser reaches it, for the links to executed "
+        "notebooks (compose: the host's published port); unset: dashboard_api_url")
     dashboard_token: SecretStr = SecretStr("etar-dashboard-token")
     dashboard_history: int = Field(120, ge=1, description="reports the API keeps in memory")
     dashboard_ui_port: int = Field(8501, ge=1, le=65535)
@@ -189,7 +192,8 @@ class Settings(BaseSettings):
     jupyter_token: SecretStr = Field(SecretStr("etar-jupyter-token"),
                                      description="JupyterLab's access token")
 
-    @field_validator("spark_jars_dir", "airflow_dags_folder", mode="before")
+    @field_validator("spark_jars_dir", "airflow_dags_folder", "dashboard_api_public_url",
+                     mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if value in ("", None) else value
@@ -251,6 +255,11 @@ class Settings(BaseSettings):
     def clickhouse_user_files(self) -> Path:
         """The only folder ``file()``, ``INTO OUTFILE`` and ``FROM INFILE`` may reach."""
         return self.state_dir / "data" / "clickhouse" / "user_files"
+
+    @property
+    def dashboard_links_url(self) -> str:
+        """The base of the links a browser follows to the dashboard API."""
+        return (self.dashboard_api_public_url or self.dashboard_api_url).rstrip("/")
 
     @property
     def notebook_runs_dir(self) -> Path:

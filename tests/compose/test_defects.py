@@ -82,6 +82,8 @@ def test_every_host_in_the_environment_is_a_compose_service(project: dict[str, A
         for key, value in service["environment"].items():
             if key.startswith(("KAFKA_", "SCHEMA_REGISTRY_LISTENERS")):
                 continue  # the broker's / registry's own listeners
+            if key.endswith("_PUBLIC_URL"):
+                continue  # followed by a browser on the host (tested on its own below)
             for host in _hosts(key, value):
                 if host in LISTEN_ANY and key != "ETAR_BIND_HOST":
                     continue
@@ -338,3 +340,32 @@ def test_the_server_gets_the_read_only_user_the_native_endpoint_has(
     assert canonical[0].endswith(
         f"SETTINGS readonly = {server['environment']['ETAR_CLICKHOUSE_READER_READONLY']}")
     assert canonical[1] == f"GRANT SELECT ON {database}.* TO {user}"
+
+
+def _state_dir(dockerfile: str) -> str:
+    found = re.search(r"ETAR_STATE_DIR=(\S+)", (REPO_ROOT / "docker" / dockerfile).read_text())
+    assert found, dockerfile
+    return found.group(1)
+
+
+def test_executed_notebooks_reach_the_dashboard_api_and_a_browser(
+        project: dict[str, Any], raw: dict[str, Any]) -> None:
+    """The replay DAG writes executed notebooks under the Airflow image's state dir; the
+    dashboard API serves them from its own (etar image): one volume at both
+    `<state dir>/airflow/runs`. Their links are followed by a browser on the host, so they
+    name the API's published port, not the compose network's `dashboard-api`."""
+    def runs_volume(service: str) -> list[str]:
+        return [v for v in raw[service]["volumes"] if v.startswith("notebook-runs:")]
+
+    airflow_runs = f"{_state_dir('airflow.Dockerfile')}/airflow/runs"
+    for service in ("airflow-worker", "airflow-scheduler"):
+        assert runs_volume(service) == [f"notebook-runs:{airflow_runs}"], service
+    assert runs_volume("dashboard-api") == [
+        f"notebook-runs:{_state_dir('etar.Dockerfile')}/airflow/runs:ro"]
+    dockerfile = (REPO_ROOT / "docker" / "airflow.Dockerfile").read_text()
+    assert f"mkdir -p {airflow_runs}" in dockerfile  # a new volume takes the image's owner
+
+    public = project["airflow-worker"]["environment"]["ETAR_DASHBOARD_API_PUBLIC_URL"]
+    published = project["dashboard-api"]["ports"][0]
+    assert urlsplit(public).port == published
+    assert urlsplit(public).hostname in {"127.0.0.1", "localhost"}

@@ -309,7 +309,12 @@ def test_a_minutes_executed_notebooks_are_listed_and_served_as_html(tmp_path: Pa
     assert [(n["notebook"], n["status"]) for n in listed] == [("03_extract", "succeeded"),
                                                               ("04_analyze", "failed")]
     assert listed[1]["cell"] == 2 and listed[1]["error"] == "ZeroDivisionError: division by zero"
-    assert listed[1]["url"] == "http://testserver/notebooks/2026-05-01_10-30/04_analyze"
+    # links for a browser: the API's address (the API's own view of its host would be the
+    # compose network's name), or the public one when set
+    assert listed[1]["url"] == "http://127.0.0.1:8000/notebooks/2026-05-01_10-30/04_analyze"
+    public = settings.model_copy(update={"dashboard_api_public_url": "http://localhost:18000/"})
+    relisted = TestClient(create_app(public)).get("/notebooks/2026-05-01_10-30").json()
+    assert relisted[0]["url"] == "http://localhost:18000/notebooks/2026-05-01_10-30/03_extract"
     page = api.get("/notebooks/2026-05-01_10-30/04_analyze")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "ZeroDivisionError" in page.text and "explode" in page.text  # code shown
