@@ -13,6 +13,8 @@ names of the bucket (``expire_minutes``).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -108,15 +110,22 @@ class ObjectStat:
     last_modified: datetime | None
 
 
-def read_bytes(name: str, settings: Settings | None = None) -> bytes:
-    """The object stored under ``name``, whole; ObjectMissing when there is none."""
-    settings = settings or get_settings()
+@contextmanager
+def _missing_as_object_missing(name: str, settings: Settings) -> Iterator[None]:
+    """S3's "no such key / bucket" for ``name`` raised as ObjectMissing; other errors as is."""
     try:
-        response = client(settings).get_object(settings.s3_bucket, name)
+        yield
     except S3Error as exc:
         if exc.code in _MISSING:
             raise ObjectMissing(f"s3://{settings.s3_bucket}/{name} does not exist") from exc
         raise
+
+
+def read_bytes(name: str, settings: Settings | None = None) -> bytes:
+    """The object stored under ``name``, whole; ObjectMissing when there is none."""
+    settings = settings or get_settings()
+    with _missing_as_object_missing(name, settings):
+        response = client(settings).get_object(settings.s3_bucket, name)
     try:
         return response.read()
     finally:
@@ -132,12 +141,8 @@ def read_json(name: str, settings: Settings | None = None) -> Any:
 def stat(name: str, settings: Settings | None = None) -> ObjectStat:
     """The size and modification time of ``name``; ObjectMissing when there is none."""
     settings = settings or get_settings()
-    try:
+    with _missing_as_object_missing(name, settings):
         info = client(settings).stat_object(settings.s3_bucket, name)
-    except S3Error as exc:
-        if exc.code in _MISSING:
-            raise ObjectMissing(f"s3://{settings.s3_bucket}/{name} does not exist") from exc
-        raise
     return ObjectStat(name, info.size or 0, info.last_modified)
 
 

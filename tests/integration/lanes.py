@@ -7,7 +7,9 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -121,3 +123,17 @@ def leftovers(settings: Settings) -> list[str]:
     if storage.client(settings).bucket_exists(settings.s3_bucket):
         found.append(f"bucket {settings.s3_bucket}")
     return found
+
+
+@contextmanager
+def scratch_database(settings: Settings, prefix: str) -> Iterator[str]:
+    """A ClickHouse database of the caller's own (``<prefix>_<random>``), dropped after."""
+    from etar.warehouse import table as warehouse
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = warehouse.client(settings)
+    admin.command(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        admin.command(f"DROP DATABASE IF EXISTS {name}")

@@ -27,6 +27,7 @@ from clickhouse_connect.driver.summary import QuerySummary
 
 from etar import warehouse
 from etar.config import Settings
+from tests.integration.lanes import scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +36,8 @@ WALL = datetime(2024, 1, 1, 0, 0)
 
 @pytest.fixture(scope="module")
 def database(stack_settings: Settings) -> Iterator[str]:
-    name = f"surface_{uuid.uuid4().hex[:10]}"
-    admin = warehouse.client(stack_settings)
-    admin.command(f"CREATE DATABASE {name}")
-    yield name
-    admin.command(f"DROP DATABASE IF EXISTS {name}")
+    with scratch_database(stack_settings, "surface") as name:
+        yield name
 
 
 @pytest.fixture(params=[False, True], ids=["plain", "compressed"])

@@ -32,17 +32,15 @@ from pydantic import SecretStr
 from etar.config import Settings
 from etar.warehouse import table as warehouse
 from etar_stack.clickhouse_http import blocks
+from tests.integration.lanes import scratch_database
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def database(stack_settings: Settings) -> Iterator[str]:
-    name = f"conformance_{uuid.uuid4().hex[:10]}"
-    admin = warehouse.client(stack_settings)
-    admin.command(f"CREATE DATABASE {name}")
-    yield name
-    admin.command(f"DROP DATABASE IF EXISTS {name}")
+    with scratch_database(stack_settings, "conformance") as name:
+        yield name
 
 
 @pytest.fixture(params=[False, True], ids=["plain", "compressed"])
