@@ -34,7 +34,7 @@ def _subjects(settings: Settings) -> list[str]:
 
 def test_a_lane_and_a_probe_register_subjects(lane: Settings, unique: str,
                                              lane_sink: subprocess.Popen[bytes]) -> None:
-    from etar import warehouse
+    from etar.warehouse import table as warehouse
 
     minute = recent_minute(40)
     produce(lane, 20, minute, seed=7)  # the producer registers <topic>-value

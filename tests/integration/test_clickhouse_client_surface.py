@@ -25,8 +25,8 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from clickhouse_connect.driver.external import ExternalData
 from clickhouse_connect.driver.summary import QuerySummary
 
-from etar import warehouse
 from etar.config import Settings
+from etar.warehouse import table as warehouse
 from tests.integration.lanes import scratch_database
 
 pytestmark = pytest.mark.integration

@@ -14,16 +14,17 @@ from tests import REPO_ROOT
 from tests.packaging.venvs import run_in
 
 PROMISED = {
-    "spark": ["pyspark.sql", "pyspark.sql.connect.session", "etar.analysis", "etar.spark_job",
-              "etar.spark_connect", "etar.spark_submit"],
+    "spark": ["pyspark.sql", "pyspark.sql.connect.session", "etar.analysis.aggregation",
+              "etar.analysis.job", "etar.analysis.remote", "etar.analysis.submit"],
     "airflow": ["airflow.sdk", "airflow.providers.apache.spark.operators.spark_submit",
                 "airflow.providers.papermill.operators.papermill",
                 "airflow.providers.celery.executors.celery_executor", "papermill",
-                "ipykernel", "plotly", "pyspark.sql", "etar.replay", "etar.charts"],
-    "dashboard": ["fastapi", "uvicorn", "streamlit", "plotly", "etar.dashboard_view",
-                  "etar.charts", "etar.report"],
+                "ipykernel", "plotly", "pyspark.sql", "etar.orchestration.replay",
+                "etar.report.charts"],
+    "dashboard": ["fastapi", "uvicorn", "streamlit", "plotly", "etar.report.view",
+                  "etar.report.charts", "etar.report.minute_report"],
     "workbook": ["jupyterlab", "papermill", "ipykernel", "plotly", "pyspark.sql",
-                 "etar.workbook", "etar.replay", "etar.charts"],
+                 "etar.workbook", "etar.orchestration.replay", "etar.report.charts"],
 }
 """What each extra promises: modules that import in its venv."""
 

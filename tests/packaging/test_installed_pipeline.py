@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from etar import warehouse
 from etar.config import Settings
+from etar.warehouse import table as warehouse
 from tests import REPO_ROOT
 from tests.integration.lanes import produce, recent_minute, wait_for
 from tests.packaging.venvs import clean_env, run_in
@@ -22,14 +22,14 @@ pytestmark = pytest.mark.integration
 
 SCRIPT = """
 import json, sys
-import etar.extract
-from etar import storage
+from etar.extract import parquet as extract
+from etar.extract import storage
 from etar.minute import Minute
 from etar.analysis.submit import analyze_minute
 minute = Minute.parse(sys.argv[1])
-parquet = etar.extract.extract_minute(minute)  # the DAG's `extract` task
+parquet = extract.extract_minute(minute)  # the DAG's `extract` task
 run = analyze_minute(minute)                   # `analyze` in submit mode: spark-submit the job
-print(json.dumps({"module": etar.extract.__file__, "parquet": parquet, "report": run.report,
+print(json.dumps({"module": extract.__file__, "parquet": parquet, "report": run.report,
                   "content": storage.read_json(run.report)}))
 """
 

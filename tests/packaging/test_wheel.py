@@ -36,7 +36,7 @@ def test_the_etar_wheel_holds_the_pipeline_and_the_stack_wheel_the_stack(
     with zipfile.ZipFile(wheels["etar"]) as etar:
         names = etar.namelist()
     assert not [n for n in names if n.startswith("etar_stack")]
-    for data in ("etar/spark_job.py", "etar/resources/user_event_schema.avsc",
+    for data in ("etar/analysis/job.py", "etar/resources/user_event_schema.avsc",
                  "etar/resources/clickhouse_table_schema.sql",
                  "etar/resources/spark-log4j2.properties"):
         assert data in names
