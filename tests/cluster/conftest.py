@@ -30,6 +30,8 @@ def _cell(value: object) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster: needs the cluster topology (make cluster)")
+    config.addinivalue_line("markers", "cluster_airflow: needs the cluster topology with "
+                            "Airflow and the dashboard API (make cluster-airflow)")
 
 
 @pytest.fixture(scope="session")
