@@ -1,5 +1,6 @@
 """The cluster suite: faults that only a cluster topology can survive (a broker leading
-partitions, one of two sinks, a rolling restart of the brokers).
+partitions kept down a minute, one of two sinks, a rolling restart of the brokers, a Spark
+worker; with ``make cluster-airflow``, one of two Celery workers, and ``etar demo``).
 
 It runs only when ``ETAR_TOPOLOGY=cluster`` (``make cluster`` starts that topology on its own
 state folder); elsewhere its tests are not even collected, so ``make test`` never runs them.
