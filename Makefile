@@ -6,7 +6,7 @@ UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install up down test unit unit-pythons lint bench clean chaos compose-check cluster
+.PHONY: install up down test unit unit-pythons lint bench clean chaos compose-check cluster cluster-airflow
 
 install:
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
@@ -54,11 +54,22 @@ chaos: install
 # The cluster topology (3 Kafka brokers, 2 sinks, a Spark master + 2 workers) on its own state
 # folder, and its fault suite (tests/cluster, collected only on that topology; not in `make
 # test`); its table: test-artifacts/faults-cluster.md
-CLUSTER_ENV := ETAR_TOPOLOGY=cluster ETAR_STATE_DIR=.etar/cluster ETAR_SPARK_MODE=submit \
-	ETAR_STACK_SERVICES=kafka,schema-registry,clickhouse,sink,s3,spark-master,spark-worker
+CLUSTER_SERVICES := kafka,schema-registry,clickhouse,sink,s3,spark-master,spark-worker
+CLUSTER_ENV := ETAR_TOPOLOGY=cluster ETAR_STATE_DIR=.etar/cluster ETAR_SPARK_MODE=submit
 cluster: install
 	mkdir -p .etar/cluster && ln -sfn ../lib .etar/cluster/lib
-	$(CLUSTER_ENV) $(RUN) etar stack exec -- pytest tests/cluster
+	$(CLUSTER_ENV) ETAR_STACK_SERVICES=$(CLUSTER_SERVICES) \
+		$(RUN) etar stack exec -- pytest tests/cluster -m "not cluster_airflow"
+
+# The same topology with Airflow (2 Celery workers) and the dashboard API: a worker killed
+# mid-task, and `etar demo` (stops a running `make cluster` stack first: other services)
+CLUSTER_AIRFLOW := dashboard-api,postgres,redis,airflow-api-server,airflow-scheduler,$\
+	airflow-dag-processor,airflow-triggerer,airflow-worker
+cluster-airflow: install
+	mkdir -p .etar/cluster && ln -sfn ../lib .etar/cluster/lib
+	$(CLUSTER_ENV) $(RUN) etar stack down
+	$(CLUSTER_ENV) ETAR_STACK_SERVICES=$(CLUSTER_SERVICES),$(CLUSTER_AIRFLOW) \
+		$(RUN) etar stack exec -- pytest tests/cluster -m cluster_airflow
 
 bench: install
 	$(RUN) python benchmarks/producer.py

@@ -128,14 +128,17 @@ def replication_config(settings: Settings) -> dict[str, str]:
 
 
 def _known_soon(call: Callable[[], T], timeout: float) -> T:
-    """``call()``, asked again while the broker does not know the topic yet: one just created
-    reaches every broker of a cluster a moment later."""
+    """``call()``, asked again while the broker does not know the topic yet (one just created
+    reaches every broker of a cluster a moment later) or the client knows no controller yet
+    (a cluster's quorum just formed, right after a restart)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return call()
         except Exception as exc:
-            if "UNKNOWN_TOPIC_OR_PART" not in str(exc) or time.monotonic() > deadline:
+            transient = ("UNKNOWN_TOPIC_OR_PART" in str(exc)
+                         or "waiting for controller" in str(exc))
+            if not transient or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
@@ -192,6 +193,20 @@ def stack_logs(
             print(line)
     except EtarError as exc:
         _fail(exc)
+
+
+@stack_app.command("hold")
+def stack_hold(
+    service: Annotated[str, typer.Argument(help="the service to keep down if it exits")],
+    seconds: Annotated[float, typer.Option("--seconds", "-s", min=1, max=86_400)] = 600,
+) -> None:
+    """Do not restart SERVICE for SECONDS if it exits (stop it yourself for maintenance)."""
+    try:
+        until = _stack().hold(service, seconds)
+    except EtarError as exc:
+        _fail(exc)
+    console.print(f"{service} is not restarted until "
+                  f"{time.strftime('%H:%M:%S', time.localtime(until))}")
 
 
 def _ensure_stack() -> Stack:

@@ -169,6 +169,37 @@ class Stack:
         self.state_dir = settings.state_dir
         self.log_dir = self.state_dir / "logs"
         self.state_file = self.state_dir / "stack.json"
+        self.hold_dir = self.state_dir / "held"
+
+    # --- holds ---------------------------------------------------------------------------
+    def hold(self, name: str, seconds: float) -> float:
+        """Keep ``name`` down for ``seconds`` if it exits (maintenance, or a fault test of a
+        long outage): the supervisor does not restart it before then. The wall-clock time the
+        hold ends."""
+        if name not in {s.name for s in self.services}:
+            raise StackError(f"no service {name!r} in this stack")
+        if not 0 < seconds <= 86_400:
+            raise StackError(f"a hold lasts 0 to 86400 s, not {seconds}")
+        self.hold_dir.mkdir(parents=True, exist_ok=True)
+        until = time.time() + seconds
+        (self.hold_dir / name).write_text(f"{until}\n")
+        return until
+
+    def release(self, name: str) -> None:
+        """End ``name``'s hold now (the supervisor restarts it if it is down)."""
+        (self.hold_dir / name).unlink(missing_ok=True)
+
+    def held_for(self, name: str) -> float:
+        """Seconds ``name`` is still held down (0: not held; an expired hold is removed)."""
+        path = self.hold_dir / name
+        try:
+            left = float(path.read_text()) - time.time()
+        except (OSError, ValueError):
+            return 0.0
+        if left <= 0:
+            path.unlink(missing_ok=True)
+            return 0.0
+        return left
 
     # --- state ---------------------------------------------------------------------------
     def read_state(self) -> dict[str, Any] | None:
@@ -327,6 +358,13 @@ class Stack:
             for index, executor in enumerate(executors):
                 name = executor.service.name
                 if executor.running():
+                    continue
+                hold = self.held_for(name)
+                if hold > 0:
+                    if name not in held:
+                        held.add(name)
+                        log.warning("%s exited; it is held down for %.0fs more (etar stack "
+                                    "hold)", name, hold)
                     continue
                 budget = budgets[name]
                 wait = budget.wait(time.monotonic())

@@ -54,6 +54,16 @@ def cluster_ddl(settings: Settings) -> list[str]:
     return [ddl, distributed]
 
 
+def apply(settings: Settings) -> None:
+    """Run the statements against ``ETAR_CLICKHOUSE_HOST`` (a replica of the cluster; the
+    ``ON CLUSTER`` DDL reaches the others through Keeper). Idempotent."""
+    from etar.warehouse.table import client
+
+    ch = client(settings)
+    for statement in cluster_ddl(settings):
+        ch.command(statement)
+
+
 def main() -> None:
     """Print the statements (``python -m etar.warehouse.cluster``)."""
     from etar.config import get_settings

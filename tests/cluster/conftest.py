@@ -1,5 +1,6 @@
 """The cluster suite: faults that only a cluster topology can survive (a broker leading
-partitions, one of two sinks, a rolling restart of the brokers).
+partitions kept down a minute, one of two sinks, a rolling restart of the brokers, a Spark
+worker; with ``make cluster-airflow``, one of two Celery workers, and ``etar demo``).
 
 It runs only when ``ETAR_TOPOLOGY=cluster`` (``make cluster`` starts that topology on its own
 state folder); elsewhere its tests are not even collected, so ``make test`` never runs them.
@@ -30,6 +31,8 @@ def _cell(value: object) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cluster: needs the cluster topology (make cluster)")
+    config.addinivalue_line("markers", "cluster_airflow: needs the cluster topology with "
+                            "Airflow and the dashboard API (make cluster-airflow)")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from etar.config import Settings
 from etar.minute import Minute
 from etar.report.minute_report import read_report
 from etar.topics import admin
+from etar_stack import stack
 from etar_stack.services import kafka, spark_cluster
 from tests.faults.harness import (
     SETTLE_TIMEOUT,
@@ -30,6 +31,7 @@ from tests.faults.harness import (
     ingested_minute,
     kill,
     own_minute,
+    ready,
     reconcile,
     service_pid,
     stored,
@@ -42,6 +44,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 RATE = 150.0
 """Events/s the producer sends during a fault."""
+DOWN = 60.0
+"""Seconds the killed leader broker is kept down (not restarted by the supervisor)."""
 
 
 def _replicated(settings: Settings) -> bool:
@@ -87,24 +91,35 @@ def _settle(row: FaultRow, settings: Settings, minute: Minute, delivered: int,
 
 
 def test_leader_broker_killed(cluster_settings: Settings, cluster_row: FaultRow) -> None:
-    """kill -9 the broker leading most event partitions mid-stream: leadership moves to the
-    in-sync replicas, the idempotent producer retries, no delivery fails."""
+    """kill -9 the broker leading most event partitions mid-stream and keep it down a full
+    minute (a supervisor hold) while the producer sends: leadership moves to the in-sync
+    replicas, the idempotent producer retries, no delivery fails; then the broker comes back
+    and its replicas catch up."""
     settings, row = cluster_settings, cluster_row
-    count = 6_000
+    count = int(RATE * (20 + DOWN + 25))  # still sending 25 s after the broker is back
     minute, dlq, production = _start(settings, count, seed=2401)
-    time.sleep(count / RATE / 3)
+    time.sleep(20)
     led = kafka.leaders(settings, settings.kafka_topic)
     node = max(led, key=lambda n: led[n])
     name = kafka.member_name(settings, node)
+    stack(settings).hold(name, DOWN)
     old = kill(settings, name)
     killed = time.monotonic()
     wait_until(lambda: node not in kafka.leaders(settings, settings.kafka_topic), 60,
                f"leadership to move off node {node}")
     moved = time.monotonic() - killed
-    back = wait_restarted(settings, name, old)
+    time.sleep(max(0.0, DOWN - 3 - (time.monotonic() - killed)))
+    assert service_pid(settings, name) == old and not ready(settings, name), (
+        f"{name} was restarted within its {DOWN:.0f}s hold")
+    assert production.process.poll() is None, "the producer finished before the broker was back"
+    wait_restarted(settings, name, old)
+    down = time.monotonic() - killed
+    wait_until(lambda: _replicated(settings), 180, f"{name}'s replicas in sync")
+    caught_up = time.monotonic() - killed - down
     delivered = _finish(production)
-    row.note = (f"{name} led {led[node]}/6 partitions; leaders moved in {moved:.0f}s; "
-                f"{name} back in {back:.0f}s")
+    row.note = (f"{name} led {led[node]}/6 partitions, killed and held down {down:.0f}s while "
+                f"the producer sent; leaders moved in {moved:.0f}s; back and in sync "
+                f"{caught_up:.0f}s after its restart")
     _settle(row, settings, minute, delivered, dlq, killed)
 
 

@@ -35,7 +35,8 @@ INTERNAL_ONLY = {"postgres", "redis", "spark-connect"}
 """Compose keeps Postgres and Redis on its network; natively they use their own ports (5433,
 6380) so they never meet ones the machine already runs. Compose analyses minutes with
 spark-submit on its Spark cluster (ETAR_SPARK_MODE=submit) instead of a Connect server."""
-ONE_SHOT = {"kafka-init", "clickhouse-init", "s3-init", "airflow-init", "connect-helper"}
+ONE_SHOT = {"kafka-init", "clickhouse-init", "clickhouse-cluster-init", "s3-init", "airflow-init",
+            "connect-helper"}
 
 
 def _example_env() -> dict[str, str]:
