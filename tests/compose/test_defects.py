@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -324,15 +325,17 @@ def test_the_server_gets_the_read_only_user_the_native_endpoint_has(
            "PATH": f"{tmp_path}:{os.environ['PATH']}"}
     sql = subprocess.run([str(script)], env={k: str(v) for k, v in env.items()},
                          capture_output=True, text=True, check=True, timeout=30).stdout
-    import chdb
-
     statements = [s.strip() for s in sql.split(";") if s.strip()]
     assert len(statements) == 2
     canonical = []
     for statement in statements:
         literal = "'" + statement.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        canonical.append(str(chdb.query(f"SELECT formatQuerySingleLine({literal})",
-                                        "TabSeparatedRaw")).strip())
+        # the engine in a process of its own (chdb allows one embedded server per process)
+        parsed = subprocess.run(
+            [sys.executable, "-c", "import chdb, sys; print(chdb.query(sys.argv[1], "
+             "'TabSeparatedRaw'))", f"SELECT formatQuerySingleLine({literal})"],
+            capture_output=True, text=True, check=True, timeout=60)
+        canonical.append(parsed.stdout.strip())
     user, database = server["environment"]["ETAR_CLICKHOUSE_READER_USER"], \
         server["environment"]["CLICKHOUSE_DB"]
     assert canonical[0].startswith(f"CREATE USER IF NOT EXISTS {user} IDENTIFIED WITH "
