@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
@@ -73,6 +74,16 @@ def _parse_error_rates(base: float, overrides: list[str]) -> dict[EventType, flo
     return rates
 
 
+def _instant(text: str) -> datetime:
+    """An ISO 8601 instant; one without a zone is UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--start-at wants an ISO 8601 instant such as "
+                          f"2026-01-01T10:30:00, got {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 @app.command()
 def produce(
     rate: Annotated[float | None, typer.Option(help="events/s over all processes; 0 = max")]
@@ -87,6 +98,8 @@ def produce(
     seed: Annotated[int | None, typer.Option(help="make the events reproducible")] = None,
     minute: Annotated[str | None, typer.Option(
         help="stamp events inside this UTC minute, e.g. 2026-01-01T10:30")] = None,
+    start_at: Annotated[str | None, typer.Option(
+        help="start sending at this UTC instant, e.g. 2026-01-01T10:30:00")] = None,
 ) -> None:
     """Produce interaction events to Kafka (Avro, Schema Registry) from several processes."""
     from etar.produce.producer import ProduceOptions
@@ -102,6 +115,7 @@ def produce(
                 settings.producer_error_rate if error_rate is None else error_rate,
                 error_rate_for or []),
             seed=seed, minute=Minute.parse(minute, closed=False) if minute else None,
+            start_at=_instant(start_at) if start_at else None,
         )
         options.validate()
         columns = [TextColumn("[bold]producing"), BarColumn(), MofNCompleteColumn(),

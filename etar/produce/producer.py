@@ -59,6 +59,10 @@ class ProduceOptions:
     error_rates: dict[EventType, float] = field(default_factory=dict)
     seed: int | None = None
     minute: Minute | None = None
+    start_at: datetime | None = None
+    """Workers send from this instant (UTC) on, not as soon as they are ready, and ``duration``
+    counts from it: a run started a few seconds early covers a minute from its first second
+    to ``start_at + duration``, events stamped as they go."""
 
     def validate(self) -> None:
         """Fail fast, with the reason, on settings that cannot work."""
@@ -70,6 +74,8 @@ class ProduceOptions:
             raise ConfigError(f"--count must be >= 0, got {self.count}")
         if self.duration is not None and self.duration <= 0:
             raise ConfigError(f"--duration must be > 0 seconds, got {self.duration}")
+        if self.start_at is not None and self.start_at.tzinfo is None:
+            raise ConfigError(f"--start-at must carry a time zone, got {self.start_at}")
         GeneratorConfig(error_rates=self.error_rates or GeneratorConfig().error_rates)
 
     def share(self, index: int) -> tuple[float, int | None]:
@@ -255,6 +261,10 @@ def _worker(index: int, plan: _Plan, counters: _Counters, stop: MpEvent) -> None
         counters.publish(index, sender.sent, sender.delivered, sender.failed)
 
     started = time.monotonic()
+    if options.start_at is not None:  # a worker ready late catches up, as after a stall
+        late = time.time() - options.start_at.timestamp()
+        stop.wait(max(0.0, -late))  # Ctrl-C while waiting stops at once
+        started = time.monotonic() - max(0.0, late)
     counters.mark(index, 3)
     pacer = Pacer(rate, started)
     deadline = None if options.duration is None else started + options.duration

@@ -169,11 +169,28 @@ def test_rate_is_held_and_never_exceeded(own_topic: Settings) -> None:
     assert (count // 2) / rate - 0.002 <= half_s <= expected * 0.5 + 1.0, half_s
 
 
+def test_start_at_holds_every_event_back_until_then(own_topic: Settings) -> None:
+    """Workers that are ready wait for ``--start-at``: no event is stamped or sent before it
+    (the capacity benchmark starts each minute's producer early with it)."""
+    start = datetime.fromtimestamp(time.time() + 4, UTC).replace(microsecond=0)
+    result = _etar(own_topic, "produce", "--count", "500", "--rate", "0", "--processes", "2",
+                   "--start-at", start.replace(tzinfo=None).isoformat())
+    assert result.returncode == 0, result.stderr
+    messages = _read_all(own_topic)
+    assert len(messages) == 500
+    assert min(message.timestamp()[1] for message in messages) >= start.timestamp() * 1_000
+    values = event_deserializer(registry_client(own_topic))
+    context = SerializationContext(own_topic.kafka_topic, MessageField.VALUE)
+    assert min(values(message.value(), context)["event_ts"] for message in messages) >= start
+
+
 def test_bad_settings_fail_fast_with_a_reason() -> None:  # no stack needed
     negative = _etar(None, "produce", "--rate", "-5", "--count", "1")
     assert negative.returncode == 1 and "--rate must be >= 0" in negative.stderr
     bad_minute = _etar(None, "produce", "--minute", "yesterday", "--count", "1")
     assert bad_minute.returncode == 1 and "is not a minute" in bad_minute.stderr
+    bad_start = _etar(None, "produce", "--start-at", "soon", "--count", "1")
+    assert bad_start.returncode == 1 and "--start-at wants an ISO 8601" in bad_start.stderr
 
 
 def test_unreachable_broker_fails_fast() -> None:  # no stack needed
