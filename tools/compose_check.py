@@ -3,9 +3,10 @@
 Starts `docker compose up -d --build`, waits (bounded) until every service is healthy and every
 one-shot service has exited 0, produces a known number of events inside one minute, waits for
 that minute's report, and checks produced = ClickHouse (FINAL) = report. Prints one line;
-exits 0 when they agree, 1 when they do not or a wait runs out, 2 when no Docker engine is
-reachable. Standard library only (runs with any python3). The stack is left running
-(`docker compose down` stops it; `down -v` also drops its volumes).
+exits 0 when they agree, 1 when they do not, a wait runs out or ClickHouse or the dashboard API
+does not answer (the line names which, and why), 2 when no Docker engine is reachable.
+Standard library only (runs with any python3). The stack is left running (`docker compose
+down` stops it; `down -v` also drops its volumes).
 """
 
 from __future__ import annotations
