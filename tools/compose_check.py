@@ -3,9 +3,10 @@
 Starts `docker compose up -d --build`, waits (bounded) until every service is healthy and every
 one-shot service has exited 0, produces a known number of events inside one minute, waits for
 that minute's report, and checks produced = ClickHouse (FINAL) = report. Prints one line;
-exits 0 when they agree, 1 when they do not or a wait runs out, 2 when no Docker engine is
-reachable. Standard library only (runs with any python3). The stack is left running
-(`docker compose down` stops it; `down -v` also drops its volumes).
+exits 0 when they agree, 1 when they do not, a wait runs out or ClickHouse or the dashboard API
+does not answer (the line names which, and why), 2 when no Docker engine is reachable.
+Standard library only (runs with any python3). The stack is left running (`docker compose
+down` stops it; `down -v` also drops its volumes).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -25,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 UP_TIMEOUT_S = 1200.0  # first run: builds three images and pulls the rest
 REPORT_TIMEOUT_S = 300.0  # after the minute's end: lateness, the sensor, Spark, the POST
+UNREACHABLE_S = 60.0  # the dashboard API, healthy before, not answering this long: it is down
+POLL_S = 5.0
 EVENTS, RATE = 600, 100.0  # 6 s of events, inside one minute
 DASHBOARD = "http://127.0.0.1:8000"
 UTC = timezone(timedelta(0))  # not datetime.UTC: any python3 runs this script, 3.10 has none
@@ -129,6 +133,16 @@ def produce_one_minute() -> datetime:
     return minute
 
 
+def _reason(exc: OSError) -> str:
+    """What an endpoint's failure says, on one line: the HTTP status and body, or the cause."""
+    if isinstance(exc, urllib.error.HTTPError):
+        body = exc.read().decode(errors="replace").strip().splitlines()
+        return f"HTTP {exc.code}: {body[0][:300] if body else exc.reason}"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return str(exc) or type(exc).__name__
+
+
 def _get(url: str, headers: dict[str, str] | None = None) -> Any:
     request = urllib.request.Request(url, headers=headers or {})
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -136,21 +150,35 @@ def _get(url: str, headers: dict[str, str] | None = None) -> Any:
     return json.loads(body) if body else None
 
 
-def wait_report(minute: datetime, timeout: float = REPORT_TIMEOUT_S) -> dict[str, Any]:
-    """The dashboard's report of ``minute``, once the DAG has posted it."""
+def wait_report(minute: datetime, timeout: float | None = None) -> dict[str, Any]:
+    """The dashboard's report of ``minute``, once the DAG has posted it (at most ``timeout``,
+    default REPORT_TIMEOUT_S, after the minute's end). An API that stops answering for
+    UNREACHABLE_S fails the wait at once, naming why."""
+    timeout = REPORT_TIMEOUT_S if timeout is None else timeout
     deadline = minute + timedelta(minutes=1, seconds=timeout)
     stamp = minute.strftime("%Y-%m-%dT%H:%M")
+    url = f"{DASHBOARD}/reports"
+    failing_since: float | None = None
+    error = ""
     while datetime.now(UTC) < deadline:
         try:
-            for report in _get(f"{DASHBOARD}/reports") or []:
+            reports = _get(url) or []
+        except (OSError, ValueError) as exc:  # refused, timed out, an HTTP error, not JSON
+            error = _reason(exc) if isinstance(exc, OSError) else f"not JSON ({exc})"
+            failing_since = time.monotonic() if failing_since is None else failing_since
+            if time.monotonic() - failing_since >= UNREACHABLE_S:
+                raise CheckFailed(f"the dashboard API at {DASHBOARD} did not answer for "
+                                  f"{UNREACHABLE_S:.0f} s ({error})") from None
+        else:
+            failing_since = None
+            for report in reports:
                 if str(report.get("minute", "")).startswith(stamp):
                     found: dict[str, Any] = report
                     return found
-        except OSError:
-            pass
-        time.sleep(5)
+        time.sleep(POLL_S)
+    last = f"; its last answer: {error}" if failing_since is not None else ""
     raise CheckFailed(f"no report for {stamp} within {timeout:.0f} s of the minute's end "
-                      "(see `docker compose logs airflow-worker`)")
+                      f"(see `docker compose logs airflow-worker`){last}")
 
 
 def clickhouse_count(minute: datetime, settings: dict[str, str]) -> int:
@@ -160,11 +188,20 @@ def clickhouse_count(minute: datetime, settings: dict[str, str]) -> int:
              f"toDateTime('{minute:%Y-%m-%d %H:%M:%S}', 'UTC')")
     auth = base64.b64encode(f"{settings['ETAR_CLICKHOUSE_USER']}:"
                             f"{settings['ETAR_CLICKHOUSE_PASSWORD']}".encode()).decode()
-    url = (f"http://127.0.0.1:{settings['ETAR_CLICKHOUSE_PORT']}/?"
-           + urllib.parse.urlencode({"query": query}))
+    endpoint = f"http://127.0.0.1:{settings['ETAR_CLICKHOUSE_PORT']}"
+    url = f"{endpoint}/?" + urllib.parse.urlencode({"query": query})
     request = urllib.request.Request(url, headers={"Authorization": f"Basic {auth}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return int(response.read().decode().strip())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = response.read().decode(errors="replace").strip()
+    except OSError as exc:  # refused, timed out, or an HTTP error (wrong password, no table)
+        raise CheckFailed(f"ClickHouse at {endpoint} did not count the minute's rows "
+                          f"({_reason(exc)})") from None
+    try:
+        return int(answer)
+    except ValueError:
+        raise CheckFailed(f"ClickHouse at {endpoint} answered {answer[:200]!r} to the "
+                          "count, not a number") from None
 
 
 def main() -> int:

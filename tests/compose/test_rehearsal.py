@@ -158,8 +158,6 @@ def _free_port() -> int:
 
 
 def _as_user(command: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return command  # already unprivileged
     return ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *command]
 
 
@@ -203,13 +201,17 @@ def bucket(stack_settings: Settings, unique: str) -> Iterator[Settings]:
 
 
 @pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs spark-master and spark-worker as `nobody` "
+                    "(setpriv) over a state folder chowned to it: needs root")
 def test_spark_cluster_runs_the_job_as_compose_runs_it(
         images: dict[str, tuple[image_plan.Plan, Path, Path]], project: dict[str, Any],
         bucket: Settings, tmp_path: Path) -> None:
     """spark-master and spark-worker run as `nobody` from the etar image's environment
     (SPARK_HOME read-only to them) with spark-worker's compose environment; the job is
     submitted from the airflow image's environment the way the DAG does, with
-    ETAR_BIND_HOST set as compose sets it: an address the executors reach, not 127.0.0.1."""
+    ETAR_BIND_HOST set as compose sets it: an address the executors reach, not 127.0.0.1.
+    A worker without the S3 credentials in its environment fails the job (executors get
+    them from their worker only)."""
     address = _address()
     if address is None:
         pytest.skip("this machine has no non-loopback address for the driver to advertise")
@@ -262,9 +264,6 @@ def test_spark_cluster_runs_the_job_as_compose_runs_it(
         refused = (logs / "worker-without-dir.log").read_text()
         assert f"Failed to create directory {spark_home}/work" in refused
 
-        start(worker_cmd, {**base, **image_env, **worker_env}, "worker.log")
-        _wait(lambda: _json(status).get("aliveworkers"), 90, "the worker to register")
-
         minute = Minute.parse("2026-01-01T10:30")
         body, errors = _minute_parquet(minute, 2_000)
         storage.upload(minute.parquet_name, io.BytesIO(body), "application/octet-stream",
@@ -274,18 +273,41 @@ def test_spark_cluster_runs_the_job_as_compose_runs_it(
                                          "s3_region", "s3_bucket"))
         driver_env.update({"ETAR_SPARK_MASTER": url, "ETAR_SPARK_MODE": "submit",
                            "ETAR_BIND_HOST": address, "ETAR_STATE_DIR": str(tmp_path)})
-        run = _python(air_venv, "import json, sys\nfrom etar.analysis.submit import run_job\n"
-                      f"print(json.dumps(run_job({storage.s3a_url(minute.parquet_name, bucket)!r}"
-                      ").__dict__))", env=driver_env, cwd=tmp_path, timeout=300)
+        source = storage.s3a_url(minute.parquet_name, bucket)
+        job = ("import json\nfrom etar.analysis.submit import AnalysisFailed, run_job\n"
+               f"try:\n    run = run_job({source!r}, timeout=240)\n"
+               "except AnalysisFailed as exc:\n    print('FAILED', exc)\n"
+               "else:\n    print(json.dumps(run.__dict__))")
+
+        # the worker's compose environment less the S3 credentials: the driver has them, its
+        # executors (launched by the worker, with the worker's environment) do not
+        bare = {k: v for k, v in worker_env.items() if not k.startswith("AWS_")}
+        bare["SPARK_WORKER_DIR"] = str(state / "spark-work-without-credentials")
+        without = start(worker_cmd, {**base, **image_env, **bare}, "worker-without-creds.log")
+        _wait(lambda: _json(status).get("aliveworkers"), 90, "the worker to register")
+        failed = _python(air_venv, job, env=driver_env, cwd=tmp_path, timeout=300)
+        assert failed.strip().splitlines()[-1].startswith("FAILED"), failed
+        said = failed + "".join(p.read_text(errors="replace") for p in
+                                Path(bare["SPARK_WORKER_DIR"]).glob("app-*/*/stderr"))
+        assert "credential" in said.lower(), failed
+        with pytest.raises(storage.ObjectMissing):
+            storage.stat(minute.json_name, bucket)
+        os.killpg(without.pid, 15)
+        without.wait(timeout=30)
+        _wait(lambda: _json(status).get("aliveworkers") == 0, 150, "the worker to leave")
+
+        start(worker_cmd, {**base, **image_env, **worker_env}, "worker.log")
+        _wait(lambda: _json(status).get("aliveworkers"), 90, "the worker to register")
+        run = _python(air_venv, job, env=driver_env, cwd=tmp_path, timeout=300)
         assert json.loads(run.strip().splitlines()[-1])["report"] == minute.json_name
 
         report = storage.read_json(minute.json_name, bucket)
         assert report["total_events"] == 2_000 and report["total_errors"] == errors
         apps = _json(status)["completedapps"]
-        assert len(apps) == 1
+        assert len(apps) == 2  # the one without credentials, then this one
         work = Path(worker_env["SPARK_WORKER_DIR"])
         stderr = next(work.glob("app-*/*/stderr"))
-        assert stderr.stat().st_uid == _uid("nobody") or os.geteuid() != 0
+        assert stderr.stat().st_uid == _uid("nobody")
         command = stderr.read_text().split("\n", 1)[0]
         assert f"CoarseGrainedScheduler@{address}:" in command, command
         assert "127.0.0.1" not in command
