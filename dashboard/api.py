@@ -34,10 +34,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from etar.config import Settings, get_settings
+from etar.errors import ConfigError
 from etar.minute import InvalidMinute, Minute
 from etar.orchestration.replay import STAGES, published
 from etar.report.minute_report import MinuteReport, bucket_history, loads_strict
-from etar.security import refuse_default_secrets
+from etar.security import require_secrets
 
 log = logging.getLogger("dashboard.api")
 
@@ -194,10 +195,10 @@ def create_app(settings: Settings | None = None, *, reload_history: bool = False
 
     ``reload_history``: at start-up, reload the store from the reports in the bucket (the
     served ``app`` does; in-process tests need no S3). Refuses (ConfigError) to serve a
-    non-loopback ``bind_host`` with the default token.
+    non-loopback ``bind_host`` with the default token or an empty one.
     """
     settings = settings or get_settings()
-    refuse_default_secrets(settings, settings.bind_host, "dashboard_token")
+    require_secrets(settings, settings.bind_host, "dashboard_token")
     store = ReportStore(settings.dashboard_history)
     loader = HistoryLoader(store, settings) if reload_history else None
 
@@ -303,4 +304,12 @@ def create_app(settings: Settings | None = None, *, reload_history: bool = False
     return app
 
 
-app = create_app(reload_history=True)
+def _served() -> FastAPI:
+    """The app uvicorn serves; a refused configuration ends the process with one line."""
+    try:
+        return create_app(reload_history=True)
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+app = _served()

@@ -160,6 +160,17 @@ def test_the_default_token_is_refused_off_loopback(host: str,
     assert create_app(Settings(_env_file=None, bind_host=host))
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "dashboard.example"])
+def test_an_empty_token_is_refused_off_loopback(host: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETAR_ALLOW_DEFAULT_SECRETS", "1")  # no excuse for an empty one
+    monkeypatch.delenv("ETAR_ALLOW_UNAUTHENTICATED_BIND", raising=False)
+    with pytest.raises(ConfigError, match="empty ETAR_DASHBOARD_TOKEN"):
+        create_app(Settings(_env_file=None, bind_host=host, dashboard_token=SecretStr("")))
+    assert create_app(Settings(_env_file=None, bind_host="127.0.0.1",
+                               dashboard_token=SecretStr("")))
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
 def test_the_default_token_is_fine_on_loopback(host: str) -> None:
     assert create_app(Settings(_env_file=None, bind_host=host))

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +19,7 @@ from etar.config import Settings
 from etar.extract import storage
 from etar.minute import Minute
 from etar.orchestration.pipeline import run_minute
-from etar.orchestration.reconcile import State, audit
+from etar.orchestration.reconcile import State, Window, audit, reported_counts
 from etar.warehouse import table as warehouse
 from tests.integration.lanes import env_for, produce, recent_minute, wait_for
 
@@ -90,3 +94,55 @@ def test_windows_are_listed_by_prefix_and_expired_objects_deleted_oldest_first(
             storage.client(lane).list_objects(lane.s3_bucket, recursive=True)}
     assert left == {name for m in kept for name in (m.json_name, m.parquet_name)} | {
         "notes.txt"}
+
+
+@pytest.fixture
+def bucket(stack_settings: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """A bucket of the test's own and a state folder for the report-totals cache: S3 only (no
+    ``unique``, whose teardown asks the registry)."""
+    settings = stack_settings.model_copy(update={"s3_bucket": f"lane-{uuid.uuid4().hex[:10]}",
+                                                 "state_dir": tmp_path / ".etar"})
+    storage.ensure_bucket(settings)
+    yield settings
+    storage.drop_bucket(settings)
+
+
+def _put_report(settings: Settings, minute: Minute, total: int) -> None:
+    body = json.dumps({"minute": str(minute), "total_events": total}).encode()
+    storage.upload(minute.json_name, io.BytesIO(body), "application/json", len(body), settings)
+
+
+def _reads(settings: Settings, window: Window) -> tuple[dict[Minute, int], list[str]]:
+    """``reported_counts`` of ``window``, and the objects it GETs from S3 (its HTTP trace; the
+    listings, GETs of the bucket itself, are not counted)."""
+    trace = io.StringIO()
+    s3 = storage.client(settings)
+    s3.trace_on(trace)
+    try:
+        totals = reported_counts(window, settings)
+    finally:
+        s3.trace_off()
+    got = re.findall(rf"^GET /{re.escape(settings.s3_bucket)}/([^?\s]+)", trace.getvalue(),
+                     re.MULTILINE)
+    return totals, got
+
+
+def test_an_audit_reads_again_only_the_reports_whose_etag_changed(bucket: Settings) -> None:
+    """The reconciliation runs every minute over 24 h of reports: each audit GETs only the
+    reports written since the last one (a local cache of total_events by ETag)."""
+    minutes = [recent_minute(ago) for ago in (14, 13, 12)]
+    for total, minute in enumerate(minutes, start=100):
+        _put_report(bucket, minute, total)
+    window = Window(minutes[0], minutes[-1])
+    expected = {minute: total for total, minute in enumerate(minutes, start=100)}
+
+    totals, got = _reads(bucket, window)
+    assert totals == expected and sorted(got) == sorted(m.json_name for m in minutes)
+    totals, got = _reads(bucket, window)
+    assert totals == expected and got == []  # nothing changed: nothing read
+
+    _put_report(bucket, minutes[1], 250)  # a redo run replaced one report
+    totals, got = _reads(bucket, window)
+    assert totals == {**expected, minutes[1]: 250} and got == [minutes[1].json_name]
+    totals, got = _reads(bucket, window)
+    assert totals == {**expected, minutes[1]: 250} and got == []

@@ -24,12 +24,13 @@ AIRFLOW = ["ETAR_AIRFLOW_ADMIN_PASSWORD", "ETAR_AIRFLOW_JWT_SECRET", "ETAR_AIRFL
            "ETAR_AIRFLOW_FERNET_KEY"]
 SECRETS = {"dashboard-api": ["ETAR_DASHBOARD_TOKEN"], "s3": ["ETAR_S3_SECRET_KEY"],
            "postgres": ["ETAR_AIRFLOW_POSTGRES_PASSWORD"], "jupyter": ["ETAR_JUPYTER_TOKEN"],
+           "clickhouse": ["ETAR_CLICKHOUSE_PASSWORD", "ETAR_CLICKHOUSE_READER_PASSWORD"],
            **{name: AIRFLOW for name in ("airflow-api-server", "airflow-scheduler",
                                          "airflow-dag-processor", "airflow-triggerer",
                                          "airflow-worker")}}
-ELSEWHERE = {"clickhouse", "sink"}
-"""ClickHouse's endpoint guards its users itself (tests/security/test_stack_security.py); the
-sink listens on nothing."""
+ELSEWHERE = {"sink"}
+"""The sink listens on nothing. (ClickHouse's endpoint also guards its users itself, when
+started alone: tests/security/test_stack_security.py.)"""
 
 
 @pytest.fixture

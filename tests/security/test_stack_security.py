@@ -105,13 +105,19 @@ def _off_loopback_env(tmp_path: Path) -> dict[str, str]:
             "ETAR_CLICKHOUSE_PORT": port, "ETAR_DASHBOARD_API_URL": f"http://127.0.0.1:{port}"}
 
 
-def test_the_dashboard_api_refuses_the_default_token_off_loopback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("token", [None, ""], ids=["default", "empty"])
+def test_the_dashboard_api_refuses_the_default_or_an_empty_token_off_loopback(
+        tmp_path: Path, token: str | None) -> None:
+    """Served by uvicorn as compose does: one ``error:`` line naming the token (before, an
+    empty token was served and a traceback ended the default one)."""
     env = _off_loopback_env(tmp_path)
+    if token is not None:
+        env["ETAR_DASHBOARD_TOKEN"] = token
     port = env["ETAR_CLICKHOUSE_PORT"]
     code, output = _serve(["-m", "uvicorn", "--app-dir", str(Path.cwd()), "dashboard.api:app",
                            "--host", "0.0.0.0", "--port", port], env, tmp_path, within=30)
-    assert code not in (None, 0), output[-2000:]
-    assert "ETAR_DASHBOARD_TOKEN" in output
+    assert code == 1, output[-2000:]
+    assert "ETAR_DASHBOARD_TOKEN" in _one_error_line(output)
 
 
 def test_the_clickhouse_endpoint_refuses_the_default_password_off_loopback(
@@ -119,6 +125,28 @@ def test_the_clickhouse_endpoint_refuses_the_default_password_off_loopback(
     started = time.monotonic()
     code, output = _serve(["-m", "etar_stack.clickhouse_http"], _off_loopback_env(tmp_path),
                           tmp_path, within=30)
-    assert code not in (None, 0), output[-2000:]
-    assert "ETAR_CLICKHOUSE_PASSWORD" in output
+    assert code == 1, output[-2000:]
+    assert "ETAR_CLICKHOUSE_PASSWORD" in _one_error_line(output)
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("empty", ["ETAR_CLICKHOUSE_PASSWORD", "ETAR_CLICKHOUSE_READER_PASSWORD"])
+def test_the_clickhouse_endpoint_refuses_an_empty_password_off_loopback(
+        tmp_path: Path, empty: str) -> None:
+    """An empty password lets in anyone who names its user (a request without credentials is
+    the writer, ``default``): off loopback it is refused like the published one. Before, the
+    endpoint served 0.0.0.0 with it."""
+    env = {**_off_loopback_env(tmp_path),
+           "ETAR_CLICKHOUSE_PASSWORD": "a-writer-secret-of-its-own",
+           "ETAR_CLICKHOUSE_READER_PASSWORD": "a-reader-secret-of-its-own", empty: ""}
+    code, output = _serve(["-m", "etar_stack.clickhouse_http"], env, tmp_path, within=30)
+    assert code == 1, f"the endpoint served 0.0.0.0 with an empty {empty}:\n{output[-2000:]}"
+    line = _one_error_line(output)
+    assert f"empty {empty}:" in line and "0.0.0.0" in line, line
+
+
+def _one_error_line(output: str) -> str:
+    """The refusal: exactly one ``error:`` line and no traceback."""
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in output, output[-2000:]
+    return errors[0]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import uvicorn
 
 from etar.config import Settings, get_settings
-from etar.security import refuse_default_secrets
+from etar.errors import ConfigError
+from etar.security import require_secrets
 from etar_stack.clickhouse_http.guard import Guard
 from etar_stack.clickhouse_http.server import Limits, User, create_app
 
@@ -28,8 +30,11 @@ def users(settings: Settings) -> list[User]:
 def main() -> None:
     os.environ["TZ"] = "UTC"  # the server timezone clients see, whatever the machine's
     settings = get_settings()
-    refuse_default_secrets(settings, settings.bind_host, "clickhouse_password",
-                           "clickhouse_reader_password")
+    try:  # off loopback, an empty password lets anyone in as that user: refused like a default
+        require_secrets(settings, settings.bind_host, "clickhouse_password",
+                        "clickhouse_reader_password")
+    except ConfigError as exc:
+        sys.exit(f"error: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     path = settings.state_dir / "data" / "clickhouse"
     user_files = settings.clickhouse_user_files

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from etar.config import Settings
+from etar.security import require_secrets
 from etar_stack.supervisor import Service
 
 
@@ -45,6 +46,9 @@ def service(settings: Settings) -> Service:
         port=settings.clickhouse_port,
         url=url(settings),
         ready=lambda: ready(settings),
+        # the endpoint refuses these too; checked here, `etar stack up` stops at once, in one line
+        prepare=lambda: require_secrets(settings, settings.bind_host, "clickhouse_password",
+                                        "clickhouse_reader_password"),
         after_start=lambda: warehouse.apply_schema(settings=settings),
         env={"TZ": "UTC", "ETAR_CLICKHOUSE_REMOTE_URL_ALLOW_HOSTS": allow_hosts(settings)},
         start_timeout=120,
