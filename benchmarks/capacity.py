@@ -24,7 +24,8 @@ then runs one level with ``ETAR_SPARK_MODE=submit`` (a restart of the stack) for
 
 The topic must be quiet (stop ``make up``'s producer first). Prints a table per level, writes
 ``benchmarks/results/capacity.json`` and three plots beside it (``capacity_latency.png``,
-``capacity_cpu.png``, ``capacity_lag.png``).
+``capacity_cpu.png``, ``capacity_lag.png``). The rest level also records each service's RSS and PSS
+(``--rest-only`` runs just that level and writes ``capacity_rest.json``).
 
     uv run python benchmarks/capacity.py [--levels 1000,5000,20000,50000,100000] [--minutes 5]
 """
@@ -105,6 +106,29 @@ def _tree_usage(pid: int) -> tuple[float, int]:
         cpu += times.user + times.system + times.children_user + times.children_system
         rss += memory.rss
     return cpu, rss
+
+
+def memory_at_rest(services: dict[str, int]) -> dict[str, Any]:
+    """RSS and PSS (shared pages divided among the processes that map them, so a forked
+    worker's or Postgres' shared memory counts once) of each service's tree, in MiB."""
+    rows: dict[str, dict[str, int]] = {}
+    for name, pid in services.items():
+        rss = pss = 0
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            processes = []
+        for process in processes:
+            try:
+                info = process.memory_full_info()
+            except psutil.Error:
+                continue
+            rss, pss = rss + info.rss, pss + info.pss
+        rows[name] = {"rss_mib": round(rss / 2**20), "pss_mib": round(pss / 2**20)}
+    return {"services": rows,
+            "total_rss_mib": sum(r["rss_mib"] for r in rows.values()),
+            "total_pss_mib": sum(r["pss_mib"] for r in rows.values())}
 
 
 def _children_cpu() -> float:
@@ -376,6 +400,11 @@ def _print_level(level: Level) -> None:
           f"{s['events_per_cpu_s']:,}; RSS peak {s['rss_peak_total_mib']:,} MiB")
     if level.behind:
         print(f"  stopped early: {level.behind}")
+    if "memory_at_rest" in s:
+        rest = s["memory_at_rest"]
+        print(f"  at rest: RSS {rest['total_rss_mib']:,} MiB, PSS {rest['total_pss_mib']:,} MiB "
+              "(" + ", ".join(f"{k} {v['pss_mib']}" for k, v in sorted(
+                  rest["services"].items(), key=lambda kv: -kv[1]["pss_mib"])) + ")")
 
 
 def measure(levels: list[tuple[float, int]], minutes: int, mode: str, settle_s: float,
@@ -399,6 +428,8 @@ def measure(levels: list[tuple[float, int]], minutes: int, mode: str, settle_s: 
                 settle(level, settings, watcher, api,
                        settle_s if level.behind else max(180.0, settle_s / 3))
                 summarize(level, sampler)
+                if rate == REST_RATE:
+                    level.summary["memory_at_rest"] = memory_at_rest(sampler.services)
                 _print_level(level)
                 done.append(level)
                 if level.behind:
@@ -493,6 +524,8 @@ def main() -> None:
     parser.add_argument("--submit-level", type=float, default=5000,
                         help="rate measured again with ETAR_SPARK_MODE=submit (0: none)")
     parser.add_argument("--submit-minutes", type=int, default=3)
+    parser.add_argument("--rest-only", action="store_true",
+                        help="only the rest minutes; writes capacity_rest.json, no plots")
     parser.add_argument("--settle", type=float, default=600.0,
                         help="seconds to wait for a level that fell behind to be reported")
     args = parser.parse_args()
@@ -503,6 +536,13 @@ def main() -> None:
     log = RESULTS / "capacity.log"
     plan = ([(REST_RATE, args.rest_minutes)] if args.rest_minutes else []) + [
         (rate, args.minutes) for rate in rates]
+    if args.rest_only:
+        rest = measure([(REST_RATE, args.rest_minutes or 2)], args.minutes, "connect",
+                       args.settle, log)
+        out = RESULTS / "capacity_rest.json"
+        out.write_text(json.dumps([_as_json(lv) for lv in rest], indent=1))
+        print(f"wrote {out}")
+        return
     levels = measure(plan, args.minutes, "connect", args.settle, log)
     submit: list[Level] = []
     if args.submit_level:
