@@ -252,6 +252,19 @@ class Level:
     summary: dict[str, Any] = field(default_factory=dict)
     lag: list[tuple[float, int]] = field(default_factory=list)
 
+    @property
+    def minutes_json(self) -> list[dict[str, Any]]:
+        return [{**asdict(r), "reconciled": r.reconciled} for r in self.minutes]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Level:
+        level = cls(data["rate"], data["processes"], data["spark_mode"], behind=data["behind"],
+                    summary=data["summary"], lag=[tuple(p) for p in data["lag"]])
+        fields = MinuteResult.__dataclass_fields__
+        level.minutes = [MinuteResult(**{k: v for k, v in m.items() if k in fields})
+                         for m in data["minutes"]]
+        return level
+
 
 def _behind(level: Level, watcher: ReportWatcher, lags: list[int], now: float) -> str | None:
     """Why the pipeline no longer keeps up with ``level``, or None."""
@@ -507,10 +520,46 @@ def plot(levels: list[Level], out: Path) -> list[Path]:
     return paths
 
 
+def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least squares ``y = a + b x`` through ``points``: (a, b)."""
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var = sum((x - mean_x) ** 2 for x, _ in points)
+    b = sum((x - mean_x) * (y - mean_y) for x, y in points) / var if var else 0.0
+    return mean_y - b * mean_x, b
+
+
+def cost_model(levels: list[Level]) -> dict[str, Any]:
+    """What each service costs per minute at rest (the fit's intercept) and per million events
+    a minute (its slope), and each batch stage's seconds per million rows, fitted over every
+    level whose minutes were all reconciled (the rest level included)."""
+    fitted = [lv for lv in levels if lv.summary.get("reconciled") == lv.summary.get("minutes")]
+    if len(fitted) < 2:
+        return {}
+    services = sorted({n for lv in fitted for n in lv.summary["cpu_s_per_minute"]})
+    cpu = {}
+    for name in services:
+        a, b = _fit([(lv.summary["events_per_minute"] / 1e6,
+                      lv.summary["cpu_s_per_minute"].get(name, 0.0)) for lv in fitted])
+        cpu[name] = {"cpu_s_per_minute_at_rest": round(a, 2),
+                     "cpu_s_per_million_events": round(b, 2)}
+    stages = {}
+    minutes = [m for lv in fitted for m in lv.minutes_json if m["stages"]]
+    for part in ("sink", "extract", "spark", "report"):
+        a, b = _fit([(m["produced"] / 1e6, m["stages"][part]) for m in minutes])
+        stages[part] = {"seconds_fixed": round(a, 2), "seconds_per_million_rows": round(b, 2)}
+    total = _fit([(lv.summary["events_per_minute"] / 1e6, lv.summary["cpu_s_per_minute_total"])
+                  for lv in fitted])
+    return {"levels_fitted": [lv.rate for lv in fitted], "cpu": cpu, "stages": stages,
+            "total_cpu_s_per_minute_at_rest": round(total[0], 2),
+            "total_cpu_s_per_million_events": round(total[1], 2)}
+
+
 def _as_json(level: Level) -> dict[str, Any]:
     return {"rate": level.rate, "processes": level.processes, "spark_mode": level.mode,
             "behind": level.behind, "summary": level.summary,
-            "minutes": [{**asdict(r), "reconciled": r.reconciled} for r in level.minutes],
+            "minutes": level.minutes_json,
             "lag": level.lag}
 
 
@@ -524,6 +573,8 @@ def main() -> None:
     parser.add_argument("--submit-level", type=float, default=5000,
                         help="rate measured again with ETAR_SPARK_MODE=submit (0: none)")
     parser.add_argument("--submit-minutes", type=int, default=3)
+    parser.add_argument("--replot", action="store_true",
+                        help="no run: the cost model and plots again from capacity.json")
     parser.add_argument("--rest-only", action="store_true",
                         help="only the rest minutes; writes capacity_rest.json, no plots")
     parser.add_argument("--settle", type=float, default=600.0,
@@ -533,6 +584,15 @@ def main() -> None:
     if not rates or rates != sorted(rates) or min(rates) <= 0:
         raise SystemExit(f"--levels wants rising rates > 0, got {args.levels!r}")
     RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "capacity.json"
+    if args.replot:
+        results = json.loads(out.read_text())
+        loaded = [Level.from_json(lv) for lv in results["levels"]]
+        results["cost_model"] = cost_model(loaded)
+        out.write_text(json.dumps(results, indent=1))
+        print(json.dumps(results["cost_model"], indent=1))
+        print("wrote", out, *plot(loaded, RESULTS))
+        return
     log = RESULTS / "capacity.log"
     plan = ([(REST_RATE, args.rest_minutes)] if args.rest_minutes else []) + [
         (rate, args.minutes) for rate in rates]
@@ -563,14 +623,14 @@ def main() -> None:
               f"{s['rss_peak_total_mib']:>9,}  {lv.mode}" + ("  (behind)" if lv.behind else ""))
     print(f"highest level held: {held[-1].rate:,.0f} events/s" if held else
           "no level was held")
-    out = RESULTS / "capacity.json"
     out.write_text(json.dumps({
         "machine": {"cpus": os.cpu_count(), "memory_gib": round(
             psutil.virtual_memory().total / 2**30, 1)},
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "levels": [_as_json(lv) for lv in levels],
         "submit": [_as_json(lv) for lv in submit],
-        "highest_held": held[-1].rate if held else None}, indent=1))
+        "highest_held": held[-1].rate if held else None,
+        "cost_model": cost_model(levels)}, indent=1))
     paths = plot(levels, RESULTS)
     print(f"wrote {out}, " + ", ".join(str(p) for p in paths))
 
