@@ -429,7 +429,7 @@ def measure(levels: list[tuple[float, int]], minutes: int, mode: str, settle_s: 
         raise SystemExit("the native stack is not running")
     sampler = Sampler(settings, dict(state["services"]))
     sampler.start()
-    watcher = ReportWatcher(settings)
+    watcher = ReportWatcher(settings, every=0.2)  # when a report shows, to within 0.2 s
     watcher.start()
     done: list[Level] = []
     try:
@@ -453,7 +453,7 @@ def measure(levels: list[tuple[float, int]], minutes: int, mode: str, settle_s: 
     return done
 
 
-def plot(levels: list[Level], out: Path) -> list[Path]:
+def plot(levels: list[Level], out: Path, stem: str = "capacity") -> list[Path]:
     """Report latency by stage, CPU share by service, lag over time at the highest level
     held."""
     import matplotlib
@@ -478,7 +478,7 @@ def plot(levels: list[Level], out: Path) -> list[Path]:
     ax.legend(fontsize=8, ncol=2)
     ax.set_title("Report latency by stage")
     fig.tight_layout()
-    paths.append(out / "capacity_latency.png")
+    paths.append(out / f"{stem}_latency.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
@@ -502,7 +502,7 @@ def plot(levels: list[Level], out: Path) -> list[Path]:
     ax.legend(fontsize=7, ncol=3, loc="lower right")
     ax.set_title("CPU by service")
     fig.tight_layout()
-    paths.append(out / "capacity_cpu.png")
+    paths.append(out / f"{stem}_cpu.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
@@ -514,7 +514,7 @@ def plot(levels: list[Level], out: Path) -> list[Path]:
     ax.set_ylabel("sink lag, messages")
     ax.set_title(f"Sink lag at {top.rate:,.0f} events/s (the highest level held)")
     fig.tight_layout()
-    paths.append(out / "capacity_lag.png")
+    paths.append(out / f"{stem}_lag.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
@@ -573,6 +573,8 @@ def main() -> None:
     parser.add_argument("--submit-level", type=float, default=5000,
                         help="rate measured again with ETAR_SPARK_MODE=submit (0: none)")
     parser.add_argument("--submit-minutes", type=int, default=3)
+    parser.add_argument("--out", default="capacity",
+                        help="results under benchmarks/results/OUT.json (plots OUT_*.png)")
     parser.add_argument("--replot", action="store_true",
                         help="no run: the cost model and plots again from capacity.json")
     parser.add_argument("--rest-only", action="store_true",
@@ -584,14 +586,14 @@ def main() -> None:
     if not rates or rates != sorted(rates) or min(rates) <= 0:
         raise SystemExit(f"--levels wants rising rates > 0, got {args.levels!r}")
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "capacity.json"
+    out = RESULTS / f"{args.out}.json"
     if args.replot:
         results = json.loads(out.read_text())
         loaded = [Level.from_json(lv) for lv in results["levels"]]
         results["cost_model"] = cost_model(loaded)
         out.write_text(json.dumps(results, indent=1))
         print(json.dumps(results["cost_model"], indent=1))
-        print("wrote", out, *plot(loaded, RESULTS))
+        print("wrote", out, *plot(loaded, RESULTS, args.out))
         return
     log = RESULTS / "capacity.log"
     plan = ([(REST_RATE, args.rest_minutes)] if args.rest_minutes else []) + [
@@ -599,7 +601,7 @@ def main() -> None:
     if args.rest_only:
         rest = measure([(REST_RATE, args.rest_minutes or 2)], args.minutes, "connect",
                        args.settle, log)
-        out = RESULTS / "capacity_rest.json"
+        out = RESULTS / f"{args.out}_rest.json"
         out.write_text(json.dumps([_as_json(lv) for lv in rest], indent=1))
         print(f"wrote {out}")
         return
@@ -631,7 +633,7 @@ def main() -> None:
         "submit": [_as_json(lv) for lv in submit],
         "highest_held": held[-1].rate if held else None,
         "cost_model": cost_model(levels)}, indent=1))
-    paths = plot(levels, RESULTS)
+    paths = plot(levels, RESULTS, args.out)
     print(f"wrote {out}, " + ", ".join(str(p) for p in paths))
 
 
