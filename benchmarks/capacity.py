@@ -37,6 +37,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import threading
@@ -66,6 +67,9 @@ MARGIN_S = 1.0
 LATE_REPORT_S = 60.0
 SAMPLE_EVERY_S = 2.0
 REST_RATE = 50.0
+MIN_FREE_DISK = 8 * 2**30
+"""A level stops once less disk than this is left: at 100k events/s the stack stores about
+2 GB a minute, and a full disk stops the broker."""
 
 
 @dataclass
@@ -267,7 +271,11 @@ class Level:
 
 
 def _behind(level: Level, watcher: ReportWatcher, lags: list[int], now: float) -> str | None:
-    """Why the pipeline no longer keeps up with ``level``, or None."""
+    """Why the pipeline no longer keeps up with ``level`` (or the disk is nearly full), or
+    None."""
+    free = shutil.disk_usage(RESULTS).free
+    if free < MIN_FREE_DISK:
+        return f"{free / 2**30:.1f} GiB of disk left (Kafka, ClickHouse and S3 keep every event)"
     for result in level.minutes:
         minute = Minute.parse(result.minute, closed=False)
         if minute.end.timestamp() + LATE_REPORT_S < now and minute.start not in watcher.seen:
@@ -573,6 +581,8 @@ def main() -> None:
     parser.add_argument("--submit-level", type=float, default=5000,
                         help="rate measured again with ETAR_SPARK_MODE=submit (0: none)")
     parser.add_argument("--submit-minutes", type=int, default=3)
+    parser.add_argument("--no-restore", action="store_true",
+                        help="leave the stack in submit mode after --submit-level")
     parser.add_argument("--out", default="capacity",
                         help="results under benchmarks/results/OUT.json (plots OUT_*.png)")
     parser.add_argument("--replot", action="store_true",
@@ -610,7 +620,8 @@ def main() -> None:
     if args.submit_level:
         submit = measure([(args.submit_level, args.submit_minutes)], args.submit_minutes,
                          "submit", args.settle, log)
-        stack_in_mode("connect")  # leave the stack as etar runs it by default
+        if not args.no_restore:
+            stack_in_mode("connect")  # leave the stack as etar runs it by default
     held = [lv for lv in levels if not lv.behind and lv.rate > REST_RATE
             and lv.summary["reconciled"] == lv.summary["minutes"]]
     print(f"\n{'rate ev/s':>10}{'ev/min':>11}{'ok':>6}{'p50 s':>8}{'p95 s':>8}{'max s':>8}"

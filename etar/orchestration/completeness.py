@@ -96,7 +96,7 @@ def check_minute(minute: Minute, settings: Settings | None = None,
 
 
 def wait_briefly_for_minute(minute: Minute, settings: Settings | None = None,
-                            within: float = 6.0, every: float = 0.5) -> Completeness:
+                            within: float = 6.0, every: float = 0.2) -> Completeness:
     """:func:`check_minute`, polled for up to ``within`` seconds (sleeping to the cut-off
     first when it is that close), so a scheduler's poke rarely needs a second round trip."""
     settings = settings or get_settings()
