@@ -24,8 +24,8 @@ then runs one level with ``ETAR_SPARK_MODE=submit`` (a restart of the stack) for
 
 The topic must be quiet (stop ``make up``'s producer first). Prints a table per level, writes
 ``benchmarks/results/capacity.json`` and three plots beside it (``capacity_latency.png``,
-``capacity_cpu.png``, ``capacity_lag.png``). The rest level also records each service's RSS and PSS
-(``--rest-only`` runs just that level and writes ``capacity_rest.json``).
+``capacity_cpu.png``, ``capacity_lag.png``). The rest level also records each service's RSS and
+PSS.
 
     uv run python benchmarks/capacity.py [--levels 1000,5000,20000,50000,100000] [--minutes 5]
 """
@@ -586,9 +586,7 @@ def main() -> None:
     parser.add_argument("--out", default="capacity",
                         help="results under benchmarks/results/OUT.json (plots OUT_*.png)")
     parser.add_argument("--replot", action="store_true",
-                        help="no run: the cost model and plots again from capacity.json")
-    parser.add_argument("--rest-only", action="store_true",
-                        help="only the rest minutes; writes capacity_rest.json, no plots")
+                        help="no run: the cost model and plots again from OUT.json")
     parser.add_argument("--settle", type=float, default=600.0,
                         help="seconds to wait for a level that fell behind to be reported")
     args = parser.parse_args()
@@ -608,13 +606,6 @@ def main() -> None:
     log = RESULTS / "capacity.log"
     plan = ([(REST_RATE, args.rest_minutes)] if args.rest_minutes else []) + [
         (rate, args.minutes) for rate in rates]
-    if args.rest_only:
-        rest = measure([(REST_RATE, args.rest_minutes or 2)], args.minutes, "connect",
-                       args.settle, log)
-        out = RESULTS / f"{args.out}_rest.json"
-        out.write_text(json.dumps([_as_json(lv) for lv in rest], indent=1))
-        print(f"wrote {out}")
-        return
     levels = measure(plan, args.minutes, "connect", args.settle, log)
     submit: list[Level] = []
     if args.submit_level:
