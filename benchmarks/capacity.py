@@ -48,8 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from confluent_kafka import TopicPartition
-from harness import PARTS, percentile, split, stack_in_mode
+from harness import PARTS, group_lag, percentile, split, stack_in_mode
 
 from etar import topics
 from etar.config import Settings
@@ -93,15 +92,19 @@ class MinuteResult:
         return self.produced > 0 and self.produced == self.clickhouse == self.dashboard
 
 
-def _tree_usage(pid: int) -> tuple[float, int]:
-    """CPU seconds (its reaped children included) and RSS bytes of ``pid``'s process tree."""
+def _tree(pid: int) -> list[psutil.Process]:
+    """``pid`` and its descendants (empty once it is gone)."""
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.Error:
-        return 0.0, 0
+        return []
+
+
+def _tree_usage(pid: int) -> tuple[float, int]:
+    """CPU seconds (its reaped children included) and RSS bytes of ``pid``'s process tree."""
     cpu, rss = 0.0, 0
-    for process in processes:
+    for process in _tree(pid):
         try:
             with process.oneshot():
                 times, memory = process.cpu_times(), process.memory_info()
@@ -118,12 +121,7 @@ def memory_at_rest(services: dict[str, int]) -> dict[str, Any]:
     rows: dict[str, dict[str, int]] = {}
     for name, pid in services.items():
         rss = pss = 0
-        try:
-            root = psutil.Process(pid)
-            processes = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            processes = []
-        for process in processes:
+        for process in _tree(pid):
             try:
                 info = process.memory_full_info()
             except psutil.Error:
@@ -156,16 +154,6 @@ class Sampler(threading.Thread):
         self._consumer = topics.consumer(settings, settings.sink_group_id)
         self._lock = threading.Lock()
 
-    def lag(self) -> int:
-        """Messages on the event topic past the sink group's committed offsets."""
-        partitions = [TopicPartition(self.settings.kafka_topic, p)
-                      for p in range(self.settings.kafka_topic_partitions)]
-        lag = 0
-        for tp in self._consumer.committed(partitions, timeout=10):
-            _, high = topics.watermarks(self._consumer, tp.topic, tp.partition)
-            lag += high - max(tp.offset, 0)
-        return lag
-
     def sample(self) -> dict[str, Any]:
         cpu: dict[str, float] = {}
         rss: dict[str, int] = {}
@@ -176,7 +164,8 @@ class Sampler(threading.Thread):
         usage = [_tree_usage(pid) for pid in live]
         cpu["producer"] = _children_cpu() + sum(u[0] for u in usage)
         rss["producer"] = sum(u[1] for u in usage)
-        return {"t": time.time(), "cpu": cpu, "rss": rss, "lag": self.lag()}
+        return {"t": time.time(), "cpu": cpu, "rss": rss,
+                "lag": group_lag(self.settings, self._consumer)}
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -239,8 +228,9 @@ def _sleep_until(instant: float) -> None:
     time.sleep(max(0.0, instant - time.time()))
 
 
-def _processes_for(rate: float, requested: int) -> int:
-    return requested if requested > 0 else (1 if rate <= 5_000 else 2)
+def _processes_for(rate: float) -> int:
+    """Producer processes for ``rate``: one up to 5k events/s, else two (one per core)."""
+    return 1 if rate <= 5_000 else 2
 
 
 @dataclass
@@ -444,7 +434,7 @@ def measure(levels: list[tuple[float, int]], minutes: int, mode: str, settle_s: 
         with AirflowApi(settings) as api:
             api.set_paused(PIPELINE_DAG, False)
             for rate, level_minutes in levels:
-                level = Level(rate, _processes_for(rate, 0), mode)
+                level = Level(rate, _processes_for(rate), mode)
                 run_level(level, level_minutes or minutes, settings, watcher, sampler, log)
                 settle(level, settings, watcher, api,
                        settle_s if level.behind else max(180.0, settle_s / 3))

@@ -1,5 +1,5 @@
-"""What the whole-pipeline benchmarks share: a stack in a Spark mode, a minute's latency split
-by stage from what Airflow recorded, percentiles."""
+"""What the pipeline benchmarks share: a stack in a Spark mode, a minute's latency split by
+stage from what Airflow recorded, percentiles, the sink group's lag."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import os
 import socket
 from datetime import datetime
 
+from confluent_kafka import Consumer, TopicPartition
+
+from etar import topics
 from etar.config import Settings
 from etar.minute import Minute
 from etar.orchestration.airflow_api import PIPELINE_DAG, AirflowApi
@@ -58,3 +61,16 @@ def stack_in_mode(mode: str) -> Settings:
     native.down()
     native.up_detached()
     return settings
+
+
+def group_lag(settings: Settings, consumer: Consumer, partitions: int | None = None) -> int:
+    """Messages on ``settings``' event topic past the sink group's committed offsets
+    (``consumer`` is in that group and never joins it)."""
+    count = settings.kafka_topic_partitions if partitions is None else partitions
+    committed = consumer.committed(
+        [TopicPartition(settings.kafka_topic, p) for p in range(count)], timeout=10)
+    lag = 0
+    for tp in committed:
+        _, high = topics.watermarks(consumer, tp.topic, tp.partition)
+        lag += high - max(tp.offset, 0)
+    return lag

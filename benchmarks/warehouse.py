@@ -41,8 +41,9 @@ from typing import Any
 
 import chdb
 import pyarrow as pa
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from harness import group_lag
 
 from etar import topics
 from etar.config import Settings, get_settings
@@ -234,18 +235,6 @@ def _count(lane: Settings) -> int:
     return int(warehouse.client(lane).command(f"SELECT count() FROM {lane.clickhouse_table}"))
 
 
-def _group_lag(lane: Settings, consumer: Consumer, partitions: int) -> int:
-    """End offsets - the sink group's committed offsets, over the lane's partitions."""
-    tps = [TopicPartition(lane.kafka_topic, p) for p in range(partitions)]
-    committed = consumer.committed(tps, timeout=10)
-    lag = 0
-    for tp in committed:
-        _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                                 timeout=10)
-        lag += high - max(tp.offset, 0)
-    return lag
-
-
 def _stop(sink: subprocess.Popen[bytes], lane: Settings) -> None:
     sink.terminate()
     try:
@@ -304,7 +293,7 @@ def sustained(settings: Settings, rate: float, seconds: float, source: str,
             time.sleep(every)
             progress = read_progress(lane)
             samples.append({"t": round(time.monotonic() - started, 1),
-                            "lag": _group_lag(lane, consumer, settings.kafka_topic_partitions),
+                            "lag": group_lag(lane, consumer, settings.kafka_topic_partitions),
                             "sink_reported_lag": progress.lag if progress else -1,
                             "rows": _count(lane)})
             finished = (process.poll() is not None if isinstance(process, subprocess.Popen)
